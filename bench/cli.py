@@ -1,0 +1,156 @@
+"""``reasonrec``: a thin command line over the Python API (bench.api)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _common_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset-path", help="folder with the dataset files (overrides the card's path)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def cmd_ls(args) -> int:
+    from bench.loaders import known_datasets, load_card
+    from bench.registry import REGISTRY
+
+    print("methods:")
+    for name in REGISTRY.names():
+        info = REGISTRY.get(name).info
+        needs = ",".join(k for k in ("text", "cot", "sids") if getattr(info, f"needs_{k}", False)
+                         or (k == "sids" and info.uses_sids)) or "-"
+        print(f"  {name:<12} {info.family:<12} needs:{needs:<10} {info.paper}")
+    print("datasets:")
+    for name in known_datasets():
+        card = load_card(name)
+        print(f"  {name:<12} {card.format:<15} {card.description}")
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from bench.data import prepare
+    from bench.specs import parse_value, set_dotted
+
+    overrides: dict = {}
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        set_dotted(overrides, key, parse_value(value))
+    data = prepare(args.dataset, overrides, path=args.dataset_path, progress=not args.no_progress, force=args.force)
+    s = data.stats
+    print(f"dataset {data.name} (fingerprint {data.fingerprint})")
+    print(f"  users {s['users']:,}  items {s['items']:,}  interactions {s['interactions']:,}  "
+          f"(raw: {s['raw_users']:,} users, {s['raw_interactions']:,} interactions)")
+    print(f"  SIDs: {s['sid_source']}, {s['sid_levels']} levels x {s['codebook_size']} codes; "
+          f"codebook usage per level {s['codebook_usage']}")
+    print(f"  collisions before resolution: {s['sid_collision_items']} items ({100 * s['sid_collision_rate']:.2f}%), "
+          f"resolved by {s['sid_collisions_resolved_by']}; unique SIDs {s['unique_sids']:,}")
+    print(f"  example: item {data.item_ids[0]} -> {data.sid(0)}  {data.item_text[0][:80]!r}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from bench.runner import build_spec, run
+
+    spec = build_spec(args.method, args.dataset, config_file=args.config, sets=args.set or [], seed=args.seed)
+    res = run(spec, args.out, dataset_path=args.dataset_path, progress=not args.no_progress)
+    print(f"run {res.run_id}: " + "  ".join(f"{k} {v:.4f}" for k, v in res.metrics.items()))
+    print(f"latency {res.latency.seconds_per_sample * 1000:.3f} ms/sample; result: {Path(args.out) / res.run_id / 'result.json'}")
+    return 0
+
+
+def cmd_suite(args) -> int:
+    from bench.runner import load_suite, run_suite
+
+    results = run_suite(load_suite(args.file), args.out, dataset_path=args.dataset_path, progress=not args.no_progress)
+    print(f"{len(results)} runs complete")
+    return 0
+
+
+def cmd_leaderboard(args) -> int:
+    from bench.leaderboard import build_site
+
+    index = build_site([Path(r) for r in args.runs], Path(args.out), title=args.title)
+    print(f"leaderboard: {index}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from bench.demo import demo
+
+    index = demo(Path(args.out), methods=args.methods, progress=not args.no_progress)
+    print(f"\nleaderboard ready: {index}\nopen it in a browser: file://{index.resolve()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="reasonrec", description="ReasonRec Bench: compare reasoning methods "
+                                "for generative recommendation on one protocol")
+    p.add_argument("--threads", type=int, help="torch threads (default: as torch decides)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("ls", help="registered methods and known datasets")
+    s.set_defaults(func=cmd_ls)
+
+    s = sub.add_parser("prepare", help="build and cache the shared SID data; print its statistics")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="data setting, e.g. sids.codebook_size=128")
+    s.add_argument("--force", action="store_true", help="rebuild even if cached")
+    _common_run_args(s)
+    s.set_defaults(func=cmd_prepare)
+
+    s = sub.add_parser("run", help="train, rank the test users, evaluate, write <out>/<run_id>/result.json")
+    s.add_argument("--method", required=True)
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--config", help="YAML run spec (method_config, data, eval, seed, label)")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override, e.g. method_config.epochs=3, eval.max_users=500, seed=1")
+    s.add_argument("--seed", type=int)
+    s.add_argument("--out", default="runs")
+    _common_run_args(s)
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("suite", help="methods x datasets x seeds from a YAML file; skips done runs, resumes others")
+    s.add_argument("file")
+    s.add_argument("--out", help="runs folder (default: the suite's 'out')")
+    _common_run_args(s)
+    s.set_defaults(func=cmd_suite)
+
+    s = sub.add_parser("leaderboard", help="render the static leaderboard site from result files")
+    s.add_argument("--runs", action="append", required=True, help="folder of runs (repeatable)")
+    s.add_argument("--out", required=True, help="site folder")
+    s.add_argument("--title", default="ReasonRec Bench leaderboard")
+    s.set_defaults(func=cmd_leaderboard)
+
+    s = sub.add_parser("demo", help="every registered method, small budgets, on ml-100k; builds the leaderboard")
+    s.add_argument("--out", default="reasonrec-demo")
+    s.add_argument("--methods", nargs="*", help="subset of methods (default: all registered)")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from bench.loaders import DataError
+    from bench.registry import RegistryError
+    from bench.specs import SpecError
+
+    try:
+        return args.func(args)
+    except (SpecError, DataError, RegistryError) as e:
+        print(f"reasonrec: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nreasonrec: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""Prepared, cached, fingerprinted shared data: the only thing methods see.
+
+card -> raw loader -> k-core -> internal ids -> leave-one-out -> item text -> embeddings
+-> SIDs (+ trie) = :class:`SIDData`, cached under ``$REASONREC_CACHE`` (default
+``~/.cache/reasonrec``) in a folder named by the fingerprint of inputs + settings.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from bench import loaders, sids as sidlib
+from bench.specs import DataSettings, DatasetCard, SpecError, deep_merge, format_validation_error
+from bench.split import kcore, leave_one_out, train_prefixes
+
+FORMAT_VERSION = 1
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("REASONREC_CACHE", Path.home() / ".cache" / "reasonrec"))
+
+
+@dataclass
+class Split:
+    """Histories (internal item ids, oldest first, truncated) and targets for one split."""
+
+    users: np.ndarray
+    histories: list[list[int]]
+    targets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def subset(self, idx) -> "Split":
+        idx = np.asarray(idx)
+        return Split(self.users[idx], [self.histories[i] for i in idx], self.targets[idx])
+
+
+class SIDData:
+    """Users' chronological sequences over internal item ids 0..n_items-1, item text and SIDs."""
+
+    def __init__(self, name: str, fingerprint: str, settings: DataSettings, sequences: list[np.ndarray],
+                 user_ids: list[str], item_ids: list[str], item_text: list[str], codes: np.ndarray,
+                 codebook_size: int, stats: dict):
+        self.name, self.fingerprint, self.settings = name, fingerprint, settings
+        self.sequences, self.user_ids, self.item_ids, self.item_text = sequences, user_ids, item_ids, item_text
+        self.codes, self.codebook_size, self.stats = codes, codebook_size, stats
+
+    n_users = property(lambda self: len(self.sequences))
+    n_items = property(lambda self: len(self.item_ids))
+    sid_levels = property(lambda self: self.codes.shape[1])
+    max_history = property(lambda self: self.settings.max_history)
+
+    def sid(self, item: int) -> str:
+        return sidlib.sid_string(self.codes[item])
+
+    def sid_vocabulary(self) -> list[str]:
+        return [sidlib.sid_token(l, c) for l in range(self.sid_levels) for c in range(self.codebook_size)]
+
+    @cached_property
+    def trie(self) -> sidlib.SIDTrie:
+        return sidlib.SIDTrie.build(self.codes, self.codebook_size)
+
+    def split(self, which: str) -> Split:
+        if which not in ("valid", "test"):
+            raise ValueError(f"split must be 'valid' or 'test', got {which!r}")
+        pairs = [leave_one_out(s.tolist(), self.max_history)[which] for s in self.sequences]
+        return Split(np.arange(self.n_users), [h for h, _ in pairs], np.array([t for _, t in pairs], dtype=np.int64))
+
+    def train_sequences(self) -> list[list[int]]:
+        """Training part of every user (validation and test targets removed)."""
+        return [s[:-2].tolist() for s in self.sequences]
+
+    def train_samples(self, cap: int | None = None, seed: int = 0) -> Split:
+        """Every prefix of every training sequence -> next item; ``cap`` keeps a random subset."""
+        users, hist, tgt = [], [], []
+        for u, s in enumerate(self.sequences):
+            for h, t in train_prefixes(s.tolist(), self.max_history):
+                users.append(u), hist.append(h), tgt.append(t)
+        sp = Split(np.array(users, dtype=np.int64), hist, np.array(tgt, dtype=np.int64))
+        if cap is not None and cap < len(sp):
+            idx = np.sort(np.random.default_rng(seed).choice(len(sp), cap, replace=False))
+            sp = sp.subset(idx)
+        return sp
+
+    def item_popularity(self) -> np.ndarray:
+        counts = np.zeros(self.n_items, dtype=np.int64)
+        for s in self.sequences:
+            np.add.at(counts, s[:-2], 1)
+        return counts
+
+    # ------------------------------------------------------------ persistence
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        lengths = np.array([len(s) for s in self.sequences], dtype=np.int64)
+        flat = np.concatenate(self.sequences) if self.sequences else np.zeros(0, dtype=np.int64)
+        np.savez(folder / "arrays.npz", lengths=lengths, flat=flat, codes=self.codes)
+        (folder / "items.json").write_text(json.dumps({"users": self.user_ids, "items": self.item_ids,
+                                                        "text": self.item_text}))
+        meta = {"format_version": FORMAT_VERSION, "name": self.name, "fingerprint": self.fingerprint,
+                "settings": self.settings.model_dump(mode="json"), "codebook_size": self.codebook_size,
+                "stats": self.stats}
+        (folder / "meta.json").write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, folder: Path) -> "SIDData":
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{folder}: cache format {meta.get('format_version')} != {FORMAT_VERSION}")
+        arr = np.load(folder / "arrays.npz")
+        items = json.loads((folder / "items.json").read_text())
+        seqs = np.split(arr["flat"], np.cumsum(arr["lengths"])[:-1]) if len(arr["lengths"]) else []
+        return cls(meta["name"], meta["fingerprint"], DataSettings(**meta["settings"]), list(seqs),
+                   items["users"], items["items"], items["text"], arr["codes"], meta["codebook_size"],
+                   meta["stats"])
+
+
+# ---------------------------------------------------------------- preparation
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def settings_for(card: DatasetCard, overrides: dict | None) -> DataSettings:
+    from pydantic import ValidationError
+
+    try:
+        return DataSettings(**deep_merge(card.data.model_dump(), overrides or {}))
+    except ValidationError as e:
+        raise SpecError(format_validation_error(e, f"data settings for dataset '{card.name}'", DataSettings)) from None
+
+
+def fingerprint(card: DatasetCard, settings: DataSettings, files: list[Path]) -> str:
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "card": card.model_dump(mode="json", include={"name", "format", "prefix", "reviews", "meta", "text_fields"}),
+        "settings": settings.model_dump(mode="json"),
+        "files": {p.name: _file_digest(p) for p in files},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def prepare(dataset: str, data_overrides: dict | None = None, *, path: str | None = None,
+            progress: bool = True, log=print, force: bool = False) -> SIDData:
+    """Build (or load from cache) the shared data for ``dataset`` (card name or card path)."""
+    card = loaders.load_card(dataset)
+    settings = settings_for(card, data_overrides)
+    raw = loaders.load_raw(card, path)
+    fp = fingerprint(card, settings, raw.source_files)
+    folder = cache_root() / "data" / f"{card.name}-{fp}"
+    if folder.is_dir() and (folder / "meta.json").is_file() and not force:
+        return SIDData.load(folder)
+    t0 = time.time()
+    data = build(card, settings, raw, fp, progress=progress, log=log)
+    data.stats["prepare_seconds"] = round(time.time() - t0, 2)
+    # write to a temporary folder then rename, so a crash never leaves a half cache
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        data.save(tmp)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return data
+
+
+def build(card: DatasetCard, settings: DataSettings, raw: loaders.RawData, fp: str, *,
+          progress: bool = True, log=print) -> SIDData:
+    n_raw_users = len(raw.sequences)
+    n_raw_inter = sum(len(s) for s in raw.sequences.values())
+    seqs = kcore(raw.sequences, settings.kcore)
+    short = [u for u, s in seqs.items() if len(s) < settings.min_user_interactions]
+    for u in short:
+        del seqs[u]
+    if not seqs:
+        raise loaders.DataError(f"dataset '{card.name}': no user has >= {max(settings.kcore, settings.min_user_interactions)} "
+                                f"interactions after filtering ({n_raw_users} users before)")
+    # internal ids: items in order of first appearance over users sorted by raw id (deterministic)
+    user_ids = sorted(seqs, key=lambda u: (len(u), u))
+    item_index: dict[str, int] = {}
+    for u in user_ids:
+        for i in seqs[u]:
+            item_index.setdefault(i, len(item_index))
+    item_ids = list(item_index)
+    sequences = [np.array([item_index[i] for i in seqs[u]], dtype=np.int64) for u in user_ids]
+    item_text = [raw.item_text.get(i, "") for i in item_ids]
+    n_items = len(item_ids)
+    s = settings.sids
+    stats: dict = {"users": len(user_ids), "items": n_items, "interactions": int(sum(len(x) for x in sequences)),
+                   "raw_users": n_raw_users, "raw_interactions": n_raw_inter,
+                   "dropped_short_users": len(short), "sid_source": s.source}
+    if s.source == "precomputed":
+        if raw.precomputed_sids is None:
+            raise loaders.DataError(f"dataset '{card.name}': sids.source=precomputed but there is no index file")
+        codes = np.array([sidlib.parse_sid(raw.precomputed_sids[i], f"index entry for item {i!r}") for i in item_ids])
+        if codes.ndim != 2:
+            raise loaders.DataError(f"dataset '{card.name}': index SIDs do not all have the same number of levels")
+        k = max(int(codes.max()) + 1, 256 if s.codebook_size == "auto" else s.codebook_size)
+        cents = resid = None
+    else:
+        k = sidlib.auto_codebook_size(n_items) if s.codebook_size == "auto" else s.codebook_size
+        if s.embedding == "text":
+            empty = sum(1 for t in item_text if not t)
+            if empty == n_items:
+                raise loaders.DataError(
+                    f"dataset '{card.name}' has no item text: use sids.embedding=attributes or collaborative, "
+                    f"or sids.source=precomputed")
+            log(f"embedding {n_items} item texts with {s.embedding_model} ({empty} empty)")
+            x = sidlib.text_embeddings([t or "unknown item" for t in item_text], s.embedding_model, progress=progress)
+        elif s.embedding == "attributes":
+            if not raw.item_attributes:
+                raise loaders.DataError(f"dataset '{card.name}': sids.embedding=attributes but no item2attributes file")
+            x = sidlib.attribute_embeddings([raw.item_attributes.get(i, []) for i in item_ids], seed=s.seed)
+        else:
+            x = sidlib.collaborative_embeddings([q[:-2].tolist() for q in sequences], n_items, seed=s.seed)
+        log(f"residual k-means: {s.levels} levels x {k} codes on {x.shape}")
+        rq = sidlib.rq_kmeans(x, s.levels, k, seed=s.seed, max_iter=s.kmeans_iters)
+        codes, cents, resid = rq.codes, rq.centroids[-1], rq.residual_last
+    groups = sidlib.collision_groups(codes)
+    stats["sid_collision_items"] = int(sum(len(g) for g in groups))
+    stats["sid_collision_rate"] = round(stats["sid_collision_items"] / n_items, 6)
+    stats["sid_collisions_resolved_by"] = s.collisions
+    codes = sidlib.resolve_collisions(codes, k, s.collisions, cents, resid)
+    if s.collisions == "extra_code":
+        k = max(k, int(codes[:, -1].max()) + 1)
+    stats["sid_levels"] = int(codes.shape[1])
+    stats["codebook_size"] = int(k)
+    stats["codebook_usage"] = [int(len(np.unique(codes[:, l]))) for l in range(codes.shape[1])]
+    stats["unique_sids"] = int(len(np.unique(codes, axis=0)))
+    return SIDData(card.name, fp, settings, sequences, user_ids, item_ids, item_text, codes.astype(np.int64),
+                   int(k), stats)

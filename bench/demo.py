@@ -1,0 +1,24 @@
+"""``reasonrec demo``: every registered method with its small demo budget on the embedded
+default dataset (MovieLens-100k from the recbole wheel), then the leaderboard."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.leaderboard import build_site
+from bench.registry import REGISTRY
+from bench.runner import run_suite
+from bench.specs import SuiteSpec
+
+DEFAULT_DATASET = "ml-100k"
+
+
+def demo_suite(methods: list[str] | None = None, dataset: str = DEFAULT_DATASET) -> SuiteSpec:
+    names = methods or REGISTRY.names()
+    entries = [SuiteSpec.Entry(method=n, method_config=REGISTRY.get(n).demo_config) for n in names]
+    return SuiteSpec(methods=entries, datasets=[dataset], seeds=[0])
+
+
+def demo(out: Path, methods: list[str] | None = None, progress: bool = True) -> Path:
+    suite = demo_suite(methods)
+    run_suite(suite, out / "runs", progress=progress)
+    return build_site([out / "runs"], out / "site", title="ReasonRec Bench demo (ml-100k, small budgets)")

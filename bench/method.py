@@ -1,0 +1,81 @@
+"""The method interface: plugins train and rank; the runner does everything else."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from bench.data import SIDData, Split
+
+
+class MethodInfo(BaseModel):
+    """Typed metadata shown by ``reasonrec ls`` and in the leaderboard."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    family: Literal["baseline", "traditional", "generative", "latent", "explicit-cot"]
+    paper: str = ""
+    description: str = ""
+    needs_text: bool = False
+    needs_cot: bool = False
+    uses_sids: bool = False
+
+
+class MethodConfig(BaseModel):
+    """Base of every method's hyperparameters: strict, so a typo names the field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class Recommendations:
+    """Ranked item ids per user, best first; -1 pads rows shorter than k."""
+
+    items: np.ndarray                      # [n, k] int64
+    scores: np.ndarray | None = None       # [n, k] float, higher is better
+    stats: dict[str, np.ndarray] = field(default_factory=dict)  # optional per-sample stats
+
+
+@dataclass
+class FitContext:
+    """What the runner hands a method besides the data."""
+
+    workdir: Path                      # checkpoints go here; resuming reads them back
+    seed: int = 0
+    beam_width: int = 50
+    progress: bool = True
+    log: Any = print                   # callable(str)
+
+
+class Method:
+    info: ClassVar[MethodInfo]
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    #: small-budget overrides used by ``reasonrec demo`` and the registry-wide smoke test
+    demo_config: ClassVar[dict[str, Any]] = {}
+    smoke_config: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, config: MethodConfig | None = None):
+        self.config = config if config is not None else self.Config()
+
+    def fit(self, data: SIDData, *, valid: Split, ctx: FitContext) -> dict[str, Any]:
+        """Train on ``data`` (train parts only); may use ``valid`` for early stopping.
+        Returns a small dict of training facts (epochs, best validation score, ...)."""
+        raise NotImplementedError
+
+    def recommend(self, histories: list[list[int]], *, k: int) -> Recommendations:
+        """Rank items for each history (internal item ids, oldest first)."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """Facts recorded in the result (model size, beam width...)."""
+        return {}
+
+    def save(self, path: Path) -> None:
+        raise NotImplementedError(f"{self.info.name} does not implement save()")
+
+    def load(self, path: Path, data: SIDData) -> None:
+        raise NotImplementedError(f"{self.info.name} does not implement load()")

@@ -1,0 +1,86 @@
+"""The result schema on disk: one ``result.json`` per run, written atomically and last."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bench.specs import RunSpec
+
+SCHEMA_VERSION = 1
+METRIC_KEYS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20")
+
+
+class Latency(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seconds_per_sample: float
+    total_seconds: float
+    n_samples: int
+    batch_size: int
+    warmup_batches: int
+
+
+class Training(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    seconds: float = 0.0
+
+
+class RunResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    spec: RunSpec
+    method_info: dict[str, Any]
+    metrics: dict[str, float]
+    latency: Latency
+    training: Training
+    evaluation: dict[str, Any] = Field(default_factory=dict)  # protocol facts: beam, exclusion, invalid...
+    method_facts: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(default_factory=dict)        # name, fingerprint, stats
+    environment: dict[str, Any] = Field(default_factory=dict)
+    created: str = ""
+
+    @property
+    def display_name(self) -> str:
+        return self.spec.label or self.spec.method
+
+    def to_disk(self, folder: Path) -> Path:
+        return atomic_write_json(folder / "result.json", self.model_dump(mode="json"))
+
+    @classmethod
+    def from_disk(cls, path: Path) -> "RunResult":
+        obj = json.loads(Path(path).read_text())
+        if obj.get("schema_version", 1) > SCHEMA_VERSION:
+            raise ValueError(f"{path}: schema_version {obj['schema_version']} is newer than this reasonrec")
+        return cls(**obj)
+
+
+def atomic_write_json(path: Path, obj: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_results(runs_dir: Path) -> list[RunResult]:
+    """Every complete run under ``runs_dir`` (recursively); unreadable files are an error naming them."""
+    out = []
+    for p in sorted(Path(runs_dir).rglob("result.json")):
+        try:
+            out.append(RunResult.from_disk(p))
+        except Exception as e:  # noqa: BLE001 - re-raised with the file name
+            raise ValueError(f"{p}: not a valid result file: {e}") from None
+    return out

@@ -1,0 +1,228 @@
+"""The runner owns the loop: data -> fit -> timed recommend -> evaluate -> result.json.
+
+A run directory holds ``spec.json`` (written first), ``run.log``, ``checkpoints/`` and, written
+atomically and last, ``result.json`` + ``per_user.json``. A run whose ``result.json`` exists is
+complete and skipped; any other run directory is resumed (methods reload their checkpoints).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from pydantic import ValidationError
+
+from bench import provenance
+from bench.data import SIDData, prepare
+from bench.method import FitContext, Method
+from bench.metrics import evaluate
+from bench.registry import get_method
+from bench.results import Latency, RunResult, Training, atomic_write_json
+from bench.specs import (EvalSettings, RunSpec, SpecError, SuiteSpec, format_validation_error, load_yaml,
+                         merge_overrides, parse_value, set_dotted)
+
+EVAL_SUBSET_SEED = 12345  # the same test users for every method and seed
+
+
+def build_spec(method: str, dataset: str, *, config_file: str | None = None, sets: list[str] = (),
+               **fields) -> RunSpec:
+    """defaults < config file < --set key=value (dotted keys: method_config.lr=1e-3, eval.max_users=100)."""
+    cli: dict[str, Any] = {}
+    for item in sets:
+        if "=" not in item:
+            raise SpecError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        set_dotted(cli, key.strip(), parse_value(value))
+    file_layer = load_yaml(config_file) if config_file else {}
+    merged = merge_overrides({"method": method, "dataset": dataset}, {k: v for k, v in fields.items() if v is not None},
+                             file_layer, cli)
+    try:
+        spec = RunSpec(**merged)
+    except ValidationError as e:
+        raise SpecError(format_validation_error(e, "run spec" + (f" ({config_file})" if config_file else ""), RunSpec)) from None
+    method_config(spec)  # validate now, before any work
+    return spec
+
+
+def method_config(spec: RunSpec):
+    cls = get_method(spec.method)
+    try:
+        return cls.Config(**spec.method_config)
+    except ValidationError as e:
+        raise SpecError(format_validation_error(e, f"method_config for '{spec.method}'", cls.Config,
+                                                 prefix="method_config.")) from None
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:
+        pass
+
+
+def _logger(path: Path, echo: bool) -> Callable[[str], None]:
+    def log(msg: str) -> None:
+        line = f"[{_dt.datetime.now().strftime('%H:%M:%S')}] {msg}"
+        with open(path, "a") as f:
+            f.write(line + "\n")
+        if echo:
+            print(line, flush=True)
+
+    return log
+
+
+def is_complete(run_dir: Path) -> bool:
+    return (run_dir / "result.json").is_file()
+
+
+def run(spec: RunSpec, out: str | Path = "runs", *, dataset_path: str | None = None, progress: bool = True,
+        echo: bool = True, data: SIDData | None = None) -> RunResult:
+    run_dir = Path(out) / spec.run_id()
+    if is_complete(run_dir):
+        return RunResult.from_disk(run_dir / "result.json")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    spec_path = run_dir / "spec.json"
+    resumed = spec_path.is_file()
+    atomic_write_json(spec_path, spec.model_dump(mode="json"))
+    log = _logger(run_dir / "run.log", echo)
+    log(f"{'resuming' if resumed else 'starting'} run {spec.run_id()} in {run_dir}")
+
+    cls = get_method(spec.method)
+    config = method_config(spec)
+    if spec.threads:
+        import torch
+
+        torch.set_num_threads(spec.threads)
+    if data is None:
+        data = prepare(spec.dataset, spec.data, path=dataset_path, progress=progress, log=log)
+    if cls.info.needs_text and not any(data.item_text):
+        raise SpecError(f"method '{spec.method}' needs item text, dataset '{spec.dataset}' has none")
+    set_seed(spec.seed)
+    method: Method = cls(config)
+    ctx = FitContext(workdir=run_dir / "checkpoints", seed=spec.seed, beam_width=spec.eval.beam_width,
+                     progress=progress, log=log)
+    ctx.workdir.mkdir(exist_ok=True)
+    valid = data.split("valid")
+    t0 = time.perf_counter()
+    try:
+        fit_facts = method.fit(data, valid=valid, ctx=ctx) or {}
+    except Exception as e:
+        (run_dir / "error.txt").write_text(f"{type(e).__name__}: {e}\n")
+        log(f"fit failed: {type(e).__name__}: {e}")
+        raise
+    train_seconds = time.perf_counter() - t0
+    log(f"trained in {train_seconds:.1f}s: {fit_facts}")
+
+    test = data.split("test")
+    if spec.eval.max_users and spec.eval.max_users < len(test):
+        idx = np.sort(np.random.default_rng(EVAL_SUBSET_SEED).choice(len(test), spec.eval.max_users, replace=False))
+        test = test.subset(idx)
+    items, latency, stats = timed_recommend(method, test.histories, spec.eval, data.max_history, progress)
+    ev = evaluate(items, test.targets, data.n_items, ks=spec.eval.ks,
+                  histories=test.histories if spec.eval.exclude_history else None)
+    log(f"test metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in ev.metrics.items()))
+
+    atomic_write_json(run_dir / "per_user.json", {
+        "users": test.users.tolist(), "targets": test.targets.tolist(), "ranks": ev.ranks.tolist(),
+        "stats": {k: np.asarray(v).tolist() for k, v in stats.items()}})
+    result = RunResult(
+        run_id=spec.run_id(), spec=spec, method_info=cls.info.model_dump(), metrics=ev.metrics,
+        latency=latency, training=Training(seconds=round(train_seconds, 3), **fit_facts),
+        evaluation={"split": "test", "n_users": len(test), "ks": list(spec.eval.ks),
+                    "beam_width": spec.eval.beam_width, "exclude_history": spec.eval.exclude_history,
+                    "max_history": data.max_history, "invalid_items": ev.invalid, "duplicate_items": ev.duplicates,
+                    "per_user_file": "per_user.json"},
+        method_facts=method.describe(),
+        data={"name": data.name, "fingerprint": data.fingerprint, "stats": data.stats,
+              "settings": data.settings.model_dump(mode="json")},
+        environment=provenance.environment(),
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+    result.to_disk(run_dir)  # last: its presence marks the run complete
+    (run_dir / "error.txt").unlink(missing_ok=True)
+    log(f"wrote {run_dir / 'result.json'}")
+    return result
+
+
+def timed_recommend(method: Method, histories: list[list[int]], ev: EvalSettings, max_history: int,
+                    progress: bool = True):
+    k = max(ev.ks) + (max_history if ev.exclude_history else 0)
+    bs = ev.batch_size
+    batches = [histories[i:i + bs] for i in range(0, len(histories), bs)]
+    for b in batches[: ev.warmup_batches]:  # warm-up: lazy init, allocator, caches; not timed
+        method.recommend(b, k=k)
+    from tqdm.auto import tqdm
+
+    outs, stats = [], {}
+    t0 = time.perf_counter()
+    for b in tqdm(batches, desc="recommend", disable=not progress, leave=False):
+        rec = method.recommend(b, k=k)
+        items = np.asarray(rec.items)
+        if items.shape[0] != len(b):
+            raise RuntimeError(f"{method.info.name}.recommend returned {items.shape[0]} rows for {len(b)} histories")
+        if items.shape[1] < k:
+            items = np.pad(items, ((0, 0), (0, k - items.shape[1])), constant_values=-1)
+        outs.append(items[:, :k])
+        for name, v in rec.stats.items():
+            stats.setdefault(name, []).append(np.asarray(v))
+    total = time.perf_counter() - t0
+    n = len(histories)
+    latency = Latency(seconds_per_sample=total / max(n, 1), total_seconds=round(total, 4), n_samples=n,
+                      batch_size=bs, warmup_batches=min(ev.warmup_batches, len(batches)))
+    items = np.concatenate(outs) if outs else np.zeros((0, k), dtype=np.int64)
+    return items, latency, {name: np.concatenate(v) for name, v in stats.items()}
+
+
+# ---------------------------------------------------------------- suites
+
+def load_suite(path: str | Path) -> SuiteSpec:
+    try:
+        return SuiteSpec(**load_yaml(path))
+    except ValidationError as e:
+        raise SpecError(format_validation_error(e, f"suite file {path}", SuiteSpec)) from None
+
+
+def suite_specs(suite: SuiteSpec) -> list[RunSpec]:
+    specs = []
+    for entry in suite.entries():
+        for ds in suite.datasets:
+            for seed in suite.seeds:
+                try:
+                    spec = RunSpec(method=entry.method, dataset=ds, seed=seed, label=entry.label,
+                                   method_config=entry.method_config, data=suite.data,
+                                   eval=EvalSettings(**suite.eval), threads=suite.threads)
+                except ValidationError as e:
+                    raise SpecError(format_validation_error(e, f"suite entry {entry.method}/{ds}")) from None
+                method_config(spec)
+                specs.append(spec)
+    return specs
+
+
+def run_suite(suite: SuiteSpec, out: str | Path | None = None, *, dataset_path: str | None = None,
+              progress: bool = True, echo: bool = True) -> list[RunResult]:
+    out = Path(out or suite.out)
+    specs = suite_specs(suite)  # validate everything before running anything
+    results = []
+    cache: dict[tuple, SIDData] = {}
+    for n, spec in enumerate(specs, 1):
+        run_dir = out / spec.run_id()
+        state = "done" if is_complete(run_dir) else ("resume" if run_dir.exists() else "new")
+        if echo:
+            print(f"[{n}/{len(specs)}] {spec.run_id()} ({state})", flush=True)
+        if state == "done":
+            results.append(RunResult.from_disk(run_dir / "result.json"))
+            continue
+        key = (spec.dataset, json.dumps(spec.data, sort_keys=True))
+        if key not in cache:
+            cache[key] = prepare(spec.dataset, spec.data, path=dataset_path, progress=progress,
+                                 log=print if echo else (lambda *_: None))
+        results.append(run(spec, out, dataset_path=dataset_path, progress=progress, echo=echo, data=cache[key]))
+    return results

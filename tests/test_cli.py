@@ -1,0 +1,53 @@
+import json
+import subprocess
+import sys
+
+from bench.cli import main
+
+
+def test_cli_end_to_end(toy_env, tmp_path, capsys):
+    assert main(["ls"]) == 0
+    out = capsys.readouterr().out
+    assert "sasrec" in out and "traditional" in out and "toy" in out and "ml-100k" in out
+
+    assert main(["prepare", "--dataset", "toy", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "collisions before resolution" in out and "codebook usage" in out and "users" in out
+
+    other = tmp_path / "other"
+    assert main(["run", "--method", "pop", "--dataset", "toy", "--out", str(other), "--no-progress",
+                 "--set", "eval.batch_size=7"]) == 0
+    (run_dir,) = list(other.iterdir())
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["spec"]["eval"]["batch_size"] == 7 and result["latency"]["batch_size"] == 7
+
+    runs = tmp_path / "runs"
+    assert main(["run", "--method", "pop", "--dataset", "toy", "--out", str(runs), "--no-progress"]) == 0
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"methods: [pop, {{method: random, label: Random ranker}}]\ndatasets: [toy]\nseeds: [0, 1]\n"
+                     f"out: {runs}\n")
+    assert main(["suite", str(suite), "--no-progress"]) == 0
+    assert "4 runs complete" in capsys.readouterr().out
+    assert len(list(runs.glob("*/result.json"))) == 4  # pop seed 0 was reused, not duplicated
+
+    site = tmp_path / "site"
+    assert main(["leaderboard", "--runs", str(runs), "--out", str(site)]) == 0
+    html = (site / "index.html").read_text()
+    assert "Random ranker" in html and "Table 1" in html and "±" in html  # two seeds -> mean ± std
+
+
+def test_cli_errors_exit_2_and_name_the_culprit(toy_env, tmp_path, capsys):
+    assert main(["run", "--method", "sasrc", "--dataset", "toy"]) == 2
+    assert "unknown method 'sasrc'; did you mean 'sasrec'" in capsys.readouterr().err
+    assert main(["run", "--method", "pop", "--dataset", "toyy"]) == 2
+    assert "unknown dataset 'toyy'; did you mean 'toy'" in capsys.readouterr().err
+    assert main(["run", "--method", "pop", "--dataset", "toy", "--set", "seeed=1", "--out", str(tmp_path)]) == 2
+    assert "unknown key 'seeed'; did you mean 'seed'" in capsys.readouterr().err
+    assert main(["run", "--method", "pop", "--dataset", "toy", "--set", "novalue"]) == 2
+    assert not any(tmp_path.iterdir())
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([sys.executable, "-m", "bench.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "demo" in out.stdout and "leaderboard" in out.stdout

@@ -1,0 +1,143 @@
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from bench.leaderboard import build_site
+from bench.results import Latency, RunResult, Training
+from bench.specs import RunSpec
+
+
+def fake_result(method, dataset, seed, ndcg10, sps=0.01, label=None):
+    spec = RunSpec(method=method, dataset=dataset, seed=seed, label=label)
+    metrics = {"HR@5": ndcg10 * 1.5, "HR@10": ndcg10 * 2, "HR@20": ndcg10 * 3,
+               "NDCG@5": ndcg10 * 0.8, "NDCG@10": ndcg10, "NDCG@20": ndcg10 * 1.2}
+    return RunResult(run_id=spec.run_id(), spec=spec, method_info={"name": method, "family": "baseline"},
+                     metrics=metrics, latency=Latency(seconds_per_sample=sps, total_seconds=sps * 100, n_samples=100,
+                                                      batch_size=10, warmup_batches=1),
+                     training=Training(seconds=5.0), data={"name": dataset, "stats": {"users": 100}},
+                     environment={"git_commit": "abc", "hardware": {"torch_threads": 1}})
+
+
+@pytest.fixture
+def site(tmp_path):
+    runs = tmp_path / "runs"
+    rows = [("a", 0, 0.04, 0.02), ("a", 1, 0.06, 0.02), ("b", 0, 0.03, 0.001), ("c", 0, 0.01, 0.5)]
+    for m, seed, v, sps in rows:
+        r = fake_result(m, "beauty", seed, v, sps, label=f"<{m}>" if m == "c" else None)
+        r.to_disk(runs / r.run_id)
+    r = fake_result("a", "ml-100k", 0, 0.1)
+    r.to_disk(runs / r.run_id)
+    return build_site([runs], tmp_path / "site")
+
+
+class Tables(HTMLParser):
+    """Collect table rows: (table class, dataset) -> [[cell text, markup tag]]."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.cur, self.row, self.cell, self.tag = {}, None, None, None, None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "table":
+            self.cur = self.tables.setdefault((a.get("class"), a.get("data-dataset")), [])
+        elif tag == "tr" and self.cur is not None:
+            self.row = []
+        elif tag in ("td", "th") and self.row is not None:
+            self.cell, self.tag = "", None
+        elif tag in ("b", "u") and self.cell is not None:
+            self.tag = tag
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self.row is not None and self.cell is not None:
+            self.row.append((self.cell.strip(), self.tag))
+            self.cell = None
+        elif tag == "tr" and self.row is not None:
+            self.cur.append(self.row)
+            self.row = None
+        elif tag == "table":
+            self.cur = None
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell += data
+
+
+def test_table1_and_table4(site):
+    p = Tables()
+    p.feed(site.read_text())
+    t1 = p.tables[("table1", "beauty")]
+    header = [c for c, _ in t1[0]]
+    assert header[:8] == ["Method", "Family", "N@5", "N@10", "N@20", "HR@5", "HR@10", "HR@20"]
+    body = {r[0][0]: r for r in t1[1:]}
+    assert list(body) == ["a", "b", "<c>"]  # sorted by NDCG@10, label escaped but shown
+    assert body["a"][3] == ("0.0500 ± 0.0141", "b")  # mean of 0.04, 0.06; best is bold
+    assert body["b"][3] == ("0.0300", "u")           # second is underlined
+    assert body["<c>"][3] == ("0.0100", None)
+    t4 = p.tables[("table4", "beauty")]
+    assert [r[0][0] for r in t4[1:]] == ["b", "a", "<c>"]  # fastest first
+    assert t4[1][1] == ("1.000", "b")
+    assert ("table1", "ml-100k") in p.tables
+
+
+def test_site_is_self_contained_and_escaped(site):
+    html = site.read_text()
+    assert "&lt;c&gt;" in html and "<c>" not in html
+    assert "http://" not in html and "https://" not in html  # no CDN
+    assert (site.parent / "style.css").is_file()
+    pages = list((site.parent / "runs").glob("*.html"))
+    assert len(pages) == 5
+    page = pages[0].read_text()
+    assert "fingerprint" in page and "Git commit" in page
+
+
+def test_conflicting_configs_under_one_name(tmp_path):
+    runs = tmp_path / "runs"
+    for cfg in ({}, {"x": 1}):
+        spec = RunSpec(method="a", dataset="d", method_config=cfg)
+        r = fake_result("a", "d", 0, 0.1).model_copy(update={"spec": spec, "run_id": spec.run_id()})
+        r.to_disk(runs / r.run_id)
+    with pytest.raises(ValueError, match="distinct labels"):
+        build_site([runs], tmp_path / "site")
+
+
+def test_bad_result_file_is_named(tmp_path):
+    (tmp_path / "runs" / "x").mkdir(parents=True)
+    (tmp_path / "runs" / "x" / "result.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"x/result\.json: not a valid result file"):
+        build_site([tmp_path / "runs"], tmp_path / "site")
+
+
+def test_leaderboard_never_imports_torch():
+    import sys
+
+    code = "import sys, bench.leaderboard; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.browser
+def test_renders_in_headless_chromium(site, tmp_path):
+    exe = _chromium()
+    if exe is None:
+        pytest.fail("chromium not found: apt-get install chromium")
+    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", site.resolve().as_uri()]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    p = Tables()
+    p.feed(dom)
+    t1 = p.tables[("table1", "beauty")]
+    assert [r[0][0] for r in t1[1:]] == ["a", "b", "<c>"]
+    assert t1[1][3] == ("0.0500 ± 0.0141", "b") and t1[2][3] == ("0.0300", "u")
+    # the stylesheet loads from file:// (computed style of the header differs from the default)
+    shot = tmp_path / "shot.png"
+    subprocess.run(cmd[:-2] + [f"--screenshot={shot}", "--window-size=1200,900", site.resolve().as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 1000

@@ -1,0 +1,145 @@
+import json
+
+import numpy as np
+import pytest
+
+from bench.method import Method, MethodConfig, MethodInfo, Recommendations
+from bench.registry import REGISTRY
+from bench.results import METRIC_KEYS, RunResult
+from bench.runner import build_spec, run, run_suite
+from bench.specs import SpecError, SuiteSpec
+
+
+def _quiet(spec, out, **kw):
+    return run(spec, out, progress=False, echo=False, **kw)
+
+
+@pytest.mark.parametrize("name", REGISTRY.names())
+def test_every_registered_method_trains_and_ranks(name, toy_env, tmp_path):
+    cls = REGISTRY.get(name)
+    spec = build_spec(name, "toy", method_config=cls.smoke_config)
+    res = _quiet(spec, tmp_path)
+    assert set(METRIC_KEYS) <= set(res.metrics)
+    assert all(0.0 <= v <= 1.0 for v in res.metrics.values())
+    assert res.evaluation["invalid_items"] == 0
+    assert res.latency.n_samples == res.data["stats"]["users"] and res.latency.seconds_per_sample > 0
+    run_dir = tmp_path / spec.run_id()
+    assert json.loads((run_dir / "spec.json").read_text())["method"] == name
+    per_user = json.loads((run_dir / "per_user.json").read_text())
+    assert len(per_user["ranks"]) == res.latency.n_samples
+    assert RunResult.from_disk(run_dir / "result.json").metrics == res.metrics
+
+
+def test_sequential_models_beat_random(toy_env, tmp_path):
+    got = {m: _quiet(build_spec(m, "toy", method_config=cfg), tmp_path).metrics["HR@5"]
+           for m, cfg in [("random", {}), ("gru4rec", {"epochs": 8, "batch_size": 64, "lr": 5e-3})]}
+    assert got["gru4rec"] > got["random"] + 0.15, got
+
+
+@pytest.mark.parametrize("name", ["random", "gru4rec"])
+def test_same_seed_same_metrics(name, toy_env, tmp_path):
+    cfg = REGISTRY.get(name).smoke_config
+    a = _quiet(build_spec(name, "toy", method_config=cfg), tmp_path / "a")
+    b = _quiet(build_spec(name, "toy", method_config=cfg), tmp_path / "b")
+    assert a.metrics == b.metrics and a.run_id == b.run_id
+
+
+def test_run_id_is_deterministic_and_config_sensitive():
+    a = build_spec("pop", "toy")
+    assert a.run_id() == build_spec("pop", "toy").run_id()
+    assert a.run_id() != build_spec("pop", "toy", seed=1).run_id()
+    assert a.run_id() == build_spec("pop", "toy", threads=1).run_id()  # threads do not change results
+
+
+def test_spec_errors_name_the_key(tmp_path):
+    with pytest.raises(SpecError, match="unknown key 'method_config.epoch'; did you mean 'epochs'"):
+        build_spec("sasrec", "toy", sets=["method_config.epoch=3"])
+    with pytest.raises(SpecError, match="unknown key 'evaluation'"):
+        build_spec("pop", "toy", sets=["evaluation.ks=[5]"])
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("method_config: {lr: -1}\n")
+    with pytest.raises(SpecError, match=r"lr: .*greater than 0"):
+        build_spec("sasrec", "toy", config_file=str(cfg))
+    with pytest.raises(SpecError, match="config file not found"):
+        build_spec("pop", "toy", config_file=str(tmp_path / "missing.yaml"))
+
+
+def test_defaults_file_cli_precedence(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("seed: 3\nmethod_config: {epochs: 4, lr: 0.01}\neval: {max_users: 10}\n")
+    spec = build_spec("sasrec", "toy", config_file=str(cfg), sets=["method_config.epochs=7", "eval.ks=[1, 5]"])
+    assert spec.seed == 3 and spec.method_config == {"epochs": 7, "lr": 0.01}
+    assert spec.eval.max_users == 10 and spec.eval.ks == (1, 5)
+
+
+class Flaky(Method):
+    """Fails in fit unless its checkpoint from an earlier attempt exists (a crash mid-training)."""
+
+    info = MethodInfo(name="flaky", family="baseline")
+
+    class Config(MethodConfig):
+        pass
+
+    def fit(self, data, *, valid, ctx):
+        ckpt = ctx.workdir / "half.txt"
+        if not ckpt.exists():
+            ckpt.write_text("epoch 1 done")
+            raise RuntimeError("simulated crash")
+        self.n = data.n_items
+        return {"resumed_from": ckpt.read_text()}
+
+    def recommend(self, histories, *, k):
+        return Recommendations(np.tile(np.arange(min(k, self.n)), (len(histories), 1)))
+
+
+@pytest.fixture
+def flaky():
+    REGISTRY.register()(Flaky)
+    yield
+    REGISTRY.unregister("flaky")
+
+
+def test_suite_resumes_after_interruption(toy_env, tmp_path, flaky):
+    suite = SuiteSpec(methods=["pop", "flaky", "random"], datasets=["toy"], seeds=[0], out=str(tmp_path))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_suite(suite, progress=False, echo=False)
+    dirs = {p.name.split("-")[0]: p for p in tmp_path.iterdir()}
+    assert (dirs["pop"] / "result.json").is_file()
+    assert not (dirs["flaky"] / "result.json").exists(), "an interrupted run must not look complete"
+    assert (dirs["flaky"] / "error.txt").is_file() and "random" not in dirs
+    pop_mtime = (dirs["pop"] / "result.json").stat().st_mtime_ns
+    results = run_suite(suite, progress=False, echo=False)
+    assert [r.spec.method for r in results] == ["pop", "flaky", "random"]
+    assert (dirs["pop"] / "result.json").stat().st_mtime_ns == pop_mtime  # skipped, not rerun
+    assert results[1].training.model_extra["resumed_from"] == "epoch 1 done"
+    assert not (dirs["flaky"] / "error.txt").exists()
+
+
+def test_suite_validates_everything_before_running(toy_env, tmp_path):
+    suite = SuiteSpec(methods=["pop", SuiteSpec.Entry(method="sasrec", method_config={"epoch": 1})],
+                      datasets=["toy"], out=str(tmp_path))
+    with pytest.raises(SpecError, match="epoch"):
+        run_suite(suite, progress=False, echo=False)
+    assert not any(tmp_path.iterdir())
+
+
+def test_recbole_training_resumes_from_last_epoch(toy_env, toy_data, tmp_path):
+    from bench.method import FitContext
+
+    cls = REGISTRY.get("gru4rec")
+    ctx = FitContext(workdir=tmp_path, progress=False, log=lambda *_: None)
+    first = cls(cls.Config(epochs=1, batch_size=64)).fit(toy_data, valid=toy_data.split("valid"), ctx=ctx)
+    logs = []
+    ctx.log = logs.append
+    second = cls(cls.Config(epochs=3, batch_size=64)).fit(toy_data, valid=toy_data.split("valid"), ctx=ctx)
+    assert any("resumed gru4rec at epoch 1" in m for m in logs)
+    assert [h["epoch"] for h in second["history"]][:1] == [0] and second["history"][0] == first["history"][0]
+    assert len(second["history"]) == 3
+
+
+def test_exclude_history_applies_to_every_method(toy_env, tmp_path):
+    spec = build_spec("pop", "toy", sets=["eval.exclude_history=true"])
+    res = _quiet(spec, tmp_path)
+    assert res.evaluation["exclude_history"] is True
+    per_user = json.loads((tmp_path / spec.run_id() / "per_user.json").read_text())
+    assert len(per_user["ranks"]) == res.latency.n_samples
