@@ -162,9 +162,12 @@ def prepare(dataset: str, data_overrides: dict | None = None, *, path: str | Non
     fp = fingerprint(card, settings, raw.source_files)
     folder = cache_root() / "data" / f"{card.name}-{fp}"
     if folder.is_dir() and (folder / "meta.json").is_file() and not force:
-        return SIDData.load(folder)
+        data = SIDData.load(folder)
+        data.stats["source_files"] = [str(p) for p in raw.source_files]  # where it was read this time
+        return data
     t0 = time.time()
     data = build(card, settings, raw, fp, progress=progress, log=log)
+    data.stats["source_files"] = [str(p) for p in raw.source_files]
     data.stats["prepare_seconds"] = round(time.time() - t0, 2)
     # write to a temporary folder then rename, so a crash never leaves a half cache
     folder.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,8 @@ BUILTIN: dict[str, str] = {
     "random": "methods.simple",
     "sasrec": "methods.recbole_models",
     "gru4rec": "methods.recbole_models",
+    "minionerec": "methods.minionerec",
+    "lcrec": "methods.lcrec",
 }
 
 

@@ -89,7 +89,13 @@ class RecBoleMethod(Method):
 
         name = f"rr_{data.name.replace('-', '_')}"
         self._write_atomic(data, workdir / "recbole_data" / name, name)
-        config = Config(model=self.recbole_model, dataset=name, config_dict=self._recbole_config(data, workdir, seed))
+        import sys
+
+        argv, sys.argv = sys.argv, sys.argv[:1]  # RecBole's Config parses --key=value from the command line
+        try:
+            config = Config(model=self.recbole_model, dataset=name, config_dict=self._recbole_config(data, workdir, seed))
+        finally:
+            sys.argv = argv
         init_seed(seed, True)
         dataset = create_dataset(config)
         train, valid, _ = data_preparation(config, dataset)

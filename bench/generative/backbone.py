@@ -1,0 +1,132 @@
+"""One backbone factory: a real pretrained causal LM by name/path, or a Qwen3 preset built from a
+config (no download) with a compact tokenizer trained on the run's own text.
+
+Either way the SID tokens (``<a_0>`` ... one per level and code) are added as single tokens and
+the embeddings resized, and :attr:`Backbone.sid_token_ids` maps ``[level, code] -> token id``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SPECIAL_TOKENS = ["<pad>", "<eos>", "<unk>"]
+
+# Sizes measured on 2 CPU cores (bench: `reasonrec bench train-step`): a training step of batch 32 x
+# ~170 tokens takes ~0.05 s (tiny) and ~0.2 s (small); small trains one Beauty epoch (131k samples)
+# in well under an hour.
+PRESETS: dict[str, dict] = {
+    "tiny": dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16),
+    "small": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=32),
+    "base": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=64),
+}
+
+
+class BackboneConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name_or_path: str | None = Field(None, description="HF model id or local folder (e.g. Qwen/Qwen3-0.6B); "
+                                                       "None = build the preset from a Qwen3Config")
+    preset: Literal["tiny", "small", "base"] = "small"
+    max_vocab: int = Field(16000, ge=100, description="word vocabulary cap of the preset tokenizer")
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+@dataclass
+class Backbone:
+    model: object            # transformers PreTrainedModel (causal LM)
+    tokenizer: object        # transformers tokenizer
+    sid_token_ids: object    # torch.LongTensor [levels, K]
+    source: str              # "preset:small" or the name/path
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+    @property
+    def eos_id(self) -> int:
+        return int(self.tokenizer.eos_token_id)
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        (folder / "backbone.json").write_text(json.dumps({"source": self.source}))
+
+
+def train_tokenizer(corpus: Iterable[str], added_tokens: list[str], max_vocab: int = 16000):
+    """A word-level tokenizer (whitespace + punctuation split) trained on ``corpus``; SID and other
+    added tokens are single special tokens, so ``<a_1><b_2>`` never splits."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins with spaces
+    trainer = trainers.WordLevelTrainer(vocab_size=max_vocab, special_tokens=SPECIAL_TOKENS, min_frequency=1)
+    tok.train_from_iterator(corpus, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    fast.add_tokens(list(added_tokens), special_tokens=True)
+    fast.padding_side = "left"
+    return fast
+
+
+def sid_ids_tensor(tokenizer, levels: int, codebook_size: int):
+    import torch
+
+    from bench.sids import sid_token
+
+    ids = [[tokenizer.convert_tokens_to_ids(sid_token(l, c)) for c in range(codebook_size)] for l in range(levels)]
+    t = torch.tensor(ids, dtype=torch.long)
+    unk = tokenizer.unk_token_id
+    if unk is not None and (t == unk).any():
+        raise ValueError("some SID tokens are not in the tokenizer vocabulary")
+    return t
+
+
+def build_backbone(cfg: BackboneConfig, *, sid_tokens: list[str], levels: int, codebook_size: int,
+                   corpus: Iterable[str] = (), extra_tokens: list[str] = (), seed: int = 0) -> Backbone:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+
+    dtype = getattr(torch, cfg.dtype)
+    added = list(sid_tokens) + list(extra_tokens)
+    if cfg.name_or_path:
+        tokenizer = AutoTokenizer.from_pretrained(cfg.name_or_path)
+        tokenizer.add_tokens(added, special_tokens=True)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"
+        model = AutoModelForCausalLM.from_pretrained(cfg.name_or_path, dtype=dtype)
+        model.resize_token_embeddings(len(tokenizer))
+        # instruct checkpoints ship sampling defaults that silently cut beams: we decode ourselves
+        model.generation_config.do_sample = False
+        source = cfg.name_or_path
+    else:
+        tokenizer = train_tokenizer(corpus, added, cfg.max_vocab)
+        torch.manual_seed(seed)
+        config = Qwen3Config(vocab_size=len(tokenizer), tie_word_embeddings=True, max_position_embeddings=1024,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                             bos_token_id=tokenizer.eos_token_id, **PRESETS[cfg.preset])
+        model = Qwen3ForCausalLM(config).to(dtype)
+        source = f"preset:{cfg.preset}"
+    model.config.use_cache = True
+    return Backbone(model, tokenizer, sid_ids_tensor(tokenizer, levels, codebook_size), source)
+
+
+def load_backbone(folder: Path, levels: int, codebook_size: int) -> Backbone:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    source = json.loads((folder / "backbone.json").read_text())["source"]
+    return Backbone(model, tokenizer, sid_ids_tensor(tokenizer, levels, codebook_size), source)

@@ -1,0 +1,163 @@
+"""Trie-constrained beam search over SIDs, batched over users x beams.
+
+One prefill per user (the prompt is never copied per beam before it is encoded), then one
+single-token forward per remaining SID level for all users x beams at once, with the KV cache
+reused and reordered. Masks come from the SID trie's dense per-level tables as tensors: no
+per-beam Python. It can start from any prefix state (a KV cache plus the logits that predict the
+first SID token), so latent-reasoning methods call it after their loop and CoT methods after
+their generated text. Beams are ranked by joint log-probability (full-vocabulary log-softmax).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from bench.generative.prompts import left_pad, positions
+
+
+@dataclass
+class PrefixState:
+    """Where decoding starts: a KV cache for B sequences and the logits for the first SID token."""
+
+    cache: object                 # transformers Cache with batch B
+    last_logits: torch.Tensor     # [B, V]
+    attention_mask: torch.Tensor  # [B, T] (1 = attend)
+    next_position: torch.Tensor   # [B] position id of the next token
+
+
+@dataclass
+class BeamResult:
+    items: torch.Tensor   # [B, W] item ids, -1 where fewer than W items exist (or invalid, unconstrained)
+    scores: torch.Tensor  # [B, W] joint log-probabilities, descending; -inf where items == -1
+    codes: torch.Tensor   # [B, W, M] generated codes
+
+
+class TrieTensors:
+    """The trie tables as tensors on the model's device (built once per method)."""
+
+    def __init__(self, trie, sid_token_ids: torch.Tensor, device=None):
+        self.child = [c.to(device) for c in trie.to_torch()]
+        self.sid_token_ids = sid_token_ids.to(device)
+        self.levels, self.codebook_size = len(self.child), trie.codebook_size
+
+    def to(self, device):
+        self.child = [c.to(device) for c in self.child]
+        self.sid_token_ids = self.sid_token_ids.to(device)
+        return self
+
+
+@torch.no_grad()
+def prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> PrefixState:
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions(attention_mask),
+                past_key_values=cache, use_cache=True, logits_to_keep=1)
+    return PrefixState(out.past_key_values, out.logits[:, -1], attention_mask, attention_mask.sum(-1))
+
+
+@torch.no_grad()
+def constrained_beam_search(model, trie: TrieTensors, *, prompts: list[list[int]] | None = None, pad_id: int = 0,
+                            prefix: PrefixState | None = None, beam_width: int = 50,
+                            constrained: bool = True) -> BeamResult:
+    """Top ``beam_width`` SIDs per sequence by joint log-probability; with ``constrained`` every
+    output is a real item. Give either ``prompts`` (token id lists) or a ``prefix`` state."""
+    device = next(model.parameters()).device
+    if prefix is None:
+        if prompts is None:
+            raise ValueError("give prompts or a prefix state")
+        ids, mask = left_pad(prompts, pad_id)
+        prefix = prefill(model, ids.to(device), mask.to(device))
+    cache, mask = prefix.cache, prefix.attention_mask
+    B, K, L = mask.shape[0], trie.codebook_size, trie.levels
+    rows = torch.arange(B, device=device)
+
+    def level_logprobs(logits, level):  # [N, V] -> [N, K]
+        return torch.log_softmax(logits.float(), -1).index_select(1, trie.sid_token_ids[level])
+
+    # level 0: every user starts at the root
+    lp = level_logprobs(prefix.last_logits, 0)                              # [B, K]
+    if constrained:
+        lp = lp.masked_fill(trie.child[0][0] < 0, -torch.inf)
+    w = min(beam_width, K)
+    scores, code = lp.topk(w, dim=1)                                        # [B, w]
+    node = trie.child[0][0][code].long()                                    # [B, w]
+    codes = code.unsqueeze(-1)
+    cache.batch_repeat_interleave(w)
+    mask = mask.repeat_interleave(w, 0)
+    pos = prefix.next_position.repeat_interleave(w, 0)
+    for level in range(1, L):
+        tokens = trie.sid_token_ids[level - 1][codes[:, :, -1]].reshape(-1, 1)  # [B*w, 1]
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
+        out = model(input_ids=tokens, attention_mask=mask, position_ids=pos.unsqueeze(1), past_key_values=cache,
+                    use_cache=True)
+        pos = pos + 1
+        lp = level_logprobs(out.logits[:, -1], level).view(B, w, K)
+        table = trie.child[level]
+        valid_node = node >= 0
+        if constrained:
+            allowed = (table[node.clamp(min=0)] >= 0) & valid_node.unsqueeze(-1)
+            lp = lp.masked_fill(~allowed, -torch.inf)
+        cand = (scores.unsqueeze(-1) + lp).view(B, w * K)
+        new_w = min(beam_width, w * K)
+        scores, idx = cand.topk(new_w, dim=1)
+        origin, code = idx // K, idx % K
+        parent = node.gather(1, origin)
+        node = torch.where(parent >= 0, table[parent.clamp(min=0), code], torch.full_like(parent, -1)).long()
+        codes = torch.cat([codes.gather(1, origin.unsqueeze(-1).expand(-1, -1, codes.shape[-1])),
+                           code.unsqueeze(-1)], -1)
+        if level < L - 1:  # the last level needs no further forward pass
+            flat = (rows.unsqueeze(1) * w + origin).reshape(-1)
+            cache.reorder_cache(flat)
+            mask, pos = mask.index_select(0, flat), pos.index_select(0, flat)
+        w = new_w
+    items = torch.where(torch.isfinite(scores), node, torch.full_like(node, -1))
+    return BeamResult(items, scores, codes)
+
+
+# ---------------------------------------------------------------- reference routes (tests, benchmark)
+
+@torch.no_grad()
+def exhaustive_scores(model, trie_codes: torch.Tensor, sid_token_ids: torch.Tensor, prompt: list[int]) -> torch.Tensor:
+    """Joint log-probability of every catalog item's SID after ``prompt`` (teacher forcing)."""
+    n, L = trie_codes.shape
+    device = next(model.parameters()).device
+    levels = torch.arange(L)
+    sid_tokens = sid_token_ids[levels.unsqueeze(0), trie_codes]             # [n, L]
+    ids = torch.cat([torch.tensor(prompt).expand(n, -1), sid_tokens], 1).to(device)
+    logits = model(input_ids=ids).logits[:, len(prompt) - 1:-1].float()     # predicts each SID token
+    lp = torch.log_softmax(logits, -1).gather(-1, sid_tokens.to(device).unsqueeze(-1)).squeeze(-1)
+    return lp.sum(-1)
+
+
+def hf_constrained_generate(model, trie_codes, sid_token_ids, prompts: list[list[int]], pad_id: int,
+                            beam_width: int = 50, constrained: bool = True):
+    """MiniOneRec's route: HF ``generate(num_beams=W, prefix_allowed_tokens_fn=...)`` with a Python
+    dict trie. Returns item ids [B, W] (-1 for an invalid SID). For the decode benchmark."""
+    L = trie_codes.shape[1]
+    tok = sid_token_ids.tolist()
+    children: dict[tuple, set] = {}
+    item_of: dict[tuple, int] = {}
+    for item, row in enumerate(trie_codes.tolist()):
+        path = tuple(tok[l][c] for l, c in enumerate(row))
+        item_of[path] = item
+        for l in range(L):
+            children.setdefault(path[:l], set()).add(path[l])
+    children = {k: sorted(v) for k, v in children.items()}
+    all_sid = [t for level in tok for t in level]
+
+    ids, mask = left_pad(prompts, pad_id)
+    T = ids.shape[1]
+
+    def allowed(batch_id, sent):  # with input_ids, HF passes prompt + generated tokens
+        return children.get(tuple(sent[T:].tolist()), [pad_id]) if constrained else all_sid
+
+    device = next(model.parameters()).device
+    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), num_beams=beam_width,
+                         num_return_sequences=beam_width, max_new_tokens=L, min_new_tokens=L, do_sample=False,
+                         prefix_allowed_tokens_fn=allowed, pad_token_id=pad_id, early_stopping=True,
+                         length_penalty=0.0, top_k=None, top_p=None, temperature=None)
+    gen = out[:, T:]
+    items = [item_of.get(tuple(r), -1) for r in gen.tolist()]
+    return torch.tensor(items).view(len(prompts), beam_width)

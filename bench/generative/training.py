@@ -1,0 +1,146 @@
+"""The one training loop, on accelerate (device placement, gradient accumulation, mixed precision;
+DDP/FSDP through ``accelerate launch``). Methods plug in a loss; they do not fork the loop.
+
+AdamW, cosine schedule with warm-up, early stopping on a validation score (higher is better),
+a checkpoint every epoch (``<workdir>/last``) and resume from it, the best weights kept apart.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    epochs: int = Field(3, ge=0)
+    lr: float = Field(3e-4, gt=0)
+    batch_size: int = Field(32, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.08, ge=0, le=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float | None = 1.0
+    patience: int = Field(2, ge=1, description="epochs without validation improvement before stopping")
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps cap over the whole run")
+    max_minutes: float | None = Field(None, gt=0, description="stop after the epoch that crosses this budget")
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+
+
+def _atomic_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate_fn: Callable, cfg: TrainConfig, *,
+          workdir: Path, valid_fn: Callable[[Any], float] | None = None, seed: int = 0, progress: bool = True,
+          log: Callable[[str], None] = print, name: str = "train") -> dict:
+    """Train ``model`` in place; returns facts (epochs, best score, history, stop reason).
+
+    ``loss_fn(model, batch) -> scalar tensor``; ``valid_fn(model) -> float`` (higher is better).
+    After the call the model holds the best weights seen (or the last when there is no valid_fn).
+    """
+    import torch
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+    from transformers import get_cosine_schedule_with_warmup
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision,
+                      gradient_accumulation_steps=cfg.grad_accum)
+    gen = torch.Generator().manual_seed(seed)
+    loader = DataLoader(list(range(len(dataset))), batch_size=cfg.batch_size, shuffle=True, generator=gen,
+                        collate_fn=lambda idx: collate_fn([dataset[i] for i in idx]))
+    steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
+    total = max(1, min(cfg.epochs * steps_per_epoch, cfg.max_steps or 10**12))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
+    sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
+    model, opt, loader, sched = acc.prepare(model, opt, loader, sched)
+
+    state_file, last_dir, best_file = workdir / f"{name}_progress.json", workdir / f"{name}_last", workdir / f"{name}_best.pt"
+    st = {"epoch": -1, "step": 0, "best": -math.inf, "bad": 0, "history": []}
+    if state_file.is_file() and last_dir.is_dir():
+        st = json.loads(state_file.read_text())
+        acc.load_state(str(last_dir))
+        log(f"{name}: resumed after epoch {st['epoch']} (step {st['step']}, best {st['best']:.4f})")
+    stop = "epochs"
+    if st.get("done"):
+        stop = st["done"]
+    t0 = time.time()
+    for epoch in range(st["epoch"] + 1, cfg.epochs):
+        if st.get("done"):
+            break
+        loader.set_epoch(epoch) if hasattr(loader, "set_epoch") else None
+        gen.manual_seed(seed + epoch)  # the same shuffles whether resumed or not
+        model.train()
+        running, n = 0.0, 0
+        bar = tqdm(loader, desc=f"{name} epoch {epoch + 1}/{cfg.epochs}", disable=not progress or not acc.is_main_process,
+                   leave=False)
+        for batch in bar:
+            with acc.accumulate(model):
+                loss = loss_fn(model, batch)
+                acc.backward(loss)
+                if acc.sync_gradients:
+                    if cfg.max_grad_norm:
+                        acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    st["step"] += 1
+                opt.step()
+                sched.step()
+                opt.zero_grad()
+            running += float(loss.detach())
+            n += 1
+            bar.set_postfix(loss=f"{running / n:.4f}")
+            if cfg.max_steps and st["step"] >= cfg.max_steps:
+                break
+        score = float(valid_fn(acc.unwrap_model(model))) if valid_fn else -running / max(n, 1)
+        rec = {"epoch": epoch, "train_loss": round(running / max(n, 1), 5), "valid_score": round(score, 5),
+               "seconds": round(time.time() - t0, 1)}
+        st["history"].append(rec)
+        if score > st["best"]:
+            st["best"], st["bad"] = score, 0
+            if acc.is_main_process:
+                tmp = best_file.with_suffix(".tmp")
+                torch.save(acc.unwrap_model(model).state_dict(), tmp)
+                os.replace(tmp, best_file)
+        else:
+            st["bad"] += 1
+        log(f"{name} epoch {epoch}: train loss {rec['train_loss']:.4f}, valid {score:.4f} (best {st['best']:.4f})")
+        if st["bad"] >= cfg.patience:
+            stop = "early_stopping"
+        elif cfg.max_steps and st["step"] >= cfg.max_steps:
+            stop = "max_steps"
+        elif cfg.max_minutes and (time.time() - t0) / 60 > cfg.max_minutes:
+            stop = "time_budget"
+        st["epoch"] = epoch
+        if stop != "epochs":
+            st["done"] = stop
+        acc.save_state(str(last_dir))
+        if acc.is_main_process:
+            _atomic_json(state_file, st)
+        if stop != "epochs":
+            break
+    model = acc.unwrap_model(model)
+    if best_file.is_file():
+        model.load_state_dict(torch.load(best_file, weights_only=True))
+    acc.free_memory()
+    return {"epochs_run": len(st["history"]), "steps": st["step"], "best_valid": st["best"], "stopped_by": stop,
+            "history": st["history"]}
+
+
+def causal_lm_loss(model, batch) -> Any:
+    """Cross-entropy on response tokens only (labels = -100 elsewhere)."""
+    import torch.nn.functional as F
+
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                position_ids=batch["position_ids"])
+    logits = out.logits[:, :-1].float()
+    labels = batch["labels"][:, 1:]
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
