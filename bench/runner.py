@@ -85,7 +85,7 @@ def is_complete(run_dir: Path) -> bool:
 
 def run(spec: RunSpec, out: str | Path = "runs", *, dataset_path: str | None = None, progress: bool = True,
         echo: bool = True, data: SIDData | None = None) -> RunResult:
-    run_dir = Path(out) / spec.run_id()
+    run_dir = Path(out).resolve() / spec.run_id()  # absolute: some libraries chdir (RecBole)
     if is_complete(run_dir):
         return RunResult.from_disk(run_dir / "result.json")
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -113,10 +113,11 @@ class RecBoleMethod(Method):
         from recbole.utils import get_trainer
 
         c = self.config
-        with _in_dir(ctx.workdir):
-            config, model, train_data, valid_data = self._build(data, ctx.workdir.resolve(), ctx.seed)
+        workdir = ctx.workdir.resolve()  # before the chdir below
+        last, best_path = workdir / "last.pth", workdir / "best.pth"
+        with _in_dir(workdir):
+            config, model, train_data, valid_data = self._build(data, workdir, ctx.seed)
             trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-            last, best_path = ctx.workdir / "last.pth", ctx.workdir / "best.pth"
             start, best, bad, history = 0, -np.inf, 0, []
             if last.is_file():
                 state = torch.load(last, weights_only=False)

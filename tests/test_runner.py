@@ -143,3 +143,16 @@ def test_exclude_history_applies_to_every_method(toy_env, tmp_path):
     assert res.evaluation["exclude_history"] is True
     per_user = json.loads((tmp_path / spec.run_id() / "per_user.json").read_text())
     assert len(per_user["ranks"]) == res.latency.n_samples
+
+
+def test_relative_out_dir_survives_chdir(toy_env, tmp_path, monkeypatch):
+    """RecBole chdirs into the checkpoint folder: logs and best weights must still land in the run dir."""
+    monkeypatch.chdir(tmp_path)
+    spec = build_spec("gru4rec", "toy", method_config={"epochs": 2, "batch_size": 64})
+    res = _quiet(spec, "rel_runs")
+    run_dir = tmp_path / "rel_runs" / spec.run_id()
+    log = (run_dir / "run.log").read_text()
+    assert "epoch 1:" in log and "test metrics" in log
+    assert (run_dir / "checkpoints" / "best.pth").is_file()
+    assert not list((run_dir / "checkpoints").rglob("run.log"))
+    assert res.training.model_extra["epochs_run"] == 2

@@ -1,0 +1,113 @@
+"""Prompt, backbone factory and training-loop tests."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bench.generative.backbone import BackboneConfig, build_backbone, load_backbone
+from bench.generative.prompts import (SEQREC_TEMPLATE, Example, PromptEncoder, collate, seqrec_examples,
+                                      seqrec_prompt)
+from bench.generative.training import TrainConfig, causal_lm_loss, train
+from bench.sids import sid_string, sid_token
+
+PAPER_PROMPT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. Write a "
+    "response that appropriately completes the request.\n### Instruction:\nCan you predict the next possible item "
+    "that the user may expect?\n### User Input:\nThe user has interacted with items <a_1><b_2><c_3><d_4>, "
+    "<a_0><b_0><c_0><d_1> in chronological order. Can you predict the next possible item that the user may "
+    "expect?\n### Response:\n")
+
+
+def test_prompt_is_the_paper_prompt():
+    assert seqrec_prompt(["<a_1><b_2><c_3><d_4>", "<a_0><b_0><c_0><d_1>"]) == PAPER_PROMPT
+
+
+@pytest.fixture(scope="module")
+def bb():
+    toks = [sid_token(l, c) for l in range(4) for c in range(5)]
+    return build_backbone(BackboneConfig(preset="tiny"), sid_tokens=toks, levels=4, codebook_size=5,
+                          corpus=[SEQREC_TEMPLATE, "some item title"], seed=0)
+
+
+def test_piecewise_encoding_equals_full_text(bb):
+    codes = np.array([[1, 2, 3, 4], [0, 0, 0, 1], [4, 4, 4, 4]])
+    enc = PromptEncoder(bb.tokenizer, bb.sid_token_ids, codes)
+    sid = lambda i: sid_string(codes[i])
+    ids = enc.template(SEQREC_TEMPLATE, [0, 1], sid)
+    assert enc.piecewise_ok
+    assert ids == bb.tokenizer(PAPER_PROMPT, add_special_tokens=False)["input_ids"]
+    assert enc.template(SEQREC_TEMPLATE, [2, 0, 1], sid) == \
+        bb.tokenizer(seqrec_prompt([sid(2), sid(0), sid(1)]), add_special_tokens=False)["input_ids"]
+    ex = seqrec_examples(enc, sid, [[0, 1]], [2])[0]
+    assert ex.response == bb.sid_token_ids[torch.arange(4), torch.tensor(codes[2])].tolist() + [bb.eos_id]
+
+
+def test_collate_masks_prompt_and_left_pads(bb):
+    batch = collate([Example([5, 6, 7], [8, 9]), Example([5], [8, 9])], pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9], [0, 0, 5, 8, 9]]
+    assert batch["labels"].tolist() == [[-100, -100, -100, 8, 9], [-100, -100, -100, 8, 9]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 4], [0, 0, 0, 1, 2]]
+
+
+def test_from_pretrained_path_on_a_local_folder(bb, tmp_path):
+    """The real-model route (AutoModelForCausalLM/AutoTokenizer.from_pretrained), exercised on a
+    tiny model saved to a folder: SID tokens are added and embeddings resized."""
+    bb.model.save_pretrained(tmp_path / "m")
+    bb.tokenizer.save_pretrained(tmp_path / "m")  # knows levels a-d only
+    extra = [sid_token(4, c) for c in range(3)]    # level 'e' is new to it
+    got = build_backbone(BackboneConfig(name_or_path=str(tmp_path / "m")), sid_tokens=[sid_token(l, c) for l in range(5) for c in range(3)],
+                         levels=5, codebook_size=3)
+    assert got.source == str(tmp_path / "m")
+    assert got.model.get_input_embeddings().weight.shape[0] == len(got.tokenizer) > len(bb.tokenizer)
+    assert [got.tokenizer.convert_ids_to_tokens(int(i)) for i in got.sid_token_ids[4]] == extra
+    assert got.model.generation_config.do_sample is False
+
+
+def test_save_and_reload_backbone(bb, tmp_path):
+    bb.save(tmp_path / "b")
+    again = load_backbone(tmp_path / "b", 4, 5)
+    ids = torch.tensor([[5, 6, 7]])
+    torch.testing.assert_close(again.model(input_ids=ids).logits, bb.model(input_ids=ids).logits)
+    assert again.sid_token_ids.tolist() == bb.sid_token_ids.tolist()
+
+
+def _toy_task(bb, n=64):
+    rng = np.random.default_rng(0)
+    sid = bb.sid_token_ids
+    # learnable: the answer is the SID whose first code equals the prompt's first token parity
+    return [Example([5 + int(x)], sid[torch.arange(4), torch.full((4,), int(x) % 5)].tolist() + [bb.eos_id])
+            for x in rng.integers(0, 5, n)]
+
+
+def test_training_loop_learns_and_resumes(tmp_path):
+    toks = [sid_token(l, c) for l in range(4) for c in range(5)]
+    make = lambda: build_backbone(BackboneConfig(preset="tiny"), sid_tokens=toks, levels=4, codebook_size=5,
+                                  corpus=["a b c d e f g"], seed=0)
+    bb1 = make()
+    data = _toy_task(bb1)
+    col = lambda b: collate(b, bb1.pad_id)
+    loss0 = float(causal_lm_loss(bb1.model, col(data)))
+    cfg = TrainConfig(epochs=4, lr=5e-3, batch_size=16, patience=10)
+    full = train(bb1.model, causal_lm_loss, data, col, cfg, workdir=tmp_path / "a", progress=False, log=lambda *_: None)
+    assert float(causal_lm_loss(bb1.model, col(data))) < loss0 * 0.5
+    # a crash in the middle of epoch 3 (4 steps per epoch), then the same call again: it resumes
+    # from the epoch-2 checkpoint and ends with the same history and weights as the uninterrupted run
+    bb2 = make()
+    calls = {"n": 0}
+
+    def crashing_loss(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 10:
+            raise KeyboardInterrupt
+        return causal_lm_loss(model, batch)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(bb2.model, crashing_loss, data, col, cfg, workdir=tmp_path / "b", progress=False, log=lambda *_: None)
+    bb2 = make()  # a fresh process: weights come from the checkpoint only
+    logs = []
+    resumed = train(bb2.model, causal_lm_loss, data, col, cfg, workdir=tmp_path / "b", progress=False, log=logs.append)
+    assert any("resumed after epoch 1" in m for m in logs)
+    assert [h["train_loss"] for h in resumed["history"]] == pytest.approx([h["train_loss"] for h in full["history"]], rel=1e-4)
+    for p, q in zip(bb1.model.parameters(), bb2.model.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)
