@@ -84,6 +84,15 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_bench_decode(args) -> int:
+    from bench.benchmarks import bench_decode
+
+    bench_decode(preset=args.preset, dataset=args.dataset, users=args.users, hf_users=args.hf_users,
+                 beam_width=args.beam_width, batch_size=args.batch_size, repeats=args.repeats, out=args.out,
+                 threads=args.threads)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reasonrec", description="ReasonRec Bench: compare reasoning methods "
                                 "for generative recommendation on one protocol")
@@ -122,6 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="site folder")
     s.add_argument("--title", default="ReasonRec Bench leaderboard")
     s.set_defaults(func=cmd_leaderboard)
+
+    s = sub.add_parser("bench", help="micro-benchmarks (decode: constrained beam search vs HF generate)")
+    bsub = s.add_subparsers(dest="bench", required=True)
+    b = bsub.add_parser("decode", help="trie-constrained beam search vs HF generate(num_beams, prefix_allowed_tokens_fn)"
+                                       " and vs unconstrained beams, same model and inputs")
+    b.add_argument("--preset", default="small", choices=["tiny", "small", "base"])
+    b.add_argument("--dataset", help="use a prepared dataset's SIDs and test histories (default: synthetic Beauty-sized)")
+    b.add_argument("--users", type=int, default=16)
+    b.add_argument("--hf-users", type=int, help="time the (slow) HF route on the first N users only")
+    b.add_argument("--beam-width", type=int, default=50)
+    b.add_argument("--batch-size", type=int, default=16)
+    b.add_argument("--repeats", type=int, default=3, help="best of N")
+    b.add_argument("--out", help="write the JSON report here")
+    b.set_defaults(func=cmd_bench_decode)
 
     s = sub.add_parser("demo", help="every registered method, small budgets, on ml-100k; builds the leaderboard")
     s.add_argument("--out", default="reasonrec-demo")

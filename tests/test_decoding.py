@@ -85,3 +85,12 @@ def test_unconstrained_can_leave_the_catalog(setup):
     codes, trie, bb, model, tt, prompts = setup
     res = constrained_beam_search(model, tt, prompts=prompts, pad_id=bb.pad_id, beam_width=50, constrained=False)
     assert (res.items == -1).any()  # 150 of 6^4 = 1296 SIDs exist: some top beams are not items
+
+
+@pytest.mark.parametrize("width", [5, 50, 200])
+def test_shared_prefix_cache_equals_expand_and_reorder(setup, width):
+    codes, trie, bb, model, tt, prompts = setup
+    fast = constrained_beam_search(model, tt, prompts=prompts, pad_id=bb.pad_id, beam_width=width)
+    plain = constrained_beam_search(model, tt, prompts=prompts, pad_id=bb.pad_id, beam_width=width, shared_prefix=False)
+    assert fast.items.tolist() == plain.items.tolist()
+    torch.testing.assert_close(fast.scores, plain.scores, atol=1e-4, rtol=1e-4)

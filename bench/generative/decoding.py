@@ -9,6 +9,8 @@ their generated text. Beams are ranked by joint log-probability (full-vocabulary
 """
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 
 import torch
@@ -47,22 +49,112 @@ class TrieTensors:
         return self
 
 
+def _beam_prefix_layer_class():
+    from transformers.cache_utils import CacheLayerMixin
+
+    class BeamPrefixLayer(CacheLayerMixin):
+        """A preallocated KV layer for beam decoding after a shared prompt.
+
+        The prompt's keys/values are broadcast into ``[B * beams, H, T + extra, D]`` once. Each decode
+        step writes the (re-fed) generated tokens in place at positions ``T..T+n-1``: no per-step
+        concatenation, and no beam reordering, since every step re-feeds each beam's whole generated
+        prefix (at most M - 1 tokens). The whole contiguous buffer is returned (a strided view would
+        be copied by the attention kernel at every step); the caller's attention mask marks the
+        unwritten slots as padding, and they are zero-initialised so they can never inject NaN."""
+
+        is_sliding = False
+        is_croppable = False
+        is_compileable = False
+
+        def __init__(self, keys: torch.Tensor, values: torch.Tensor, beams: int, extra: int):
+            B, H, T, D = keys.shape
+            self.prompt_len = T
+            self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+            bk = keys.new_zeros(B, beams, H, T + extra, D)
+            bv = values.new_zeros(B, beams, H, T + extra, D)
+            bk[:, :, :, :T] = keys.unsqueeze(1)
+            bv[:, :, :, :T] = values.unsqueeze(1)
+            self.buf_k, self.buf_v = bk.view(B * beams, H, T + extra, D), bv.view(B * beams, H, T + extra, D)
+            self.rewind()
+
+        def _set_length(self, n: int) -> None:
+            self.length = n
+            self.keys, self.values = self.buf_k, self.buf_v
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            n, s = key_states.shape[-2], self.length
+            self.buf_k[:, :, s:s + n] = key_states
+            self.buf_v[:, :, s:s + n] = value_states
+            self._set_length(s + n)
+            return self.buf_k, self.buf_v
+
+        def rewind(self) -> None:
+            self._set_length(self.prompt_len)
+
+        def lazy_initialization(self, *args, **kwargs) -> None:
+            pass
+
+        def get_seq_length(self) -> int:
+            return self.length
+
+        def get_mask_sizes(self, query_length, *args) -> tuple[int, int]:
+            return self.buf_k.shape[2], 0  # attention always spans the whole buffer
+
+        def get_max_length(self) -> int:
+            return -1
+
+    return BeamPrefixLayer
+
+
+def _beam_prefix_cache(cache, beams: int, extra: int):
+    """Swap a prefilled DynamicCache's layers for preallocated beam layers; None if unsupported."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    if not layers or not all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers):
+        return None
+    layer_cls = _beam_prefix_layer_class()
+    cache.layers = [layer_cls(layer.keys, layer.values, beams, extra) for layer in layers]
+    return cache
+
+
+@contextlib.contextmanager
+def native_gqa():
+    """Let SDPA handle grouped-query attention natively even with a mask. By default transformers
+    then falls back to ``repeat_kv``, which copies the whole KV cache per layer per step (measured:
+    most of the decode time on CPU). Scoped to our own forward calls."""
+    old = os.environ.get("TRANSFORMERS_SDPA_FORCE_GQA")
+    os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TRANSFORMERS_SDPA_FORCE_GQA", None)
+        else:
+            os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] = old
+
+
 @torch.no_grad()
 def prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> PrefixState:
     from transformers import DynamicCache
 
     cache = DynamicCache(config=model.config)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions(attention_mask),
-                past_key_values=cache, use_cache=True, logits_to_keep=1)
+    with native_gqa():
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions(attention_mask),
+                    past_key_values=cache, use_cache=True, logits_to_keep=1)
     return PrefixState(out.past_key_values, out.logits[:, -1], attention_mask, attention_mask.sum(-1))
 
 
 @torch.no_grad()
 def constrained_beam_search(model, trie: TrieTensors, *, prompts: list[list[int]] | None = None, pad_id: int = 0,
                             prefix: PrefixState | None = None, beam_width: int = 50,
-                            constrained: bool = True) -> BeamResult:
+                            constrained: bool = True, shared_prefix: bool = True) -> BeamResult:
     """Top ``beam_width`` SIDs per sequence by joint log-probability; with ``constrained`` every
-    output is a real item. Give either ``prompts`` (token id lists) or a ``prefix`` state."""
+    output is a real item. Give either ``prompts`` (token id lists) or a ``prefix`` state.
+
+    ``shared_prefix`` (default) decodes with a preallocated cache and re-fed beam prefixes (no
+    concatenation, no reorder); ``False`` uses the plain expand-and-reorder DynamicCache route,
+    which also serves caches of other layer types. Both give the same result."""
     device = next(model.parameters()).device
     if prefix is None:
         if prompts is None:
@@ -83,16 +175,38 @@ def constrained_beam_search(model, trie: TrieTensors, *, prompts: list[list[int]
     w = min(beam_width, K)
     scores, code = lp.topk(w, dim=1)                                        # [B, w]
     node = trie.child[0][0][code].long()                                    # [B, w]
+    shared = _beam_prefix_cache(cache, beam_width, L - 1) if shared_prefix and L > 1 else None
+    if shared is not None and w < beam_width:  # fixed B x beam_width rows: pad with dead beams
+        pad = beam_width - w
+        scores = torch.cat([scores, scores.new_full((B, pad), -torch.inf)], 1)
+        code = torch.cat([code, code.new_zeros(B, pad)], 1)
+        node = torch.cat([node, node.new_full((B, pad), -1)], 1)
+        w = beam_width
     codes = code.unsqueeze(-1)
-    cache.batch_repeat_interleave(w)
+    pos0 = prefix.next_position.repeat_interleave(w, 0)
     mask = mask.repeat_interleave(w, 0)
-    pos = prefix.next_position.repeat_interleave(w, 0)
+    if shared is None:
+        cache.batch_repeat_interleave(w)
+        pos = pos0
     for level in range(1, L):
-        tokens = trie.sid_token_ids[level - 1][codes[:, :, -1]].reshape(-1, 1)  # [B*w, 1]
-        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
-        out = model(input_ids=tokens, attention_mask=mask, position_ids=pos.unsqueeze(1), past_key_values=cache,
-                    use_cache=True)
-        pos = pos + 1
+        if shared is not None:  # re-feed each beam's generated prefix at fixed positions
+            for layer in shared.layers:
+                layer.rewind()
+            tokens = trie.sid_token_ids[torch.arange(level, device=device), codes].reshape(B * w, level)
+            # unwritten buffer slots are marked as padding: with an all-ones mask transformers would
+            # drop the mask for a one-token query and attend to them
+            step_mask = torch.cat([mask, mask.new_ones(mask.shape[0], level), mask.new_zeros(mask.shape[0], L - 1 - level)], 1)
+            step_pos = pos0.unsqueeze(1) + torch.arange(level, device=device)
+            with native_gqa():
+                out = model(input_ids=tokens, attention_mask=step_mask, position_ids=step_pos,
+                            past_key_values=shared, use_cache=True, logits_to_keep=1)
+        else:
+            tokens = trie.sid_token_ids[level - 1][codes[:, :, -1]].reshape(-1, 1)  # [B*w, 1]
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
+            with native_gqa():
+                out = model(input_ids=tokens, attention_mask=mask, position_ids=pos.unsqueeze(1),
+                            past_key_values=cache, use_cache=True)
+            pos = pos + 1
         lp = level_logprobs(out.logits[:, -1], level).view(B, w, K)
         table = trie.child[level]
         valid_node = node >= 0
@@ -107,13 +221,20 @@ def constrained_beam_search(model, trie: TrieTensors, *, prompts: list[list[int]
         node = torch.where(parent >= 0, table[parent.clamp(min=0), code], torch.full_like(parent, -1)).long()
         codes = torch.cat([codes.gather(1, origin.unsqueeze(-1).expand(-1, -1, codes.shape[-1])),
                            code.unsqueeze(-1)], -1)
-        if level < L - 1:  # the last level needs no further forward pass
+        if shared is None and level < L - 1:  # the last level needs no further forward pass
             flat = (rows.unsqueeze(1) * w + origin).reshape(-1)
             cache.reorder_cache(flat)
             mask, pos = mask.index_select(0, flat), pos.index_select(0, flat)
+        if shared is not None and new_w < w:  # keep B x beam_width rows
+            pad = w - new_w
+            scores = torch.cat([scores, scores.new_full((B, pad), -torch.inf)], 1)
+            node = torch.cat([node, node.new_full((B, pad), -1)], 1)
+            codes = torch.cat([codes, codes.new_zeros(B, pad, codes.shape[-1])], 1)
+            new_w = w
         w = new_w
     items = torch.where(torch.isfinite(scores), node, torch.full_like(node, -1))
-    return BeamResult(items, scores, codes)
+    keep = min(beam_width, items.shape[1])
+    return BeamResult(items[:, :keep], scores[:, :keep], codes[:, :keep])
 
 
 # ---------------------------------------------------------------- reference routes (tests, benchmark)
