@@ -68,16 +68,16 @@ def bench_decode(*, preset: str = "small", dataset: str | None = None, n_items: 
     runs = {"ours": lambda: ours(), "ours_unconstrained": lambda: ours(constrained=False),
             "hf_generate": lambda: hf(hf_prompts)}
     best = {name: float("inf") for name in runs}
-    out = {}
+    outputs = {}
     with torch.no_grad():
         ours(ps=prompts[:2]), hf(prompts[:1])  # warm-up
         for _ in range(repeats):  # interleaved, best of N: machine noise hits all routes alike
             for name, fn in runs.items():
                 t0 = time.perf_counter()
-                out[name] = fn()
+                outputs[name] = fn()
                 best[name] = min(best[name], time.perf_counter() - t0)
     t_ours, t_unc, t_hf = best["ours"], best["ours_unconstrained"], best["hf_generate"]
-    items, hf_items = out["ours"], out["hf_generate"]
+    items, hf_items = outputs["ours"], outputs["hf_generate"]
     per_user = {"ours": t_ours / len(prompts), "ours_unconstrained": t_unc / len(prompts), "hf_generate": t_hf / len(hf_prompts)}
     agree = float((hf_items == items[: len(hf_prompts)]).float().mean())
     res = {
