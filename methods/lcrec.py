@@ -47,7 +47,8 @@ class LCRec(GenerativeMethod):
         tasks: tuple[str, ...] = ("seqrec", "item2index", "index2item", "fusionseqrec")
         max_alignment_per_task: int | None = Field(None, ge=1)
 
-    demo_config = {"backbone": {"preset": "tiny"}, "max_train_samples": 3000, "valid_max_users": 100,
+    demo_config = {"backbone": {"preset": "tiny"}, "max_train_samples": 2000, "max_alignment_per_task": 500,
+                   "valid_max_users": 64,
                    "sft": {"epochs": 1, "batch_size": 32, "lr": 1e-3}}
     smoke_config = {"backbone": {"preset": "tiny"}, "max_train_samples": 64, "valid_max_users": 16,
                     "sft": {"epochs": 1, "batch_size": 16}, "decode_batch_size": 16}

@@ -27,9 +27,10 @@ class MiniOneRec(GenerativeMethod):
         max_alignment_per_task: int | None = Field(None, ge=1)
         rl: GRPOConfig = GRPOConfig()
 
-    demo_config = {"backbone": {"preset": "tiny"}, "max_train_samples": 3000, "valid_max_users": 100,
+    demo_config = {"backbone": {"preset": "tiny"}, "max_train_samples": 2000, "max_alignment_per_task": 500,
+                   "valid_max_users": 64,
                    "sft": {"epochs": 1, "batch_size": 32, "lr": 1e-3},
-                   "rl": {"num_generations": 8, "max_prompts": 64, "batch_prompts": 8}}
+                   "rl": {"num_generations": 8, "max_prompts": 32, "batch_prompts": 8}}
     smoke_config = {"backbone": {"preset": "tiny"}, "max_train_samples": 64, "valid_max_users": 16,
                     "sft": {"epochs": 1, "batch_size": 16}, "decode_batch_size": 16,
                     "rl": {"num_generations": 4, "max_prompts": 8, "batch_prompts": 4}}

@@ -111,3 +111,13 @@ def test_training_loop_learns_and_resumes(tmp_path):
     assert [h["train_loss"] for h in resumed["history"]] == pytest.approx([h["train_loss"] for h in full["history"]], rel=1e-4)
     for p, q in zip(bb1.model.parameters(), bb2.model.parameters()):
         torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)
+
+
+def test_response_window_loss_equals_full_loss(bb):
+    import torch.nn.functional as F
+
+    batch = collate([Example([5, 6, 7, 8], [9, 10, 11]), Example([5], [9, 10, 11, 12, 13]), Example([7, 7], [9])], 0)
+    full = bb.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    position_ids=batch["position_ids"]).logits[:, :-1]
+    ref = F.cross_entropy(full.reshape(-1, full.shape[-1]), batch["labels"][:, 1:].reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(causal_lm_loss(bb.model, batch), ref)

@@ -136,11 +136,17 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
 
 
 def causal_lm_loss(model, batch) -> Any:
-    """Cross-entropy on response tokens only (labels = -100 elsewhere)."""
+    """Cross-entropy on response tokens only (labels = -100 elsewhere).
+
+    Batches are left-padded with the response last, so only the last ``R + 1`` positions (R = the
+    longest response) can predict a label: logits are computed for those alone (``logits_to_keep``),
+    which skips the vocabulary projection for the whole prompt."""
     import torch.nn.functional as F
 
+    labels = batch["labels"]
+    keep = int((labels != -100).sum(1).max()) + 1
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                position_ids=batch["position_ids"])
+                position_ids=batch["position_ids"], logits_to_keep=keep)
     logits = out.logits[:, :-1].float()
-    labels = batch["labels"][:, 1:]
+    labels = labels[:, -keep + 1:] if keep > 1 else labels[:, :0]
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
