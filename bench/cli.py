@@ -76,6 +76,14 @@ def cmd_leaderboard(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from bench.results import export_results
+
+    for path in export_results(Path(args.runs), Path(args.to)):
+        print(path)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from bench.demo import demo
 
@@ -131,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="site folder")
     s.add_argument("--title", default="ReasonRec Bench leaderboard")
     s.set_defaults(func=cmd_leaderboard)
+
+    s = sub.add_parser("export", help="copy result files of complete runs (no checkpoints) for committing")
+    s.add_argument("--runs", required=True)
+    s.add_argument("--to", default="leaderboard/results")
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("bench", help="micro-benchmarks (decode: constrained beam search vs HF generate)")
     bsub = s.add_subparsers(dest="bench", required=True)

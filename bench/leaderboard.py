@@ -98,6 +98,10 @@ def table4(runs_by_name: dict[str, list[RunResult]]) -> list[Row]:
         row.cells["train_seconds"] = {"mean": train, "std": None, "text": _human_seconds(train)}
         r0 = runs[0]
         row.cells["n"] = {"mean": r0.latency.n_samples, "std": None, "text": f"{r0.latency.n_samples:,}"}
+        facts = r0.method_facts
+        params = facts.get("parameters")
+        row.cells["params"] = {"mean": 0, "std": None, "text": f"{params / 1e6:.2f}M" if params else "-"}
+        row.cells["beam"] = {"mean": 0, "std": None, "text": str(facts["beam_width"]) if facts.get("beam_width") else "-"}
         hw = r0.environment.get("hardware", {})
         row.cells["hardware"] = {"mean": 0, "std": None,
                                  "text": hw.get("cuda") or f"CPU x{hw.get('torch_threads', '?')} threads"}

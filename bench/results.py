@@ -84,3 +84,20 @@ def load_results(runs_dir: Path) -> list[RunResult]:
         except Exception as e:  # noqa: BLE001 - re-raised with the file name
             raise ValueError(f"{p}: not a valid result file: {e}") from None
     return out
+
+
+def export_results(runs_dir: Path, dest: Path) -> list[Path]:
+    """Copy the result files (result.json, spec.json, per_user.json; never checkpoints or data) of
+    every complete run under ``runs_dir`` to ``dest/<dataset>/<run_id>/``, for committing."""
+    import shutil
+
+    written = []
+    for res in load_results(runs_dir):
+        src = next(Path(runs_dir).rglob(f"{res.run_id}/result.json")).parent
+        out = Path(dest) / res.spec.dataset / res.run_id
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("result.json", "spec.json", "per_user.json"):
+            if (src / name).is_file():
+                shutil.copy2(src / name, out / name)
+        written.append(out)
+    return written

@@ -128,7 +128,7 @@ def run(spec: RunSpec, out: str | Path = "runs", *, dataset_path: str | None = N
     items, latency, stats = timed_recommend(method, test.histories, spec.eval, data.max_history, progress)
     ev = evaluate(items, test.targets, data.n_items, ks=spec.eval.ks,
                   histories=test.histories if spec.eval.exclude_history else None)
-    log(f"test metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in ev.metrics.items()))
+    log("test metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in ev.metrics.items()))
 
     atomic_write_json(run_dir / "per_user.json", {
         "users": test.users.tolist(), "targets": test.targets.tolist(), "ranks": ev.ranks.tolist(),
@@ -140,7 +140,7 @@ def run(spec: RunSpec, out: str | Path = "runs", *, dataset_path: str | None = N
                     "beam_width": spec.eval.beam_width, "exclude_history": spec.eval.exclude_history,
                     "max_history": data.max_history, "invalid_items": ev.invalid, "duplicate_items": ev.duplicates,
                     "per_user_file": "per_user.json"},
-        method_facts=method.describe(),
+        method_facts={"config": config.model_dump(mode="json"), **method.describe()},
         data={"name": data.name, "fingerprint": data.fingerprint, "stats": data.stats,
               "settings": data.settings.model_dump(mode="json")},
         environment=provenance.environment(),

@@ -60,7 +60,6 @@ def text_embeddings(texts: list[str], model_name: str, batch_size: int = 128, pr
 def attribute_embeddings(attrs: list[list[int]], dim: int = 64, seed: int = 0) -> np.ndarray:
     """Multi-hot attributes -> TF-IDF -> truncated SVD (for catalogs without text)."""
     from scipy.sparse import csr_matrix
-    from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfTransformer
 
     rows = [r for r, a in enumerate(attrs) for _ in a]

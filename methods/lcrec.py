@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import random
 
-from pydantic import Field
-
 from bench.generative.method import GenerativeConfig, GenerativeMethod
 from bench.generative.prompts import ALPACA, HISTORY, SEQREC_INPUT, SEQREC_INSTRUCTION, Example, alignment_examples
-from bench.generative.training import TrainConfig
 from bench.method import MethodInfo
 from bench.registry import register
 
@@ -43,9 +40,7 @@ class LCRec(GenerativeMethod):
                       uses_sids=True)
 
     class Config(GenerativeConfig):
-        sft: TrainConfig = TrainConfig(epochs=3, lr=3e-4, batch_size=32)
         tasks: tuple[str, ...] = ("seqrec", "item2index", "index2item", "fusionseqrec")
-        max_alignment_per_task: int | None = Field(None, ge=1)
 
     demo_config = {"backbone": {"preset": "tiny"}, "max_train_samples": 2000, "max_alignment_per_task": 500,
                    "valid_max_users": 64,

@@ -10,7 +10,6 @@ from pydantic import Field
 from bench.generative.grpo import GRPOConfig
 from bench.generative.method import GenerativeConfig, GenerativeMethod
 from bench.generative.prompts import ALIGNMENT_TEMPLATES, alignment_examples, seqrec_examples
-from bench.generative.training import TrainConfig
 from bench.method import MethodInfo
 from bench.registry import register
 
@@ -22,10 +21,8 @@ class MiniOneRec(GenerativeMethod):
                       uses_sids=True)
 
     class Config(GenerativeConfig):
-        sft: TrainConfig = TrainConfig(epochs=3, lr=3e-4, batch_size=32)
         alignment_tasks: bool = Field(True, description="title<->SID and history->title tasks (needs item text)")
-        max_alignment_per_task: int | None = Field(None, ge=1)
-        rl: GRPOConfig = GRPOConfig()
+        rl: GRPOConfig = GRPOConfig(max_prompts=512)
 
     demo_config = {"backbone": {"preset": "tiny"}, "max_train_samples": 2000, "max_alignment_per_task": 500,
                    "valid_max_users": 64,

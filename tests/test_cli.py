@@ -31,6 +31,10 @@ def test_cli_end_to_end(toy_env, tmp_path, capsys):
     assert "4 runs complete" in capsys.readouterr().out
     assert len(list(runs.glob("*/result.json"))) == 4  # pop seed 0 was reused, not duplicated
 
+    assert main(["export", "--runs", str(runs), "--to", str(tmp_path / "exported")]) == 0
+    exported = sorted((tmp_path / "exported" / "toy").glob("*/result.json"))
+    assert len(exported) == 4 and not list((tmp_path / "exported").rglob("checkpoints"))
+
     site = tmp_path / "site"
     assert main(["leaderboard", "--runs", str(runs), "--out", str(site)]) == 0
     html = (site / "index.html").read_text()

@@ -1,6 +1,4 @@
 """Prompt, backbone factory and training-loop tests."""
-import json
-
 import numpy as np
 import pytest
 import torch

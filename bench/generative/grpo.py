@@ -38,8 +38,6 @@ class GRPOConfig(BaseModel):
 
 def rule_reward(items: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """1 for the exact target item, 0 otherwise. items [B, G], target [B]."""
-    import torch
-
     return (items == target.unsqueeze(1)).float()
 
 
