@@ -72,6 +72,10 @@ def table1(runs_by_name: dict[str, list[RunResult]]) -> list[Row]:
         for col in TABLE1_COLUMNS:
             mean, std = _stats([r.metrics[col] for r in runs])
             row.cells[col] = {"mean": mean, "std": std, "text": _fmt(mean, std)}
+        n = runs[0].latency.n_samples
+        full = runs[0].data.get("stats", {}).get("users")
+        row.cells["users"] = {"mean": n, "std": None,
+                              "text": f"{n:,}" + ("" if full in (None, n) else f" of {full:,}")}
         rows.append(row)
     rows.sort(key=lambda r: -r.cells["NDCG@10"]["mean"])
     _rank_cells(rows, TABLE1_COLUMNS)
@@ -104,7 +108,7 @@ def table4(runs_by_name: dict[str, list[RunResult]]) -> list[Row]:
         row.cells["beam"] = {"mean": 0, "std": None, "text": str(facts["beam_width"]) if facts.get("beam_width") else "-"}
         hw = r0.environment.get("hardware", {})
         row.cells["hardware"] = {"mean": 0, "std": None,
-                                 "text": hw.get("cuda") or f"CPU x{hw.get('torch_threads', '?')} threads"}
+                                 "text": hw.get("cuda") or f"CPU, {hw.get('torch_threads', '?')} thread(s)"}
         rows.append(row)
     rows.sort(key=lambda r: r.cells["seconds_per_sample"]["mean"])
     _rank_cells(rows, ("seconds_per_sample",), higher_is_better=False)
