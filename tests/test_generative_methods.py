@@ -1,0 +1,64 @@
+"""MiniOneRec and LC-Rec specifics on the toy dataset (the registry-wide smoke test covers run())."""
+import random
+from collections import Counter
+
+import pytest
+
+from bench.method import FitContext
+from bench.registry import REGISTRY
+from bench.runner import build_spec, run
+
+
+@pytest.fixture(scope="module")
+def built(toy_data, tmp_path_factory):
+    out = {}
+    for name in ("minionerec", "lcrec"):
+        cls = REGISTRY.get(name)
+        m = cls(cls.Config(**cls.smoke_config))
+        m._build(toy_data, FitContext(workdir=tmp_path_factory.mktemp(name), progress=False, log=lambda *_: None))
+        out[name] = m
+    return out
+
+
+def test_minionerec_sft_mix(built, toy_data):
+    m = built["minionerec"]
+    ex = m.sft_examples(toy_data, m.enc, random.Random(0))
+    tasks = Counter(e.task for e in ex)
+    assert set(tasks) == {"seqrec", "item2sid", "sid2item", "hist2title"}
+    assert tasks["seqrec"] == 64  # the smoke cap
+    for e in ex:
+        if e.task in ("seqrec", "item2sid"):  # the answer is exactly one SID + eos
+            assert len(e.response) == toy_data.sid_levels + 1 and e.response[-1] == m.enc.eos
+
+
+def test_lcrec_samples_templates_per_example(built, toy_data):
+    from bench.generative.prompts import ALPACA
+    from methods.lcrec import SEQREC_POOL
+
+    m = built["lcrec"]
+    ex = m.sft_examples(toy_data, m.enc, random.Random(0))
+    assert set(Counter(e.task for e in ex)) == {"seqrec", "item2sid", "sid2item", "hist2title"}
+    header = m.enc.text(ALPACA.split("{instruction}")[0])
+    starts = {tuple(e.prompt[len(header):len(header) + 3]) for e in ex if e.task == "seqrec"}
+    pool = {tuple(m.enc.text(ins)[:3]) for ins, _ in SEQREC_POOL}
+    assert starts <= pool and len(starts) == len(pool)  # every template drawn, nothing else
+
+
+def test_lcrec_rejects_unknown_task(toy_data, tmp_path):
+    cls = REGISTRY.get("lcrec")
+    m = cls(cls.Config(**{**cls.smoke_config, "tasks": ("seqrec", "itemsearch")}))
+    with pytest.raises(ValueError, match="itemsearch"):
+        m.fit(toy_data, valid=toy_data.split("valid"), ctx=FitContext(workdir=tmp_path, progress=False, log=lambda *_: None))
+
+
+def test_minionerec_records_sft_and_rl(toy_env, tmp_path):
+    cls = REGISTRY.get("minionerec")
+    res = run(build_spec("minionerec", "toy", method_config=cls.smoke_config), tmp_path, progress=False, echo=False)
+    facts = res.training.model_extra
+    assert facts["sft"]["steps"] > 0 and facts["rl"]["steps"] == 2 and facts["rl"]["prompts"] == 8
+    assert -1.0 <= facts["rl"]["mean_reward"] <= 1.0
+    assert res.method_facts["beam_width"] == 50 and res.method_facts["parameters"] > 0
+    assert res.method_facts["config"]["rl"]["num_generations"] == 4
+    sft_only = run(build_spec("minionerec", "toy", method_config={**cls.smoke_config, "rl": {"enabled": False}}),
+                   tmp_path, progress=False, echo=False)
+    assert "rl" not in sft_only.training.model_extra
