@@ -225,12 +225,16 @@ def build(card: DatasetCard, settings: DataSettings, raw: loaders.RawData, fp: s
                     f"or sids.source=precomputed")
             log(f"embedding {n_items} item texts with {s.embedding_model} ({empty} empty)")
             x = sidlib.text_embeddings([t or "unknown item" for t in item_text], s.embedding_model, progress=progress)
-        elif s.embedding == "attributes":
-            if not raw.item_attributes:
-                raise loaders.DataError(f"dataset '{card.name}': sids.embedding=attributes but no item2attributes file")
-            x = sidlib.attribute_embeddings([raw.item_attributes.get(i, []) for i in item_ids], seed=s.seed)
         else:
-            x = sidlib.collaborative_embeddings([q[:-2].tolist() for q in sequences], n_items, seed=s.seed)
+            parts = []
+            if s.embedding in ("attributes", "hybrid"):
+                if not raw.item_attributes:
+                    raise loaders.DataError(
+                        f"dataset '{card.name}': sids.embedding={s.embedding} needs an item2attributes file")
+                parts.append(sidlib.attribute_embeddings([raw.item_attributes.get(i, []) for i in item_ids], seed=s.seed))
+            if s.embedding in ("collaborative", "hybrid"):  # training interactions only
+                parts.append(sidlib.collaborative_embeddings([q[:-2].tolist() for q in sequences], n_items, seed=s.seed))
+            x = np.concatenate(parts, 1) / np.sqrt(len(parts))
         log(f"residual k-means: {s.levels} levels x {k} codes on {x.shape}")
         rq = sidlib.rq_kmeans(x, s.levels, k, seed=s.seed, max_iter=s.kmeans_iters)
         codes, cents, resid = rq.codes, rq.centroids[-1], rq.residual_last

