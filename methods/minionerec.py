@@ -22,7 +22,7 @@ class MiniOneRec(GenerativeMethod):
 
     class Config(GenerativeConfig):
         alignment_tasks: bool = Field(True, description="title<->SID and history->title tasks (needs item text)")
-        rl: GRPOConfig = GRPOConfig(max_prompts=512)
+        rl: GRPOConfig = GRPOConfig(max_prompts=256)
 
     demo_config = {"backbone": {"preset": "tiny"}, "max_train_samples": 2000, "max_alignment_per_task": 500,
                    "valid_max_users": 64,

@@ -18,14 +18,14 @@ from bench.method import Method, MethodConfig, Recommendations
 
 
 class GenerativeConfig(MethodConfig):
-    """Defaults are sized for a 2-core CPU (an ml-100k run in well under an hour); on a GPU raise the
+    """Defaults are sized for a 2-core CPU (an ml-100k run in about ten minutes); on a GPU raise the
     caps: ``max_train_samples: null``, ``max_alignment_per_task: null``, ``sft.epochs: 10``,
     ``backbone.name_or_path: Qwen/Qwen3-0.6B``."""
 
     backbone: BackboneConfig = BackboneConfig()
-    sft: TrainConfig = TrainConfig(epochs=2, lr=1e-3, batch_size=32)
-    max_train_samples: int | None = Field(30000, ge=1, description="cap on seqrec training samples (random subset)")
-    max_alignment_per_task: int | None = Field(5000, ge=1, description="cap on each alignment task's examples")
+    sft: TrainConfig = TrainConfig(epochs=1, lr=1e-3, batch_size=32)
+    max_train_samples: int | None = Field(15000, ge=1, description="cap on seqrec training samples (random subset)")
+    max_alignment_per_task: int | None = Field(3000, ge=1, description="cap on each alignment task's examples")
     valid_max_users: int = Field(500, ge=1, description="validation users for the SFT early-stopping loss")
     max_prompt_tokens: int = Field(512, ge=16, description="the paper's max sequence length")
     decode_batch_size: int = Field(64, ge=1, description="users per beam-search batch")
