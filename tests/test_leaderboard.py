@@ -140,3 +140,18 @@ def test_renders_in_headless_chromium(site, tmp_path):
     subprocess.run(cmd[:-2] + [f"--screenshot={shot}", "--window-size=1200,900", site.resolve().as_uri()],
                    capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 1000
+
+
+def test_compare_with_published_table(tmp_path):
+    import json
+
+    from bench.compare import compare
+
+    runs = tmp_path / "runs"
+    r = fake_result("sasrec", "beauty", 0, 0.04)
+    r.to_disk(runs / r.run_id)
+    paper = tmp_path / "p.json"
+    paper.write_text(json.dumps({"table1_main": {"beauty": {"SASRec": {c: 0.01 for c in
+                     ("NDCG@5", "NDCG@10", "NDCG@20", "HR@5", "HR@10", "HR@20")}}}}))
+    md = compare(runs, paper)
+    assert "| sasrec (seed 0) | 100 | 0.0320 | 0.0400 |" in md and "*paper: SASRec*" in md and "*0.0100*" in md
