@@ -176,11 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from bench.loaders import DataError
     from bench.registry import RegistryError
+    from bench.runner import RunInProgress
     from bench.specs import SpecError
 
     try:
         return args.func(args)
-    except (SpecError, DataError, RegistryError) as e:
+    except (SpecError, DataError, RegistryError, RunInProgress) as e:
         print(f"reasonrec: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

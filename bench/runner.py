@@ -83,12 +83,45 @@ def is_complete(run_dir: Path) -> bool:
     return (run_dir / "result.json").is_file()
 
 
+class RunInProgress(RuntimeError):
+    """Another process holds this run's lock."""
+
+
+def _lock(run_dir: Path):
+    """An exclusive, non-blocking lock on ``run_dir/.lock`` (released when the process exits)."""
+    import fcntl
+    import os
+
+    f = open(run_dir / ".lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "?"
+        f.close()
+        raise RunInProgress(f"run {run_dir.name} is in progress in another process (pid {holder}); "
+                            f"wait for it or stop it") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
+
+
 def run(spec: RunSpec, out: str | Path = "runs", *, dataset_path: str | None = None, progress: bool = True,
         echo: bool = True, data: SIDData | None = None) -> RunResult:
     run_dir = Path(out).resolve() / spec.run_id()  # absolute: some libraries chdir (RecBole)
     if is_complete(run_dir):
         return RunResult.from_disk(run_dir / "result.json")
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock(run_dir)
+    try:
+        return _run_locked(spec, run_dir, dataset_path=dataset_path, progress=progress, echo=echo, data=data)
+    finally:
+        lock.close()
+
+
+def _run_locked(spec: RunSpec, run_dir: Path, *, dataset_path, progress, echo, data) -> RunResult:
     spec_path = run_dir / "spec.json"
     resumed = spec_path.is_file()
     atomic_write_json(spec_path, spec.model_dump(mode="json"))
@@ -224,5 +257,8 @@ def run_suite(suite: SuiteSpec, out: str | Path | None = None, *, dataset_path: 
         if key not in cache:
             cache[key] = prepare(spec.dataset, spec.data, path=dataset_path, progress=progress,
                                  log=print if echo else (lambda *_: None))
-        results.append(run(spec, out, dataset_path=dataset_path, progress=progress, echo=echo, data=cache[key]))
+        try:
+            results.append(run(spec, out, dataset_path=dataset_path, progress=progress, echo=echo, data=cache[key]))
+        except RunInProgress as e:  # another process runs it: leave it alone, carry on
+            print(f"  skipped: {e}", flush=True)
     return results

@@ -156,3 +156,30 @@ def test_relative_out_dir_survives_chdir(toy_env, tmp_path, monkeypatch):
     assert (run_dir / "checkpoints" / "best.pth").is_file()
     assert not list((run_dir / "checkpoints").rglob("run.log"))
     assert res.training.model_extra["epochs_run"] == 2
+
+
+def test_a_run_in_progress_elsewhere_is_not_entered(toy_env, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from bench.runner import RunInProgress
+
+    spec = build_spec("pop", "toy")
+    run_dir = tmp_path / spec.run_id()
+    run_dir.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); "
+        "f.write(str(os.getpid())); f.flush(); print('locked', flush=True); time.sleep(30)"), str(run_dir / ".lock")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunInProgress, match=f"pid {holder.pid}"):
+            _quiet(spec, tmp_path)
+        suite = SuiteSpec(methods=["pop", "random"], datasets=["toy"], out=str(tmp_path))
+        results = run_suite(suite, progress=False, echo=False)
+        assert [r.spec.method for r in results] == ["random"] and not (run_dir / "result.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _quiet(spec, tmp_path).spec.method == "pop"  # lock released with the process
