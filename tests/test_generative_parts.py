@@ -119,3 +119,19 @@ def test_response_window_loss_equals_full_loss(bb):
                     position_ids=batch["position_ids"]).logits[:, :-1]
     ref = F.cross_entropy(full.reshape(-1, full.shape[-1]), batch["labels"][:, 1:].reshape(-1), ignore_index=-100)
     torch.testing.assert_close(causal_lm_loss(bb.model, batch), ref)
+
+
+def test_restore_best_false_keeps_the_last_weights(tmp_path):
+    toks = [sid_token(l, c) for l in range(4) for c in range(5)]
+    bb = build_backbone(BackboneConfig(preset="tiny"), sid_tokens=toks, levels=4, codebook_size=5,
+                        corpus=["a b c d e f g"], seed=0)
+    data = _toy_task(bb, 32)
+    col = lambda b: collate(b, bb.pad_id)
+    scores = iter([1.0, 0.0, -1.0])  # epoch 0 scores best
+    cfg = TrainConfig(epochs=3, lr=5e-3, batch_size=16, patience=10)
+    facts = train(bb.model, causal_lm_loss, data, col, cfg, workdir=tmp_path, valid_fn=lambda m: next(scores),
+                  progress=False, log=lambda *_: None, restore_best=False)
+    best = torch.load(tmp_path / "train_best.pt", weights_only=True)
+    assert facts["best_valid"] == 1.0 and facts["epochs_run"] == 3
+    last = bb.model.state_dict()
+    assert any(not torch.equal(best[k], last[k]) for k in best)  # not rolled back to epoch 0

@@ -125,7 +125,7 @@ class GenerativeMethod(Method):
                           max_minutes=rl.max_minutes)
         facts = train(self.bb.model, loss, prompts, lambda b: b, cfg, workdir=ctx.workdir,
                       valid_fn=self._valid_fn(data, valid), seed=ctx.seed, progress=ctx.progress, log=ctx.log,
-                      name="grpo")
+                      name="grpo", restore_best=False)  # the SFT loss is logged, not used to pick RL weights
         if loss.stats:
             facts["mean_reward"] = round(float(np.mean([s["reward"] for s in loss.stats])), 5)
             facts["mean_hits_per_group"] = round(float(np.mean([s["hit"] for s in loss.stats])), 5)

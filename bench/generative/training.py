@@ -39,11 +39,12 @@ def _atomic_json(path: Path, obj: Any) -> None:
 
 def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate_fn: Callable, cfg: TrainConfig, *,
           workdir: Path, valid_fn: Callable[[Any], float] | None = None, seed: int = 0, progress: bool = True,
-          log: Callable[[str], None] = print, name: str = "train") -> dict:
+          log: Callable[[str], None] = print, name: str = "train", restore_best: bool = True) -> dict:
     """Train ``model`` in place; returns facts (epochs, best score, history, stop reason).
 
     ``loss_fn(model, batch) -> scalar tensor``; ``valid_fn(model) -> float`` (higher is better).
-    After the call the model holds the best weights seen (or the last when there is no valid_fn).
+    After the call the model holds the best weights seen by ``valid_fn``, or the last weights when
+    ``restore_best`` is False (RL, whose objective is not the validation score).
     """
     import torch
     from accelerate import Accelerator
@@ -128,7 +129,7 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
         if stop != "epochs":
             break
     model = acc.unwrap_model(model)
-    if best_file.is_file():
+    if restore_best and best_file.is_file():
         model.load_state_dict(torch.load(best_file, weights_only=True))
     acc.free_memory()
     return {"epochs_run": len(st["history"]), "steps": st["step"], "best_valid": st["best"], "stopped_by": stop,
