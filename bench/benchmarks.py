@@ -97,3 +97,66 @@ def bench_decode(*, preset: str = "small", dataset: str | None = None, n_items: 
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(res, indent=2))
     return res
+
+
+def bench_grpo_logprobs(*, preset: str = "small", prompts: int = 8, num_generations: int = 16, history: int = 20,
+                        n_items: int = 12101, codebook_size: int = 256, levels: int = 4, repeats: int = 3,
+                        threads: int | None = None, seed: int = 0, out: str | None = None, log=print) -> dict:
+    """The policy + reference log-prob pass of one GRPO step (forward + backward of the policy,
+    forward of the reference) with each prompt encoded once and its cache shared by the G
+    completions, vs the same function fed each (prompt, completion) pair separately."""
+    import torch
+
+    from bench.generative.backbone import BackboneConfig, build_backbone
+    from bench.generative.grpo import completion_logprobs
+    from bench.generative.prompts import SEQREC_TEMPLATE, PromptEncoder
+    from bench.sids import sid_string, sid_token
+
+    if threads:
+        torch.set_num_threads(threads)
+    codes = _synthetic_codes(n_items, levels, codebook_size, seed)
+    rng = np.random.default_rng(seed)
+    bb = build_backbone(BackboneConfig(preset=preset),
+                        sid_tokens=[sid_token(l, c) for l in range(levels) for c in range(codebook_size)],
+                        levels=levels, codebook_size=codebook_size, corpus=[SEQREC_TEMPLATE], seed=seed)
+    model = bb.model.train()
+    enc = PromptEncoder(bb.tokenizer, bb.sid_token_ids, codes)
+    ps = [enc.template(SEQREC_TEMPLATE, rng.integers(0, len(codes), history).tolist(), lambda i: sid_string(codes[i]))
+          for _ in range(prompts)]
+    G = num_generations
+    items = rng.integers(0, len(codes), (prompts, G))
+    tokens = bb.sid_token_ids[torch.arange(levels), torch.tensor(codes[items])]          # [B, G, M]
+
+    def shared():
+        lp = completion_logprobs(model, ps, tokens, bb.pad_id)
+        with torch.no_grad():
+            completion_logprobs(model, ps, tokens, bb.pad_id)
+        lp.sum().backward()
+        return lp.detach()
+
+    def separate():
+        rep = [p for p in ps for _ in range(G)]
+        lp = completion_logprobs(model, rep, tokens.reshape(prompts * G, 1, levels), bb.pad_id)
+        with torch.no_grad():
+            completion_logprobs(model, rep, tokens.reshape(prompts * G, 1, levels), bb.pad_id)
+        lp.sum().backward()
+        return lp.detach().reshape(prompts, G, levels)
+
+    best, outs = {"shared_prompt": float("inf"), "separate": float("inf")}, {}
+    shared(), separate()  # warm-up
+    for _ in range(repeats):
+        for name, fn in (("shared_prompt", shared), ("separate", separate)):
+            model.zero_grad()
+            t0 = time.perf_counter()
+            outs[name] = fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    res = {"setup": {"preset": preset, "parameters": bb.n_parameters(), "prompts": prompts, "num_generations": G,
+                     "prompt_tokens_mean": float(np.mean([len(p) for p in ps])), "completion_tokens": levels,
+                     "repeats": repeats, "torch_threads": torch.get_num_threads()},
+           "seconds_per_step": best, "speedup": best["separate"] / best["shared_prompt"],
+           "max_abs_logprob_diff": float((outs["shared_prompt"] - outs["separate"]).abs().max())}
+    log(json.dumps(res, indent=2))
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(res, indent=2))
+    return res

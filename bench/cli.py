@@ -60,6 +60,16 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from bench.runner import reevaluate
+
+    res = reevaluate(args.run_dir, args.set or [], args.out, dataset_path=args.dataset_path,
+                     progress=not args.no_progress)
+    print(f"run {res.run_id} (trained in {res.training.model_dump().get('trained_in')}): "
+          + "  ".join(f"{k} {v:.4f}" for k, v in res.metrics.items()))
+    return 0
+
+
 def cmd_suite(args) -> int:
     from bench.runner import load_suite, run_suite
 
@@ -101,6 +111,14 @@ def cmd_bench_decode(args) -> int:
     return 0
 
 
+def cmd_bench_grpo(args) -> int:
+    from bench.benchmarks import bench_grpo_logprobs
+
+    bench_grpo_logprobs(preset=args.preset, prompts=args.prompts, num_generations=args.num_generations,
+                        repeats=args.repeats, out=args.out, threads=args.threads)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reasonrec", description="ReasonRec Bench: compare reasoning methods "
                                 "for generative recommendation on one protocol")
@@ -128,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common_run_args(s)
     s.set_defaults(func=cmd_run)
 
+    s = sub.add_parser("evaluate", help="re-evaluate a finished run's trained model under other evaluation settings "
+                                        "(eval.max_users, eval.beam_width, eval.exclude_history...) without training")
+    s.add_argument("run_dir", help="a complete run directory (with result.json and checkpoints/)")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE", help="eval.* / threads / label, e.g. eval.max_users=null")
+    s.add_argument("--out", help="runs folder of the new run (default: beside the source run)")
+    _common_run_args(s)
+    s.set_defaults(func=cmd_evaluate)
+
     s = sub.add_parser("suite", help="methods x datasets x seeds from a YAML file; skips done runs, resumes others")
     s.add_argument("file")
     s.add_argument("--out", help="runs folder (default: the suite's 'out')")
@@ -145,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--to", default="leaderboard/results")
     s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("bench", help="micro-benchmarks (decode: constrained beam search vs HF generate)")
+    s = sub.add_parser("bench", help="micro-benchmarks (decode: beam search vs HF generate; grpo: shared-prompt log-probs)")
     bsub = s.add_subparsers(dest="bench", required=True)
     b = bsub.add_parser("decode", help="trie-constrained beam search vs HF generate(num_beams, prefix_allowed_tokens_fn)"
                                        " and vs unconstrained beams, same model and inputs")
@@ -158,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=3, help="best of N")
     b.add_argument("--out", help="write the JSON report here")
     b.set_defaults(func=cmd_bench_decode)
+    b = bsub.add_parser("grpo", help="GRPO log-prob pass: prompt encoded once per group vs once per completion")
+    b.add_argument("--preset", default="small", choices=["tiny", "small", "base"])
+    b.add_argument("--prompts", type=int, default=8)
+    b.add_argument("--num-generations", type=int, default=16)
+    b.add_argument("--repeats", type=int, default=3, help="best of N")
+    b.add_argument("--out", help="write the JSON report here")
+    b.set_defaults(func=cmd_bench_grpo)
 
     s = sub.add_parser("demo", help="every registered method, small budgets, on ml-100k; builds the leaderboard")
     s.add_argument("--out", default="reasonrec-demo")

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 if TYPE_CHECKING:
     from bench.data import SIDData, Split
@@ -25,10 +25,31 @@ class MethodInfo(BaseModel):
     uses_sids: bool = False
 
 
+def _merge_into_defaults(model_cls: type[BaseModel], values: Any) -> Any:
+    """A partial dict for a nested-config field overrides that field's *default* (so
+    ``sft: {batch_size: 16}`` keeps the method's own ``sft.epochs`` and ``sft.lr``), recursively."""
+    if not isinstance(values, dict):
+        return values
+    out = dict(values)
+    for name, field in model_cls.model_fields.items():
+        default = field.default
+        if name in out and isinstance(out[name], dict) and isinstance(default, BaseModel):
+            merged = default.model_dump()
+            merged.update(_merge_into_defaults(type(default), out[name]))
+            out[name] = merged
+    return out
+
+
 class MethodConfig(BaseModel):
-    """Base of every method's hyperparameters: strict, so a typo names the field."""
+    """Base of every method's hyperparameters: strict, so a typo names the field. A nested block
+    given in part keeps the method's defaults for the rest."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _partial_blocks(cls, values):
+        return _merge_into_defaults(cls, values)
 
 
 @dataclass

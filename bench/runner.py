@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 from pydantic import ValidationError
 
-from bench import provenance
+from bench import distributed, provenance
 from bench.data import SIDData, prepare
 from bench.method import FitContext, Method
 from bench.metrics import evaluate
@@ -109,24 +109,89 @@ def _lock(run_dir: Path):
 
 
 def run(spec: RunSpec, out: str | Path = "runs", *, dataset_path: str | None = None, progress: bool = True,
-        echo: bool = True, data: SIDData | None = None) -> RunResult:
+        echo: bool = True, data: SIDData | None = None, trained_in: str | Path | None = None) -> RunResult:
+    """Run ``spec`` into ``out/<run_id>``. ``trained_in``: the directory of a complete run with the same
+    method, data and training settings whose checkpoints this run starts from (see :func:`reevaluate`)."""
     run_dir = Path(out).resolve() / spec.run_id()  # absolute: some libraries chdir (RecBole)
     if is_complete(run_dir):
         return RunResult.from_disk(run_dir / "result.json")
     run_dir.mkdir(parents=True, exist_ok=True)
+    if not distributed.is_main():  # a helper process of a multi-process launch: train, then wait
+        return _run_locked(spec, run_dir, dataset_path=dataset_path, progress=False, echo=False, data=data,
+                           trained_in=Path(trained_in) if trained_in else None)
     lock = _lock(run_dir)
     try:
-        return _run_locked(spec, run_dir, dataset_path=dataset_path, progress=progress, echo=echo, data=data)
+        return _run_locked(spec, run_dir, dataset_path=dataset_path, progress=progress, echo=echo, data=data,
+                           trained_in=Path(trained_in) if trained_in else None)
     finally:
         lock.close()
 
 
-def _run_locked(spec: RunSpec, run_dir: Path, *, dataset_path, progress, echo, data) -> RunResult:
-    spec_path = run_dir / "spec.json"
-    resumed = spec_path.is_file()
-    atomic_write_json(spec_path, spec.model_dump(mode="json"))
-    log = _logger(run_dir / "run.log", echo)
-    log(f"{'resuming' if resumed else 'starting'} run {spec.run_id()} in {run_dir}")
+TRAINING_FIELDS = ("method", "dataset", "seed", "method_config", "data")
+
+
+def reevaluate(source: str | Path, sets: list[str] = (), out: str | Path | None = None, *,
+               dataset_path: str | None = None, progress: bool = True, echo: bool = True) -> RunResult:
+    """Evaluate the trained model of the complete run in ``source`` under other evaluation settings
+    (``eval.*``: test users, beam width, history exclusion...) without training again.
+
+    The new run gets its own run id and directory (default: beside the source); it starts from a copy of
+    the source's checkpoints, so the method's own resume logic reloads the trained weights, and its
+    ``training`` block is the source's, marked ``trained_in: <source run id>``.
+    """
+    source = Path(source)
+    if not (source / "result.json").is_file():
+        raise SpecError(f"{source} is not a complete run (no result.json); finish it first with `reasonrec run`"
+                        " or `reasonrec suite`, which resume it")
+    if not (source / "checkpoints").is_dir():
+        raise SpecError(f"{source} has no checkpoints/ folder (exported result files only?): nothing to reload")
+    src = RunResult.from_disk(source / "result.json")
+    fields = src.spec.model_dump(mode="json")
+    for item in sets:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq:
+            raise SpecError(f"--set expects key=value, got {item!r}")
+        if not (key.startswith("eval.") or key in ("threads", "label")):
+            raise SpecError(f"re-evaluation changes evaluation settings only (eval.*, threads, label), not {key!r}: "
+                            f"that would need training again; use `reasonrec run`")
+        set_dotted(fields, key, parse_value(value))
+    try:
+        spec = RunSpec(**fields)
+    except ValidationError as e:
+        raise SpecError(format_validation_error(e, "re-evaluation settings", RunSpec)) from None
+    if spec.run_id() == src.run_id:
+        raise SpecError(f"these are the evaluation settings of {src.run_id} itself; its result is {source / 'result.json'}")
+    return run(spec, out or source.parent, dataset_path=dataset_path, progress=progress, echo=echo,
+               trained_in=source)
+
+
+def _run_locked(spec: RunSpec, run_dir: Path, *, dataset_path, progress, echo, data,
+                trained_in: Path | None = None) -> RunResult:
+    main, started = distributed.is_main(), time.time()
+    if main:
+        spec_path = run_dir / "spec.json"
+        resumed = spec_path.is_file()
+        atomic_write_json(spec_path, spec.model_dump(mode="json"))
+        (run_dir / "error.txt").unlink(missing_ok=True)  # from an earlier attempt
+        log = _logger(run_dir / "run.log", echo)
+        log(f"{'resuming' if resumed else 'starting'} run {spec.run_id()} in {run_dir}"
+            + (f" (process 0 of {distributed.world_size()})" if distributed.world_size() > 1 else ""))
+    else:
+        def log(msg: str) -> None:
+            pass
+    try:
+        return _run_body(spec, run_dir, main=main, started=started, dataset_path=dataset_path, progress=progress,
+                         log=log, data=data, trained_in=trained_in)
+    except Exception as e:
+        if main:
+            (run_dir / "error.txt").write_text(f"{type(e).__name__}: {e}\n")
+            log(f"run failed: {type(e).__name__}: {e}")
+        raise
+
+
+def _run_body(spec: RunSpec, run_dir: Path, *, main: bool, started: float, dataset_path, progress, log, data,
+              trained_in: Path | None) -> RunResult:
 
     cls = get_method(spec.method)
     config = method_config(spec)
@@ -135,24 +200,31 @@ def _run_locked(spec: RunSpec, run_dir: Path, *, dataset_path, progress, echo, d
 
         torch.set_num_threads(spec.threads)
     if data is None:
-        data = prepare(spec.dataset, spec.data, path=dataset_path, progress=progress, log=log)
+        with distributed.main_process_first():  # the others read the main process's cache
+            data = prepare(spec.dataset, spec.data, path=dataset_path, progress=progress, log=log)
     if cls.info.needs_text and not any(data.item_text):
         raise SpecError(f"method '{spec.method}' needs item text, dataset '{spec.dataset}' has none")
     set_seed(spec.seed)
     method: Method = cls(config)
     ctx = FitContext(workdir=run_dir / "checkpoints", seed=spec.seed, beam_width=spec.eval.beam_width,
                      progress=progress, log=log)
+    source = None
+    if trained_in is not None:
+        source = RunResult.from_disk(trained_in / "result.json")
+        with distributed.main_process_first():
+            _adopt_checkpoints(spec, source, trained_in / "checkpoints", ctx.workdir, data, log)
     ctx.workdir.mkdir(exist_ok=True)
     valid = data.split("valid")
     t0 = time.perf_counter()
-    try:
-        fit_facts = method.fit(data, valid=valid, ctx=ctx) or {}
-    except Exception as e:
-        (run_dir / "error.txt").write_text(f"{type(e).__name__}: {e}\n")
-        log(f"fit failed: {type(e).__name__}: {e}")
-        raise
+    fit_facts = method.fit(data, valid=valid, ctx=ctx) or {}
     train_seconds = time.perf_counter() - t0
+    if not main:  # the main process evaluates and writes the result
+        return RunResult.from_disk(distributed.wait_for_result(run_dir, since=started))
     log(f"trained in {train_seconds:.1f}s: {fit_facts}")
+    if source is not None:  # the training happened in the source run: report that run's training
+        fit_facts = {**source.training.model_dump(), "trained_in": source.run_id,
+                     "reload_seconds": round(train_seconds, 3)}
+        train_seconds = fit_facts.pop("seconds")
 
     test = data.split("test")
     if spec.eval.max_users and spec.eval.max_users < len(test):
@@ -183,6 +255,32 @@ def _run_locked(spec: RunSpec, run_dir: Path, *, dataset_path, progress, echo, d
     (run_dir / "error.txt").unlink(missing_ok=True)
     log(f"wrote {run_dir / 'result.json'}")
     return result
+
+
+def _adopt_checkpoints(spec: RunSpec, src: RunResult, src_ckpt: Path, workdir: Path, data: SIDData, log) -> None:
+    """Copy a finished run's checkpoints into a new run's (empty) checkpoint folder, after checking that
+    they were trained with the same method, settings and data."""
+    import shutil
+
+    mine, theirs = spec.model_dump(mode="json"), src.spec.model_dump(mode="json")
+    differ = [f for f in TRAINING_FIELDS if mine[f] != theirs[f]]
+    if differ:
+        raise SpecError(f"run {src.run_id} was trained with other {', '.join(differ)}; its checkpoints do not apply")
+    if src.data.get("fingerprint") != data.fingerprint:
+        raise SpecError(f"run {src.run_id} was trained on data {src.data.get('fingerprint')}, the prepared data is "
+                        f"{data.fingerprint} (dataset files or code changed): train again")
+    if workdir.is_dir() and any(workdir.iterdir()):
+        log(f"checkpoints of {src.run_id} already copied")
+        return
+    if not src_ckpt.is_dir():
+        raise SpecError(f"{src_ckpt} does not exist: nothing to reload")
+    tmp = workdir.with_name(workdir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src_ckpt, tmp)  # copy, then rename: an interrupted copy is never taken as complete
+    if workdir.is_dir():
+        workdir.rmdir()
+    tmp.rename(workdir)
+    log(f"copied the checkpoints of {src.run_id} ({src_ckpt})")
 
 
 def timed_recommend(method: Method, histories: list[list[int]], ev: EvalSettings, max_history: int,

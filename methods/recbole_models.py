@@ -112,20 +112,29 @@ class RecBoleMethod(Method):
         import torch
         from recbole.utils import get_trainer
 
+        from bench import distributed
+
+        if distributed.world_size() > 1:
+            raise RuntimeError(f"{self.info.name} trains with RecBole's own single-process trainer; run it without "
+                               "torchrun / accelerate launch (one process)")
         c = self.config
         workdir = ctx.workdir.resolve()  # before the chdir below
         last, best_path = workdir / "last.pth", workdir / "best.pth"
         with _in_dir(workdir):
             config, model, train_data, valid_data = self._build(data, workdir, ctx.seed)
             trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-            start, best, bad, history = 0, -np.inf, 0, []
+            start, best, bad, history, stopped = 0, -np.inf, 0, [], "epochs"
             if last.is_file():
                 state = torch.load(last, weights_only=False)
                 model.load_state_dict(state["model"])
                 trainer.optimizer.load_state_dict(state["optimizer"])
                 start, best, bad, history = state["epoch"] + 1, state["best"], state["bad"], state["history"]
-                ctx.log(f"resumed {self.info.name} at epoch {start} (best {c.valid_metric} {best:.4f})")
-            t0, stopped = time.time(), "epochs"
+                stopped = state.get("stopped", "early_stopping" if bad >= c.patience else "epochs")
+                ctx.log(f"resumed {self.info.name} at epoch {start} (best {c.valid_metric} {best:.4f})"
+                        + ("" if stopped == "epochs" else f"; training had ended ({stopped})"))
+                if stopped != "epochs":  # ended by early stopping or the time budget: no more epochs
+                    start = c.epochs
+            t0 = time.time()
             from tqdm.auto import tqdm
 
             bar = tqdm(range(start, c.epochs), desc=f"{self.info.name} epochs", disable=not ctx.progress,
@@ -148,9 +157,12 @@ class RecBoleMethod(Method):
                 ctx.log(f"epoch {epoch}: loss {loss:.4f}, valid {c.valid_metric} {score:.4f} (best {best:.4f})")
                 if bad >= c.patience:
                     stopped = "early_stopping"
-                    break
-                if c.max_minutes and (time.time() - t0) / 60 > c.max_minutes:
+                elif c.max_minutes and (time.time() - t0) / 60 > c.max_minutes:
                     stopped = "time_budget"
+                if stopped != "epochs":
+                    _atomic_torch_save({"model": model.state_dict(), "optimizer": trainer.optimizer.state_dict(),
+                                        "epoch": epoch, "best": best, "bad": bad, "history": history,
+                                        "stopped": stopped}, last)
                     break
         if best_path.is_file():
             model.load_state_dict(torch.load(best_path, weights_only=False))

@@ -52,3 +52,41 @@ def test_clipping_stops_gradient_beyond_eps():
     old = torch.tensor([[-1.0]])  # ratio e > 1.2 with positive advantage: clipped, no gradient
     grpo_token_loss(logp, old, logp.detach(), torch.tensor([1.0]), torch.ones(1, 1), 0.2, 0.0).backward()
     assert logp.grad.abs().item() == 0.0
+
+
+def _logprobs_one_by_one(model, prompts, completions, pad_id):
+    """Reference: every (prompt, completion) pair encoded on its own, no padding, no cache."""
+    rows = []
+    for b, prompt in enumerate(prompts):
+        for g in range(completions.shape[1]):
+            ids = torch.tensor([list(prompt) + completions[b, g].tolist()])
+            logits = model(input_ids=ids).logits[0, len(prompt) - 1:-1].float()
+            rows.append(torch.log_softmax(logits, -1).gather(1, completions[b, g].unsqueeze(1)).squeeze(1))
+    return torch.stack(rows).reshape(completions.shape)
+
+
+def test_shared_prompt_logprobs_match_separate_encoding_with_gradients():
+    from bench.generative.backbone import BackboneConfig, build_backbone
+    from bench.generative.grpo import completion_logprobs
+
+    bb = build_backbone(BackboneConfig(preset="tiny"), sid_tokens=[f"<a_{i}>" for i in range(8)], levels=1,
+                        codebook_size=8, corpus=["hello world"], seed=0)
+    model = bb.model.float().eval()
+    V = model.get_input_embeddings().num_embeddings
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(1, V, (n,), generator=g).tolist() for n in (5, 3)]  # unequal: left padding
+    completions = torch.randint(1, V, (2, 3, 4), generator=g)
+    got = completion_logprobs(model, prompts, completions, bb.pad_id)
+    want = _logprobs_one_by_one(model, prompts, completions, bb.pad_id)
+    assert got.shape == (2, 3, 4)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    # the gradients agree too (the repeated prompt cache keeps its graph)
+    w = torch.randn(2, 3, 4, generator=g)
+    grads = []
+    for fn in (completion_logprobs, _logprobs_one_by_one):
+        model.zero_grad()
+        (fn(model, prompts, completions, bb.pad_id) * w).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+    one = completion_logprobs(model, prompts, completions[:, :, :1], bb.pad_id)  # single-token completions
+    torch.testing.assert_close(one, want[:, :, :1], atol=1e-5, rtol=1e-4)

@@ -61,3 +61,19 @@ def test_builtins_have_consistent_names():
 
     for name in BUILTIN:
         assert REGISTRY.get(name).info.name == name
+
+
+def test_a_partial_nested_block_keeps_the_method_defaults():
+    from bench.registry import get_method
+    from bench.specs import SpecError
+    from bench.runner import build_spec
+
+    cls = get_method("minionerec")
+    default = cls.Config()
+    cfg = cls.Config(sft={"batch_size": 16}, rl={"max_prompts": 8})
+    assert cfg.sft.batch_size == 16 and cfg.sft.epochs == default.sft.epochs and cfg.sft.lr == default.sft.lr
+    assert cfg.rl.max_prompts == 8 and cfg.rl.num_generations == default.rl.num_generations
+    import pytest
+
+    with pytest.raises(SpecError, match="method_config.sft.batch_sise"):
+        build_spec("minionerec", "ml-100k", sets=["method_config.sft.batch_sise=16"])

@@ -183,3 +183,58 @@ def test_a_run_in_progress_elsewhere_is_not_entered(toy_env, tmp_path):
         holder.kill()
         holder.wait()
     assert _quiet(spec, tmp_path).spec.method == "pop"  # lock released with the process
+
+
+def test_recbole_run_ended_by_early_stopping_trains_no_more(toy_env, toy_data, tmp_path):
+    import torch
+
+    from bench.method import FitContext
+
+    cls = REGISTRY.get("gru4rec")
+    ctx = FitContext(workdir=tmp_path, progress=False, log=lambda *_: None)
+    cls(cls.Config(epochs=1, batch_size=64)).fit(toy_data, valid=toy_data.split("valid"), ctx=ctx)
+    state = torch.load(tmp_path / "last.pth", weights_only=False)
+    state["stopped"] = "early_stopping"
+    torch.save(state, tmp_path / "last.pth")
+    again = cls(cls.Config(epochs=3, batch_size=64)).fit(toy_data, valid=toy_data.split("valid"), ctx=ctx)
+    assert len(again["history"]) == 1 and again["stopped_by"] == "early_stopping"
+
+
+@pytest.mark.parametrize("name", ["gru4rec", "minionerec"])
+def test_reevaluate_reuses_the_trained_model(name, toy_env, tmp_path):
+    from bench.runner import reevaluate
+
+    cls = REGISTRY.get(name)
+    spec = build_spec(name, "toy", method_config=cls.smoke_config, sets=["eval.max_users=10"])
+    first = _quiet(spec, tmp_path)
+    full = reevaluate(tmp_path / spec.run_id(), ["eval.max_users=null", "label=full"], progress=False, echo=False)
+    assert full.run_id != first.run_id and full.spec.eval.max_users is None and full.spec.label == "full"
+    assert full.spec.method_config == first.spec.method_config
+    facts = full.training.model_dump()
+    assert facts["trained_in"] == first.run_id and full.training.seconds == first.training.seconds
+    assert full.latency.n_samples == full.data["stats"]["users"] > first.latency.n_samples
+    # the same trained model: the 10 users of the first evaluation get the same ranks again
+    a = json.loads((tmp_path / first.run_id / "per_user.json").read_text())
+    b = json.loads((tmp_path / full.run_id / "per_user.json").read_text())
+    rank_b = dict(zip(b["users"], b["ranks"]))
+    assert [rank_b[u] for u in a["users"]] == a["ranks"]
+    log = (tmp_path / full.run_id / "run.log").read_text()
+    assert "copied the checkpoints" in log and "resumed" in log  # reloaded, not trained again
+    assert "epoch 0:" not in log and "epoch 1/" not in log
+
+
+def test_reevaluate_refuses_what_needs_training(toy_env, tmp_path):
+    from bench.runner import reevaluate
+
+    spec = build_spec("pop", "toy", sets=["eval.max_users=10"])
+    _quiet(spec, tmp_path)
+    src = tmp_path / spec.run_id()
+    with pytest.raises(SpecError, match="method_config.epochs"):
+        reevaluate(src, ["method_config.epochs=3"], progress=False, echo=False)
+    with pytest.raises(SpecError, match="evaluation settings of"):
+        reevaluate(src, ["eval.max_users=10"], progress=False, echo=False)
+    with pytest.raises(SpecError, match="max_userz"):
+        reevaluate(src, ["eval.max_userz=5"], progress=False, echo=False)
+    (src / "result.json").unlink()
+    with pytest.raises(SpecError, match="not a complete run"):
+        reevaluate(src, ["eval.max_users=null"], progress=False, echo=False)

@@ -85,26 +85,45 @@ def grpo_token_loss(logp, old_logp, ref_logp, adv, mask, clip_eps: float, beta: 
 
 
 def completion_logprobs(model, prompts: list[list[int]], completions: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """Per-token log-probabilities of ``completions`` [N, T] after each prompt (N prompts)."""
-    import torch
+    """Per-token log-probabilities of G completions per prompt: ``completions`` [B, G, T] -> [B, G, T].
 
+    Each prompt is encoded once; its KV cache is repeated G times for the completion tokens (the
+    rollout group shares the prompt), so a GRPO step costs one prompt pass per prompt, not G.
+    Differentiable end to end (the repeated cache keeps its graph)."""
+    import torch
+    from transformers import DynamicCache
+
+    from bench.generative.decoding import native_gqa
     from bench.generative.prompts import left_pad, positions
 
-    p_ids, p_mask = left_pad(prompts, pad_id)
+    B, G, T = completions.shape
     device = next(model.parameters()).device
-    ids = torch.cat([p_ids.to(device), completions.to(device)], 1)
-    mask = torch.cat([p_mask.to(device), torch.ones_like(completions, device=device)], 1)
-    T = completions.shape[1]
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask),
-                   logits_to_keep=T + 1).logits[:, :-1].float()
-    return torch.log_softmax(logits, -1).gather(-1, completions.to(device).unsqueeze(-1)).squeeze(-1)
+    p_ids, p_mask = (t.to(device) for t in left_pad(prompts, pad_id))
+    completions = completions.to(device)
+    config = getattr(model, "module", model).config  # the model may be wrapped (DDP)
+    with native_gqa():
+        out = model(input_ids=p_ids, attention_mask=p_mask, position_ids=positions(p_mask),
+                    past_key_values=DynamicCache(config=config), use_cache=True, logits_to_keep=1)
+        first = torch.log_softmax(out.logits[:, -1].float(), -1).gather(1, completions[:, :, 0])  # [B, G]
+        if T == 1:
+            return first.unsqueeze(-1)
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(G)
+        ids = completions[:, :, :-1].reshape(B * G, T - 1)
+        mask = torch.cat([p_mask.repeat_interleave(G, 0), p_mask.new_ones(B * G, T - 1)], 1)
+        pos = p_mask.sum(-1).repeat_interleave(G).unsqueeze(1) + torch.arange(T - 1, device=device)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                       use_cache=True).logits.float()
+    rest = torch.log_softmax(logits, -1).gather(-1, completions[:, :, 1:].reshape(B * G, T - 1, 1)).squeeze(-1)
+    return torch.cat([first.reshape(B * G, 1), rest], 1).reshape(B, G, T)
 
 
 @dataclass
 class GRPOLoss:
     """``loss_fn(model, batch)`` for the shared training loop. A batch is a list of
     ``(prompt_ids, target_item)``. ``rollout(model, prompts, G) -> (items [B,G], tokens [B,G,T])``
-    defaults to the constrained beam search; LASAR passes its own (latent loop first)."""
+    defaults to the constrained beam search; ``logprobs(model, prompts, tokens [B,G,T], pad_id)
+    -> [B,G,T]`` to :func:`completion_logprobs`. LASAR passes its own (latent loop first)."""
 
     ref_model: object
     cfg: GRPOConfig
@@ -130,11 +149,10 @@ class GRPOLoss:
         valid = items >= 0
         rewards = self.reward_fn(items, target)
         adv = group_advantages(rewards, self.cfg.adv_eps, valid)
-        rep_prompts = [p for p in prompts for _ in range(G)]
-        flat_tokens = tokens.reshape(-1, tokens.shape[-1]).clamp(min=0)
-        logp = self.logprobs(model, rep_prompts, flat_tokens, self.pad_id)
+        tokens = tokens.clamp(min=0)  # missing candidates (fewer than G items) are masked below
+        logp = self.logprobs(model, prompts, tokens, self.pad_id).flatten(0, 1)      # [B*G, T]
         with torch.no_grad():
-            ref = self.logprobs(self.ref_model, rep_prompts, flat_tokens, self.pad_id)
+            ref = self.logprobs(self.ref_model, prompts, tokens, self.pad_id).flatten(0, 1)
         mask = valid.reshape(-1, 1).expand_as(logp).float().to(logp.device)
         loss = grpo_token_loss(logp, logp.detach(), ref, adv.reshape(-1).to(logp.device), mask,
                                self.cfg.clip_eps, self.cfg.beta)

@@ -52,13 +52,17 @@ class GenerativeMethod(Method):
 
         from bench.generative.decoding import TrieTensors
 
+        from bench import distributed
+
         bb_dir = ctx.workdir / "backbone_init"
-        if bb_dir.is_dir():  # resume: the same tokenizer and initial weights as the first attempt
-            self.bb = load_backbone(bb_dir, data.sid_levels, data.codebook_size)
-        else:
-            self.bb = build_backbone(self.config.backbone, sid_tokens=data.sid_vocabulary(), levels=data.sid_levels,
-                                     codebook_size=data.codebook_size, corpus=self._corpus(data), seed=ctx.seed)
-            self.bb.save(bb_dir)
+        with distributed.main_process_first():  # multi-process launch: every process loads the main one's
+            if bb_dir.is_dir():  # resume: the same tokenizer and initial weights as the first attempt
+                self.bb = load_backbone(bb_dir, data.sid_levels, data.codebook_size)
+            else:
+                self.bb = build_backbone(self.config.backbone, sid_tokens=data.sid_vocabulary(),
+                                         levels=data.sid_levels, codebook_size=data.codebook_size,
+                                         corpus=self._corpus(data), seed=ctx.seed)
+                self.bb.save(bb_dir)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.bb.model.to(self.device)
         self.enc = PromptEncoder(self.bb.tokenizer, self.bb.sid_token_ids, data.codes)
@@ -160,11 +164,11 @@ class GenerativeMethod(Method):
     def save(self, path: Path) -> None:
         self.bb.save(Path(path))
 
-    def load(self, path: Path, data) -> None:
+    def load(self, path: Path, data, *, beam_width: int = 50) -> None:
         from bench.generative.decoding import TrieTensors
 
         self.bb = load_backbone(Path(path), data.sid_levels, data.codebook_size)
         self.enc = PromptEncoder(self.bb.tokenizer, self.bb.sid_token_ids, data.codes)
         self.trie = TrieTensors(data.trie, self.bb.sid_token_ids)
-        self.sid_text, self.n_items, self.beam_width = data.sid, data.n_items, 50
+        self.sid_text, self.n_items, self.beam_width = data.sid, data.n_items, beam_width
         self.bb.model.eval()
