@@ -37,6 +37,18 @@ def _atomic_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def _allow_mixed_precision(mixed_precision: str) -> None:
+    """accelerate keeps one process-wide state and refuses a second Accelerator with another mixed
+    precision; one process may train several phases or runs with different settings (SFT in fp32,
+    then bf16 elsewhere in a suite), so the accelerator part of that state is reset between them
+    (the process group, PartialState, is kept)."""
+    from accelerate.state import AcceleratorState
+
+    shared = AcceleratorState._shared_state
+    if shared and str(shared.get("_mixed_precision", mixed_precision)) != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
 def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate_fn: Callable, cfg: TrainConfig, *,
           workdir: Path, valid_fn: Callable[[Any], float] | None = None, seed: int = 0, progress: bool = True,
           log: Callable[[str], None] = print, name: str = "train", restore_best: bool = True) -> dict:
@@ -54,6 +66,7 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    _allow_mixed_precision(cfg.mixed_precision)
     acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision,
                       gradient_accumulation_steps=cfg.grad_accum)
     gen = torch.Generator().manual_seed(seed)
@@ -128,7 +141,7 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
             _atomic_json(state_file, st)
         if stop != "epochs":
             break
-    model = acc.unwrap_model(model)
+    model = acc.unwrap_model(model, keep_fp32_wrapper=False)  # inference outside the loop: no autocast
     if restore_best and best_file.is_file():
         model.load_state_dict(torch.load(best_file, weights_only=True))
     acc.free_memory()
