@@ -2,13 +2,13 @@
 
 Python API (the CLI is a thin wrapper over these)::
 
-    from bench import prepare, build_spec, run, load_suite, run_suite, build_site, get_method
+    from bench import prepare, build_spec, run, reevaluate, load_suite, run_suite, build_site, get_method
 """
 __version__ = "0.1.0"
 
 _API = {
     "prepare": "bench.data", "SIDData": "bench.data",
-    "build_spec": "bench.runner", "run": "bench.runner", "load_suite": "bench.runner", "run_suite": "bench.runner",
+    "build_spec": "bench.runner", "run": "bench.runner", "reevaluate": "bench.runner", "load_suite": "bench.runner", "run_suite": "bench.runner",
     "build_site": "bench.leaderboard", "get_method": "bench.registry", "register": "bench.registry",
     "Method": "bench.method", "MethodInfo": "bench.method", "MethodConfig": "bench.method",
     "Recommendations": "bench.method", "RunSpec": "bench.specs", "RunResult": "bench.results",

@@ -55,3 +55,16 @@ def test_cli_errors_exit_2_and_name_the_culprit(toy_env, tmp_path, capsys):
 def test_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "bench.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "demo" in out.stdout and "leaderboard" in out.stdout
+
+
+def test_cli_evaluate_reuses_a_finished_run(toy_env, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert main(["run", "--method", "pop", "--dataset", "toy", "--out", str(runs), "--no-progress",
+                 "--set", "eval.max_users=5"]) == 0
+    (src,) = list(runs.iterdir())
+    capsys.readouterr()
+    assert main(["evaluate", str(src), "--set", "eval.max_users=null", "--no-progress"]) == 0
+    assert f"trained in {src.name}" in capsys.readouterr().out
+    assert len(list(runs.glob("*/result.json"))) == 2
+    assert main(["evaluate", str(src), "--set", "seed=3"]) == 2
+    assert "evaluation settings only" in capsys.readouterr().err
