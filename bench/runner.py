@@ -346,15 +346,16 @@ def run_suite(suite: SuiteSpec, out: str | Path | None = None, *, dataset_path: 
     for n, spec in enumerate(specs, 1):
         run_dir = out / spec.run_id()
         state = "done" if is_complete(run_dir) else ("resume" if run_dir.exists() else "new")
-        if echo:
+        if echo and distributed.is_main():
             print(f"[{n}/{len(specs)}] {spec.run_id()} ({state})", flush=True)
         if state == "done":
             results.append(RunResult.from_disk(run_dir / "result.json"))
             continue
         key = (spec.dataset, json.dumps(spec.data, sort_keys=True))
         if key not in cache:
-            cache[key] = prepare(spec.dataset, spec.data, path=dataset_path, progress=progress,
-                                 log=print if echo else (lambda *_: None))
+            with distributed.main_process_first():  # multi-process launch: the others read its cache
+                cache[key] = prepare(spec.dataset, spec.data, path=dataset_path, progress=progress,
+                                     log=print if echo and distributed.is_main() else (lambda *_: None))
         try:
             results.append(run(spec, out, dataset_path=dataset_path, progress=progress, echo=echo, data=cache[key]))
         except RunInProgress as e:  # another process runs it: leave it alone, carry on
