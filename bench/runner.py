@@ -359,5 +359,7 @@ def run_suite(suite: SuiteSpec, out: str | Path | None = None, *, dataset_path: 
         try:
             results.append(run(spec, out, dataset_path=dataset_path, progress=progress, echo=echo, data=cache[key]))
         except RunInProgress as e:  # another process runs it: leave it alone, carry on
+            if distributed.world_size() > 1:  # the helper processes would wait in training: stop them all
+                raise
             print(f"  skipped: {e}", flush=True)
     return results
