@@ -17,16 +17,14 @@ def _synthetic_codes(n_items: int, levels: int, k: int, seed: int = 0) -> np.nda
     return codes[rng.permutation(len(codes))[:n_items]]
 
 
-def bench_decode(*, preset: str = "small", dataset: str | None = None, n_items: int = 12101, codebook_size: int = 256,
-                 levels: int = 4, users: int = 16, history: int = 20, beam_width: int = 50, batch_size: int = 16,
-                 repeats: int = 3, hf_users: int | None = None, threads: int | None = None, seed: int = 0,
-                 out: str | None = None, log=print) -> dict:
+def _setup(*, preset, dataset, n_items, codebook_size, levels, users, history, threads, seed):
+    """A preset backbone and shared-prompt inputs: a prepared dataset's SIDs and test histories, or a
+    synthetic catalog of the given size with random histories."""
     import torch
 
     from bench.generative.backbone import BackboneConfig, build_backbone
-    from bench.generative.decoding import TrieTensors, constrained_beam_search, hf_constrained_generate
     from bench.generative.prompts import SEQREC_TEMPLATE, PromptEncoder
-    from bench.sids import SIDTrie, sid_string, sid_token
+    from bench.sids import sid_string, sid_token
 
     if threads:
         torch.set_num_threads(threads)
@@ -35,19 +33,33 @@ def bench_decode(*, preset: str = "small", dataset: str | None = None, n_items: 
 
         data = prepare(dataset, progress=False, log=lambda *_: None)
         codes, k = data.codes, data.codebook_size
-        hist = [h for h in data.split("test").histories[:users]]
+        hist = list(data.split("test").histories[:users])
     else:
         codes, k = _synthetic_codes(n_items, levels, codebook_size, seed), codebook_size
         rng = np.random.default_rng(seed)
         hist = [rng.integers(0, len(codes), history).tolist() for _ in range(users)]
     L = codes.shape[1]
-    trie = SIDTrie.build(codes, k)
     bb = build_backbone(BackboneConfig(preset=preset), sid_tokens=[sid_token(l, c) for l in range(L) for c in range(k)],
                         levels=L, codebook_size=k, corpus=[SEQREC_TEMPLATE], seed=seed)
-    model = bb.model.eval()
     enc = PromptEncoder(bb.tokenizer, bb.sid_token_ids, codes)
     prompts = [enc.template(SEQREC_TEMPLATE, h, lambda i: sid_string(codes[i])) for h in hist]
-    tt = TrieTensors(trie, bb.sid_token_ids)
+    return bb, codes, k, prompts
+
+
+def bench_decode(*, preset: str = "small", dataset: str | None = None, n_items: int = 12101, codebook_size: int = 256,
+                 levels: int = 4, users: int = 16, history: int = 20, beam_width: int = 50, batch_size: int = 16,
+                 repeats: int = 3, hf_users: int | None = None, threads: int | None = None, seed: int = 0,
+                 out: str | None = None, log=print) -> dict:
+    import torch
+
+    from bench.generative.decoding import TrieTensors, constrained_beam_search, hf_constrained_generate
+    from bench.sids import SIDTrie
+
+    bb, codes, k, prompts = _setup(preset=preset, dataset=dataset, n_items=n_items, codebook_size=codebook_size,
+                                   levels=levels, users=users, history=history, threads=threads, seed=seed)
+    L = codes.shape[1]
+    model = bb.model.eval()
+    tt = TrieTensors(SIDTrie.build(codes, k), bb.sid_token_ids)
     codes_t = torch.tensor(codes)
 
     def ours(constrained=True, ps=prompts):
@@ -107,48 +119,33 @@ def bench_grpo_logprobs(*, preset: str = "small", prompts: int = 8, num_generati
     completions, vs the same function fed each (prompt, completion) pair separately."""
     import torch
 
-    from bench.generative.backbone import BackboneConfig, build_backbone
     from bench.generative.grpo import completion_logprobs
-    from bench.generative.prompts import SEQREC_TEMPLATE, PromptEncoder
-    from bench.sids import sid_string, sid_token
 
-    if threads:
-        torch.set_num_threads(threads)
-    codes = _synthetic_codes(n_items, levels, codebook_size, seed)
-    rng = np.random.default_rng(seed)
-    bb = build_backbone(BackboneConfig(preset=preset),
-                        sid_tokens=[sid_token(l, c) for l in range(levels) for c in range(codebook_size)],
-                        levels=levels, codebook_size=codebook_size, corpus=[SEQREC_TEMPLATE], seed=seed)
+    bb, codes, _, ps = _setup(preset=preset, dataset=None, n_items=n_items, codebook_size=codebook_size,
+                              levels=levels, users=prompts, history=history, threads=threads, seed=seed)
     model = bb.model.train()
-    enc = PromptEncoder(bb.tokenizer, bb.sid_token_ids, codes)
-    ps = [enc.template(SEQREC_TEMPLATE, rng.integers(0, len(codes), history).tolist(), lambda i: sid_string(codes[i]))
-          for _ in range(prompts)]
     G = num_generations
-    items = rng.integers(0, len(codes), (prompts, G))
+    items = np.random.default_rng(seed + 1).integers(0, len(codes), (prompts, G))
     tokens = bb.sid_token_ids[torch.arange(levels), torch.tensor(codes[items])]          # [B, G, M]
+    routes = {"shared_prompt": (ps, tokens),  # B prompts, G completions each
+              "separate": ([p for p in ps for _ in range(G)], tokens.reshape(prompts * G, 1, levels))}
 
-    def shared():
-        lp = completion_logprobs(model, ps, tokens, bb.pad_id)
-        with torch.no_grad():
-            completion_logprobs(model, ps, tokens, bb.pad_id)
-        lp.sum().backward()
-        return lp.detach()
-
-    def separate():
-        rep = [p for p in ps for _ in range(G)]
-        lp = completion_logprobs(model, rep, tokens.reshape(prompts * G, 1, levels), bb.pad_id)
-        with torch.no_grad():
-            completion_logprobs(model, rep, tokens.reshape(prompts * G, 1, levels), bb.pad_id)
+    def step(route):
+        rp, rt = routes[route]
+        lp = completion_logprobs(model, rp, rt, bb.pad_id)
+        with torch.no_grad():  # the reference model's pass (same cost; the policy stands in for it)
+            completion_logprobs(model, rp, rt, bb.pad_id)
         lp.sum().backward()
         return lp.detach().reshape(prompts, G, levels)
 
-    best, outs = {"shared_prompt": float("inf"), "separate": float("inf")}, {}
-    shared(), separate()  # warm-up
-    for _ in range(repeats):
-        for name, fn in (("shared_prompt", shared), ("separate", separate)):
+    best, outs = {name: float("inf") for name in routes}, {}
+    for name in routes:  # warm-up
+        step(name)
+    for _ in range(repeats):  # interleaved, best of N
+        for name in routes:
             model.zero_grad()
             t0 = time.perf_counter()
-            outs[name] = fn()
+            outs[name] = step(name)
             best[name] = min(best[name], time.perf_counter() - t0)
     res = {"setup": {"preset": preset, "parameters": bb.n_parameters(), "prompts": prompts, "num_generations": G,
                      "prompt_tokens_mean": float(np.mean([len(p) for p in ps])), "completion_tokens": levels,

@@ -31,13 +31,9 @@ def cmd_ls(args) -> int:
 
 def cmd_prepare(args) -> int:
     from bench.data import prepare
-    from bench.specs import parse_value, set_dotted
+    from bench.specs import parse_sets
 
-    overrides: dict = {}
-    for item in args.set or []:
-        key, _, value = item.partition("=")
-        set_dotted(overrides, key, parse_value(value))
-    data = prepare(args.dataset, overrides, path=args.dataset_path, progress=not args.no_progress, force=args.force)
+    data = prepare(args.dataset, parse_sets(args.set), path=args.dataset_path, progress=not args.no_progress, force=args.force)
     s = data.stats
     print(f"dataset {data.name} (fingerprint {data.fingerprint})")
     print(f"  users {s['users']:,}  items {s['items']:,}  interactions {s['interactions']:,}  "

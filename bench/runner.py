@@ -23,7 +23,7 @@ from bench.metrics import evaluate
 from bench.registry import get_method
 from bench.results import Latency, RunResult, Training, atomic_write_json
 from bench.specs import (EvalSettings, RunSpec, SpecError, SuiteSpec, format_validation_error, load_yaml,
-                         merge_overrides, parse_value, set_dotted)
+                         merge_overrides, parse_sets)
 
 EVAL_SUBSET_SEED = 12345  # the same test users for every method and seed
 
@@ -31,12 +31,7 @@ EVAL_SUBSET_SEED = 12345  # the same test users for every method and seed
 def build_spec(method: str, dataset: str, *, config_file: str | None = None, sets: list[str] = (),
                **fields) -> RunSpec:
     """defaults < config file < --set key=value (dotted keys: method_config.lr=1e-3, eval.max_users=100)."""
-    cli: dict[str, Any] = {}
-    for item in sets:
-        if "=" not in item:
-            raise SpecError(f"--set expects key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        set_dotted(cli, key.strip(), parse_value(value))
+    cli = parse_sets(sets)
     file_layer = load_yaml(config_file) if config_file else {}
     merged = merge_overrides({"method": method, "dataset": dataset}, {k: v for k, v in fields.items() if v is not None},
                              file_layer, cli)
@@ -116,15 +111,14 @@ def run(spec: RunSpec, out: str | Path = "runs", *, dataset_path: str | None = N
     if is_complete(run_dir):
         return RunResult.from_disk(run_dir / "result.json")
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not distributed.is_main():  # a helper process of a multi-process launch: train, then wait
-        return _run_locked(spec, run_dir, dataset_path=dataset_path, progress=False, echo=False, data=data,
-                           trained_in=Path(trained_in) if trained_in else None)
-    lock = _lock(run_dir)
+    main = distributed.is_main()  # a helper process of a multi-process launch trains, then waits: no lock
+    lock = _lock(run_dir) if main else None
     try:
-        return _run_locked(spec, run_dir, dataset_path=dataset_path, progress=progress, echo=echo, data=data,
-                           trained_in=Path(trained_in) if trained_in else None)
+        return _run_in_dir(spec, run_dir, dataset_path=dataset_path, progress=progress and main,
+                           echo=echo and main, data=data, trained_in=Path(trained_in) if trained_in else None)
     finally:
-        lock.close()
+        if lock is not None:
+            lock.close()
 
 
 TRAINING_FIELDS = ("method", "dataset", "seed", "method_config", "data")
@@ -146,16 +140,10 @@ def reevaluate(source: str | Path, sets: list[str] = (), out: str | Path | None 
     if not (source / "checkpoints").is_dir():
         raise SpecError(f"{source} has no checkpoints/ folder (exported result files only?): nothing to reload")
     src = RunResult.from_disk(source / "result.json")
-    fields = src.spec.model_dump(mode="json")
-    for item in sets:
-        key, eq, value = item.partition("=")
-        key = key.strip()
-        if not eq:
-            raise SpecError(f"--set expects key=value, got {item!r}")
-        if not (key.startswith("eval.") or key in ("threads", "label")):
-            raise SpecError(f"re-evaluation changes evaluation settings only (eval.*, threads, label), not {key!r}: "
-                            f"that would need training again; use `reasonrec run`")
-        set_dotted(fields, key, parse_value(value))
+    fields = parse_sets(sets, src.spec.model_dump(mode="json"), allowed=lambda key: None if (
+        key.startswith("eval.") or key in ("threads", "label")) else (
+        f"re-evaluation changes evaluation settings only (eval.*, threads, label), not {key!r}: that would need "
+        f"training again; use `reasonrec run`"))
     try:
         spec = RunSpec(**fields)
     except ValidationError as e:
@@ -166,7 +154,7 @@ def reevaluate(source: str | Path, sets: list[str] = (), out: str | Path | None 
                trained_in=source)
 
 
-def _run_locked(spec: RunSpec, run_dir: Path, *, dataset_path, progress, echo, data,
+def _run_in_dir(spec: RunSpec, run_dir: Path, *, dataset_path, progress, echo, data,
                 trained_in: Path | None = None) -> RunResult:
     main, started = distributed.is_main(), time.time()
     if main:
@@ -220,8 +208,10 @@ def _run_body(spec: RunSpec, run_dir: Path, *, main: bool, started: float, datas
     train_seconds = time.perf_counter() - t0
     if not main:  # the main process evaluates and writes the result
         return RunResult.from_disk(distributed.wait_for_result(run_dir, since=started))
-    log(f"trained in {train_seconds:.1f}s: {fit_facts}")
-    if source is not None:  # the training happened in the source run: report that run's training
+    if source is None:
+        log(f"trained in {train_seconds:.1f}s: {fit_facts}")
+    else:  # the training happened in the source run: report that run's training
+        log(f"reloaded the model trained in {source.run_id} in {train_seconds:.1f}s")
         fit_facts = {**source.training.model_dump(), "trained_in": source.run_id,
                      "reload_seconds": round(train_seconds, 3)}
         train_seconds = fit_facts.pop("seconds")

@@ -173,6 +173,22 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def parse_sets(sets, tree: dict | None = None, *, allowed=None) -> dict:
+    """``--set key=value`` items into a nested dict (``tree``, or a new one). ``allowed(key)`` may
+    return an error message for a key that this command does not accept."""
+    tree = {} if tree is None else tree
+    for item in sets or ():
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise SpecError(f"--set expects key=value, got {item!r}")
+        problem = allowed(key) if allowed else None
+        if problem:
+            raise SpecError(problem)
+        set_dotted(tree, key, parse_value(value))
+    return tree
+
+
 def set_dotted(tree: dict, dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     node = tree

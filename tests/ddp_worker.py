@@ -1,5 +1,6 @@
 """Run by tests/test_distributed.py under ``torchrun --nproc_per_node 2``: SFT then GRPO through the
 shared loop (DDP over gloo on CPU); each process writes a checksum of its final weights."""
+import copy
 import json
 import sys
 from pathlib import Path
@@ -24,8 +25,7 @@ examples = [Example(prompt=[5, 6, 7 + i % 3], response=[int(sid[0, i % 3]), int(
 facts = {"sft": train(model, causal_lm_loss, examples, lambda b: collate(b, bb.pad_id, 64),
                       TrainConfig(epochs=1, batch_size=4, lr=1e-2), workdir=out / "ckpt", progress=False,
                       log=lambda *_: None, name="sft")}
-ref = build_backbone(BackboneConfig(preset="tiny"), sid_tokens=[sid_token(l, c) for l in range(2) for c in range(3)],
-                     levels=2, codebook_size=3, corpus=["history next"], seed=0).model.float().eval()
+ref = copy.deepcopy(model).eval()  # the frozen reference is the SFT model, as in GenerativeMethod._grpo
 trie = TrieTensors(SIDTrie.build(codes, 3), sid)
 loss = GRPOLoss(ref, GRPOConfig(num_generations=4), bb.pad_id, beam_rollout(trie, bb.pad_id))
 prompts = [([5, 6, 7 + i % 3], i % 9) for i in range(16)]

@@ -185,19 +185,21 @@ def test_a_run_in_progress_elsewhere_is_not_entered(toy_env, tmp_path):
     assert _quiet(spec, tmp_path).spec.method == "pop"  # lock released with the process
 
 
-def test_recbole_run_ended_by_early_stopping_trains_no_more(toy_env, toy_data, tmp_path):
-    import torch
+def test_recbole_run_ended_by_early_stopping_trains_no_more(toy_env, toy_data, tmp_path, monkeypatch):
+    from recbole.trainer import Trainer
 
     from bench.method import FitContext
 
+    monkeypatch.setattr(Trainer, "_valid_epoch", lambda self, *a, **k: (0.5, None))  # never improves after epoch 0
     cls = REGISTRY.get("gru4rec")
     ctx = FitContext(workdir=tmp_path, progress=False, log=lambda *_: None)
-    cls(cls.Config(epochs=1, batch_size=64)).fit(toy_data, valid=toy_data.split("valid"), ctx=ctx)
-    state = torch.load(tmp_path / "last.pth", weights_only=False)
-    state["stopped"] = "early_stopping"
-    torch.save(state, tmp_path / "last.pth")
-    again = cls(cls.Config(epochs=3, batch_size=64)).fit(toy_data, valid=toy_data.split("valid"), ctx=ctx)
-    assert len(again["history"]) == 1 and again["stopped_by"] == "early_stopping"
+    first = cls(cls.Config(epochs=10, patience=2, batch_size=64)).fit(toy_data, valid=toy_data.split("valid"), ctx=ctx)
+    assert first["stopped_by"] == "early_stopping" and len(first["history"]) == 3
+    logs = []
+    ctx.log = logs.append
+    again = cls(cls.Config(epochs=10, patience=2, batch_size=64)).fit(toy_data, valid=toy_data.split("valid"), ctx=ctx)
+    assert again["stopped_by"] == "early_stopping" and again["history"] == first["history"]  # no epoch added
+    assert any("training had ended (early_stopping)" in m for m in logs)
 
 
 @pytest.mark.parametrize("name", ["gru4rec", "minionerec"])

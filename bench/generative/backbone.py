@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<unk>"]
 
 # Measured speeds (committed result files, training.sft.seconds / steps; 2 CPU cores, 1 thread, shared):
-# `small`, batch 32 of ~170-token prompts: 647 steps in 494 s (0.76 s/step) for lcrec on ml-100k with
-# 2 other jobs on the machine; 1,000 steps in 61 min on Beauty with ~5 jobs. A full Beauty epoch
+# `small`, batch 32 of ~170-token prompts: 647 steps in 486 s (0.75 s/step) for lcrec on ml-100k with
+# 2 other jobs on the machine; 1,000 steps in 61 min on Beauty (minionerec SFT) with ~5 jobs. A full Beauty epoch
 # (~4,100 seqrec steps) is therefore about an hour on a quiet 2-core machine: a session's budget.
 PRESETS: dict[str, dict] = {
     "tiny": dict(hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
