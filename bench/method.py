@@ -96,7 +96,9 @@ class Method:
         return {}
 
     def save(self, path: Path) -> None:
+        """Write the fitted model into the folder ``path`` (created by the caller, owned by the method)."""
         raise NotImplementedError(f"{self.info.name} does not implement save()")
 
     def load(self, path: Path, data: SIDData) -> None:
+        """Restore what :meth:`save` wrote into ``path``; afterwards ``recommend`` works as after ``fit``."""
         raise NotImplementedError(f"{self.info.name} does not implement load()")

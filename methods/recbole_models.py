@@ -197,9 +197,17 @@ class RecBoleMethod(Method):
         return {"recbole_model": self.recbole_model, "parameters": n}
 
     def save(self, path: Path) -> None:
+        _atomic_torch_save(self.model.state_dict(), Path(path) / "model.pth")
+
+    def load(self, path: Path, data) -> None:
+        """Rebuilds the RecBole model (its dataset files go into ``path``) and loads the saved weights."""
         import torch
 
-        torch.save({"state_dict": self.model.state_dict(), "rb2ours": self.rb2ours}, path)
+        path = Path(path).resolve()
+        with _in_dir(path):
+            _, model, _, _ = self._build(data, path, 0)
+        model.load_state_dict(torch.load(path / "model.pth", weights_only=False))
+        self.model = model.eval()
 
 
 def _atomic_torch_save(obj, path: Path) -> None:

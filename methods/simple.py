@@ -29,10 +29,10 @@ class Popularity(Method):
         return Recommendations(np.tile(row, (len(histories), 1)))
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.ranking.tolist()))
+        (Path(path) / "ranking.json").write_text(json.dumps(self.ranking.tolist()))
 
     def load(self, path: Path, data) -> None:
-        self.ranking = np.array(json.loads(Path(path).read_text()), dtype=np.int64)
+        self.ranking = np.array(json.loads((Path(path) / "ranking.json").read_text()), dtype=np.int64)
 
 
 @register()
@@ -44,9 +44,17 @@ class RandomRanker(Method):
         seed_offset: int = Field(0, description="added to the run seed")
 
     def fit(self, data, *, valid, ctx):
-        self.n_items = data.n_items
-        self.rng = np.random.default_rng(ctx.seed + self.config.seed_offset)
+        self.n_items, self.seed = data.n_items, ctx.seed + self.config.seed_offset
+        self.rng = np.random.default_rng(self.seed)
         return {}
+
+    def save(self, path: Path) -> None:  # the seed, not the generator's position: a loaded ranker restarts
+        (Path(path) / "random.json").write_text(json.dumps({"n_items": self.n_items, "seed": self.seed}))
+
+    def load(self, path: Path, data) -> None:
+        state = json.loads((Path(path) / "random.json").read_text())
+        self.n_items, self.seed = state["n_items"], state["seed"]
+        self.rng = np.random.default_rng(self.seed)
 
     def recommend(self, histories, *, k):
         k = min(k, self.n_items)
