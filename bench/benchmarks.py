@@ -157,3 +157,64 @@ def bench_grpo_logprobs(*, preset: str = "small", prompts: int = 8, num_generati
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(res, indent=2))
     return res
+
+
+def bench_sft(*, dataset: str = "ml-100k", preset: str = "medium", batch_size: int = 64, batches: int = 12,
+              threads: int | None = None, seed: int = 0, out: str | None = None, log=print) -> dict:
+    """Seqrec SFT throughput of the three routes on one dataset, same preset, one process:
+    ``paper`` (App. E.2 prompt, one example per training prefix, the issue-3 path), ``compact``
+    (start token + SIDs, one example per prefix) and ``packed`` (compact, one causal pass per user
+    window). Each route trains ``batches`` random batches (forward, backward, AdamW step) of its
+    examples; reported: tokens/s, seconds per supervised target item, and the estimated minutes
+    for one epoch over every training prefix, with ratios to the paper route."""
+    import random
+    import tempfile
+
+    import torch
+
+    from bench.data import prepare
+    from bench.generative.training import causal_lm_loss
+    from bench.method import FitContext
+    from bench.registry import REGISTRY
+
+    if threads:
+        torch.set_num_threads(threads)
+    data = prepare(dataset, progress=False, log=lambda *_: None)
+    cls = REGISTRY.get("minionerec")
+    routes = {"paper": {"prompt_style": "paper"}, "compact": {"prompt_style": "compact", "pack_seqrec": False},
+              "packed": {"prompt_style": "compact", "pack_seqrec": True}}
+    res: dict = {"setup": {"dataset": dataset, "preset": preset, "batch_size": batch_size, "batches": batches,
+                           "torch_threads": torch.get_num_threads()}, "routes": {}}
+    for name, style in routes.items():
+        m = cls(cls.Config(backbone={"preset": preset}, alignment_tasks=False, **style))
+        m._build(data, FitContext(workdir=Path(tempfile.mkdtemp()), seed=seed, progress=False, log=lambda *_: None))
+        examples = m.sft_examples(data, m.enc, random.Random(seed))
+        M = data.sid_levels
+        targets_total = sum(len(e.response) for e in examples) // (M if name == "packed" else M + 1)
+        rng = random.Random(seed)
+        opt = torch.optim.AdamW(m.bb.model.parameters(), lr=1e-4)
+        m.bb.model.train()
+        step = lambda b: (causal_lm_loss(m.bb.model, m._collate(b)).backward(), opt.step(), opt.zero_grad())
+        step(rng.sample(examples, min(batch_size, len(examples))))  # warm-up
+        tok = tgt = 0
+        t0 = time.perf_counter()
+        for _ in range(batches):
+            b = rng.sample(examples, min(batch_size, len(examples)))
+            tok += sum(len(e.prompt) + len(e.response) for e in b)
+            tgt += sum(len(e.response) for e in b) // (M if name == "packed" else M + 1)
+            step(b)
+        dt = time.perf_counter() - t0
+        res["routes"][name] = {"parameters": m.bb.n_parameters(), "vocab": len(m.bb.tokenizer),
+                               "examples_per_epoch": len(examples), "targets_per_epoch": targets_total,
+                               "mean_tokens_per_example": round(float(np.mean([len(e.prompt) + len(e.response)
+                                                                               for e in examples])), 1),
+                               "tokens_per_second": round(tok / dt, 1), "seconds_per_target": dt / tgt,
+                               "epoch_minutes": round(dt / tgt * targets_total / 60, 2)}
+        log(f"{name}: {res['routes'][name]}")
+    p = res["routes"]["paper"]["epoch_minutes"]
+    res["epoch_speedup_vs_paper"] = {n: round(p / r["epoch_minutes"], 2) for n, r in res["routes"].items()}
+    log(json.dumps(res, indent=2))
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(res, indent=2))
+    return res

@@ -115,6 +115,14 @@ def cmd_bench_grpo(args) -> int:
     return 0
 
 
+def cmd_bench_sft(args) -> int:
+    from bench.benchmarks import bench_sft
+
+    bench_sft(dataset=args.dataset, preset=args.preset, batch_size=args.batch_size, batches=args.batches,
+              out=args.out, threads=args.threads)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reasonrec", description="ReasonRec Bench: compare reasoning methods "
                                 "for generative recommendation on one protocol")
@@ -167,11 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--to", default="leaderboard/results")
     s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("bench", help="micro-benchmarks (decode: beam search vs HF generate; grpo: shared-prompt log-probs)")
+    s = sub.add_parser("bench", help="micro-benchmarks (decode: beam search vs HF generate; grpo: shared-prompt log-probs; sft: packed vs per-prefix)")
     bsub = s.add_subparsers(dest="bench", required=True)
     b = bsub.add_parser("decode", help="trie-constrained beam search vs HF generate(num_beams, prefix_allowed_tokens_fn)"
                                        " and vs unconstrained beams, same model and inputs")
-    b.add_argument("--preset", default="small", choices=["tiny", "small", "base"])
+    b.add_argument("--preset", default="small", choices=["tiny", "small", "medium", "base"])
     b.add_argument("--dataset", help="use a prepared dataset's SIDs and test histories (default: synthetic Beauty-sized)")
     b.add_argument("--users", type=int, default=16)
     b.add_argument("--hf-users", type=int, help="time the (slow) HF route on the first N users only")
@@ -181,12 +189,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", help="write the JSON report here")
     b.set_defaults(func=cmd_bench_decode)
     b = bsub.add_parser("grpo", help="GRPO log-prob pass: prompt encoded once per group vs once per completion")
-    b.add_argument("--preset", default="small", choices=["tiny", "small", "base"])
+    b.add_argument("--preset", default="small", choices=["tiny", "small", "medium", "base"])
     b.add_argument("--prompts", type=int, default=8)
     b.add_argument("--num-generations", type=int, default=16)
     b.add_argument("--repeats", type=int, default=3, help="best of N")
     b.add_argument("--out", help="write the JSON report here")
     b.set_defaults(func=cmd_bench_grpo)
+    b = bsub.add_parser("sft", help="seqrec SFT throughput: paper prompt per prefix vs compact per prefix vs packed "
+                                    "windows (tokens/s, minutes per epoch, ratios)")
+    b.add_argument("--dataset", default="ml-100k")
+    b.add_argument("--preset", default="medium", choices=["tiny", "small", "medium", "base"])
+    b.add_argument("--batch-size", type=int, default=64)
+    b.add_argument("--batches", type=int, default=12, help="timed batches per route")
+    b.add_argument("--out", help="write the JSON report here")
+    b.set_defaults(func=cmd_bench_sft)
 
     s = sub.add_parser("demo", help="every registered method, small budgets, on ml-100k; builds the leaderboard")
     s.add_argument("--out", default="reasonrec-demo")

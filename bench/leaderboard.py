@@ -72,6 +72,8 @@ def table1(runs_by_name: dict[str, list[RunResult]]) -> list[Row]:
         for col in TABLE1_COLUMNS:
             mean, std = _stats([r.metrics[col] for r in runs])
             row.cells[col] = {"mean": mean, "std": std, "text": _fmt(mean, std)}
+        style = runs[0].method_facts.get("prompt_style")
+        row.cells["style"] = {"mean": 0, "std": None, "text": style or "-"}
         n = runs[0].latency.n_samples
         full = runs[0].data.get("stats", {}).get("users")
         row.cells["users"] = {"mean": n, "std": None,
@@ -96,10 +98,13 @@ def table4(runs_by_name: dict[str, list[RunResult]]) -> list[Row]:
         row = Row(name, runs[0].spec.method, runs[0].method_info.get("family", ""), runs)
         sps, sps_std = _stats([r.latency.seconds_per_sample for r in runs])
         tot, _ = _stats([r.latency.total_seconds for r in runs])
-        train, _ = _stats([r.training.seconds for r in runs])
+        # a stage reused from the stage cache (e.g. the SFT of an SFT+RL row) counts: training covers every phase
+        reused = [float((r.training.model_extra or {}).get("reused_seconds", 0.0)) for r in runs]
+        train, _ = _stats([r.training.seconds + x for r, x in zip(runs, reused)])
         row.cells["seconds_per_sample"] = {"mean": sps, "std": sps_std, "text": _fmt(sps * 1000, None if sps_std is None else sps_std * 1000, 3)}
         row.cells["total_seconds"] = {"mean": tot, "std": None, "text": _human_seconds(tot)}
-        row.cells["train_seconds"] = {"mean": train, "std": None, "text": _human_seconds(train)}
+        row.cells["train_seconds"] = {"mean": train, "std": None, "text": _human_seconds(train)
+                                      + (" (incl. reused SFT)" if any(reused) else "")}
         r0 = runs[0]
         row.cells["n"] = {"mean": r0.latency.n_samples, "std": None, "text": f"{r0.latency.n_samples:,}"}
         facts = r0.method_facts

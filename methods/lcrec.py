@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from bench.generative.method import GenerativeConfig, GenerativeMethod
+from bench.generative.training import TrainConfig
 from bench.generative.prompts import ALPACA, HISTORY, SEQREC_INPUT, SEQREC_INSTRUCTION, Example, alignment_examples
 from bench.method import MethodInfo
 from bench.registry import register
@@ -33,6 +34,16 @@ LCREC_TASKS = {
 }
 
 
+#: the same pools as short text prompts for the compact style (the seqrec task is the packed
+#: history -> SID pass there, which has no template)
+LCREC_COMPACT_TASKS = {
+    "item2index": ["title : {title} item :", "item named {title} is :", "find : {title} index :"],
+    "index2item": ["item : {sid} title :", "name of {sid} :", "describe {sid} :"],
+    "hist2title": ["history : {history} next title :", "after {history} next item name :"],
+}
+_MAPPING = {"item2index": "item2sid", "index2item": "sid2item", "fusionseqrec": "hist2title"}
+
+
 @register()
 class LCRec(GenerativeMethod):
     info = MethodInfo(name="lcrec", family="generative", paper="Zheng et al., LC-Rec, ICDE 2024",
@@ -41,32 +52,45 @@ class LCRec(GenerativeMethod):
 
     class Config(GenerativeConfig):
         tasks: tuple[str, ...] = ("seqrec", "item2index", "index2item", "fusionseqrec")
+        # an epoch holds the alignment tasks too (~1.6x the tokens, a 2k-word vocabulary): a shorter
+        # schedule fits the same CPU budget (Beauty: ~3.3 min per epoch, medium preset, 1 thread)
+        sft: TrainConfig = TrainConfig(epochs=10, lr=2e-3, batch_size=64, patience=5, warmup_ratio=0.02,
+                                       max_minutes=38)
 
-    demo_config = {"backbone": {"preset": "tiny"}, "max_train_samples": 2000, "max_alignment_per_task": 500,
-                   "valid_max_users": 64,
-                   "sft": {"epochs": 1, "batch_size": 32, "lr": 1e-3}}
+    demo_config = {"backbone": {"preset": "tiny"}, "valid_max_users": 300, "max_alignment_per_task": 1000,
+                   "sft": {"epochs": 10, "batch_size": 32, "lr": 5e-3, "patience": 3}}
     smoke_config = {"backbone": {"preset": "tiny"}, "max_train_samples": 64, "valid_max_users": 16,
                     "sft": {"epochs": 1, "batch_size": 16}, "decode_batch_size": 16}
 
+    def uses_item_text(self) -> bool:
+        return any(t in _MAPPING for t in self.config.tasks)
+
     def extra_corpus(self):
+        if self.style == "compact":
+            return [t for pool in LCREC_COMPACT_TASKS.values() for t in pool]
         return [f"{i} {x}" for i, x in SEQREC_POOL] + [f"{i} {x}" for pool in LCREC_TASKS.values() for i, x in pool]
 
     def sft_examples(self, data, enc, rng: random.Random):
-        unknown = set(self.config.tasks) - {"seqrec", "item2index", "index2item", "fusionseqrec"}
+        unknown = set(self.config.tasks) - {"seqrec", *_MAPPING}
         if unknown:
             raise ValueError(f"lcrec: unknown task(s) {sorted(unknown)}")
-        train = data.train_samples(self.config.max_train_samples, seed=rng.randint(0, 2**31))
         out: list[Example] = []
         if "seqrec" in self.config.tasks:
-            for h, t in zip(train.histories, train.targets):
-                ins, inp = rng.choice(SEQREC_POOL)
-                tpl = ALPACA.format(instruction=ins, input=inp.replace("{history}", HISTORY))
-                out.append(Example(enc.template(tpl, h, data.sid), enc.sid_ids(t) + [enc.eos], "seqrec"))
+            if enc.style == "compact":
+                out += self.seqrec_sft_examples(data, enc, rng)
+            else:
+                train = data.train_samples(self.config.max_train_samples, seed=rng.randint(0, 2**31))
+                for h, t in zip(train.histories, train.targets):
+                    ins, inp = rng.choice(SEQREC_POOL)
+                    tpl = ALPACA.format(instruction=ins, input=inp.replace("{history}", HISTORY))
+                    out.append(Example(enc.template(tpl, h, data.sid), enc.answer(t), "seqrec"))
         if any(data.item_text):
-            mapping = {"item2index": "item2sid", "index2item": "sid2item", "fusionseqrec": "hist2title"}
-            tasks = [mapping[t] for t in self.config.tasks if t in mapping]
-            pools = {"item2sid": LCREC_TASKS["item2index"], "sid2item": LCREC_TASKS["index2item"],
-                     "hist2title": LCREC_TASKS["hist2title"]}
+            tasks = [_MAPPING[t] for t in self.config.tasks if t in _MAPPING]
+            source = LCREC_COMPACT_TASKS if enc.style == "compact" else LCREC_TASKS
+            pools = {"item2sid": source["item2index"], "sid2item": source["index2item"],
+                     "hist2title": source["hist2title"]}
+            cap = self.config.max_alignment_per_task
+            train = data.train_samples(cap, seed=rng.randint(0, 2**31))
             out += alignment_examples(enc, data.sid, data.item_text, train.histories, train.targets, tasks=tasks,
-                                      templates=pools, rng=rng, max_per_task=self.config.max_alignment_per_task)
+                                      templates=pools, rng=rng, max_per_task=cap)
         return out

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from bench.generative.grpo import GRPOConfig
 from bench.generative.method import GenerativeConfig, GenerativeMethod
-from bench.generative.prompts import ALIGNMENT_TEMPLATES, alignment_examples, seqrec_examples
+from bench.generative.prompts import ALIGNMENT_TEMPLATES, COMPACT_ALIGNMENT_TEMPLATES, alignment_examples
 from bench.method import MethodInfo
 from bench.registry import register
 
@@ -21,24 +21,35 @@ class MiniOneRec(GenerativeMethod):
                       uses_sids=True)
 
     class Config(GenerativeConfig):
-        alignment_tasks: bool = Field(True, description="title<->SID and history->title tasks (needs item text)")
-        rl: GRPOConfig = GRPOConfig(max_prompts=256)
+        alignment_tasks: bool | None = Field(
+            None, description="title<->SID and history->title tasks (needs item text); None = on with the paper "
+                              "prompt, off with the compact one (measured: see the README)")
+        rl: GRPOConfig = GRPOConfig(max_prompts=512, lr=5e-5)
 
-    demo_config = {"backbone": {"preset": "tiny"}, "max_train_samples": 2000, "max_alignment_per_task": 500,
-                   "valid_max_users": 64,
-                   "sft": {"epochs": 1, "batch_size": 32, "lr": 1e-3},
+    demo_config = {"backbone": {"preset": "tiny"}, "valid_max_users": 300,
+                   "sft": {"epochs": 10, "batch_size": 32, "lr": 5e-3, "patience": 3},
                    "rl": {"num_generations": 8, "max_prompts": 32, "batch_prompts": 8}}
     smoke_config = {"backbone": {"preset": "tiny"}, "max_train_samples": 64, "valid_max_users": 16,
                     "sft": {"epochs": 1, "batch_size": 16}, "decode_batch_size": 16,
                     "rl": {"num_generations": 4, "max_prompts": 8, "batch_prompts": 4}}
 
+    def _alignment_on(self) -> bool:
+        a = self.config.alignment_tasks
+        return self.style == "paper" if a is None else a
+
+    def uses_item_text(self) -> bool:
+        return self._alignment_on()
+
     def extra_corpus(self):
+        if self.style == "compact":
+            return [t for pool in COMPACT_ALIGNMENT_TEMPLATES.values() for t in pool] if self._alignment_on() else []
         return [f"{i} {x}" for pool in ALIGNMENT_TEMPLATES.values() for i, x in pool]
 
     def sft_examples(self, data, enc, rng: random.Random):
-        train = data.train_samples(self.config.max_train_samples, seed=rng.randint(0, 2**31))
-        examples = seqrec_examples(enc, data.sid, train.histories, train.targets)
-        if self.config.alignment_tasks and any(data.item_text):
+        examples = self.seqrec_sft_examples(data, enc, rng)
+        if self._alignment_on() and any(data.item_text):
+            cap = self.config.max_alignment_per_task
+            train = data.train_samples(cap, seed=rng.randint(0, 2**31))
             examples += alignment_examples(enc, data.sid, data.item_text, train.histories, train.targets, rng=rng,
-                                           max_per_task=self.config.max_alignment_per_task)
+                                           max_per_task=cap)
         return examples

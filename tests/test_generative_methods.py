@@ -1,4 +1,5 @@
-"""MiniOneRec and LC-Rec specifics on the toy dataset (the registry-wide smoke test covers run())."""
+"""MiniOneRec and LC-Rec specifics on the toy dataset, paper prompt style (the compact style is in
+test_prompt_styles.py; the registry-wide smoke test covers run() in both)."""
 import random
 from collections import Counter
 
@@ -14,7 +15,7 @@ def built(toy_data, tmp_path_factory):
     out = {}
     for name in ("minionerec", "lcrec"):
         cls = REGISTRY.get(name)
-        m = cls(cls.Config(**cls.smoke_config))
+        m = cls(cls.Config(**cls.smoke_config, prompt_style="paper"))
         m._build(toy_data, FitContext(workdir=tmp_path_factory.mktemp(name), progress=False, log=lambda *_: None))
         out[name] = m
     return out
@@ -62,3 +63,8 @@ def test_minionerec_records_sft_and_rl(toy_env, tmp_path):
     sft_only = run(build_spec("minionerec", "toy", method_config={**cls.smoke_config, "rl": {"enabled": False}}),
                    tmp_path, progress=False, echo=False)
     assert "rl" not in sft_only.training.model_extra
+    # the SFT-only row reuses the SFT stage the SFT+RL run trained (identical SFT inputs)
+    assert sft_only.training.model_extra["sft"]["reused"]
+    assert sft_only.training.model_extra["sft"]["stage"] == facts["sft"]["stage"]
+    assert facts["rl"]["valid_before"].keys() == facts["rl"]["valid_after"].keys() == {"valid_ndcg10"}
+    assert 0.0 <= facts["rl"]["group_hit_rate"] <= 1.0

@@ -155,3 +155,19 @@ def test_compare_with_published_table(tmp_path):
                      ("NDCG@5", "NDCG@10", "NDCG@20", "HR@5", "HR@10", "HR@20")}}}}))
     md = compare(runs, paper)
     assert "| sasrec (seed 0) | 100 | 0.0320 | 0.0400 |" in md and "*paper: SASRec*" in md and "*0.0100*" in md
+
+
+def test_prompt_style_and_reused_stage_time(tmp_path):
+    """Generative rows show their prompt style; an SFT+RL row that reused a cached SFT stage counts
+    that stage's training time."""
+    runs = tmp_path / "runs"
+    r = fake_result("minionerec", "beauty", 0, 0.03)
+    r.method_facts = {"prompt_style": "compact"}
+    r.training = Training(seconds=60.0, reused_seconds=1800.0)
+    r.to_disk(runs / r.run_id)
+    p = Tables()
+    p.feed(build_site([runs], tmp_path / "site").read_text())
+    t1 = p.tables[("table1", "beauty")]
+    assert dict(zip([c for c, _ in t1[0]], [c for c, _ in t1[1]]))["Prompt"] == "compact"
+    t4 = p.tables[("table4", "beauty")]
+    assert dict(zip([c for c, _ in t4[0]], [c for c, _ in t4[1]]))["Training"] == "31.0min (incl. reused SFT)"

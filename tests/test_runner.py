@@ -14,11 +14,22 @@ def _quiet(spec, out, **kw):
     return run(spec, out, progress=False, echo=False, **kw)
 
 
-@pytest.mark.parametrize("name", REGISTRY.names())
-def test_every_registered_method_trains_and_ranks(name, toy_env, tmp_path):
+def _generative(name):
+    return REGISTRY.get(name).info.family in ("generative", "latent", "explicit-cot")
+
+
+SMOKE_CASES = [(n, None) for n in REGISTRY.names()] + [(n, s) for n in REGISTRY.names() if _generative(n)
+                                                       for s in ("compact", "paper")]
+
+
+@pytest.mark.parametrize("name,style", SMOKE_CASES)
+def test_every_registered_method_trains_and_ranks(name, style, toy_env, tmp_path):
     cls = REGISTRY.get(name)
-    spec = build_spec(name, "toy", method_config=cls.smoke_config)
+    cfg = dict(cls.smoke_config, **({"prompt_style": style} if style else {}))
+    spec = build_spec(name, "toy", method_config=cfg)
     res = _quiet(spec, tmp_path)
+    if style:
+        assert res.method_facts["prompt_style"] == style and res.training.model_extra["prompt_style"] == style
     assert set(METRIC_KEYS) <= set(res.metrics)
     assert all(0.0 <= v <= 1.0 for v in res.metrics.values())
     assert res.evaluation["invalid_items"] == 0

@@ -24,6 +24,9 @@ PRESETS: dict[str, dict] = {
                  num_key_value_heads=2, head_dim=16),
     "small": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, head_dim=32),
+    # compact-prompt CPU default (vocabulary = SID tokens + specials, ~1.5M parameters on Beauty)
+    "medium": dict(hidden_size=192, intermediate_size=576, num_hidden_layers=3, num_attention_heads=4,
+                   num_key_value_heads=2, head_dim=48),
     "base": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
                  num_key_value_heads=2, head_dim=64),
 }
@@ -33,7 +36,7 @@ class BackboneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name_or_path: str | None = Field(None, description="HF model id or local folder (e.g. Qwen/Qwen3-0.6B); "
                                                        "None = build the preset from a Qwen3Config")
-    preset: Literal["tiny", "small", "base"] = "small"
+    preset: Literal["tiny", "small", "medium", "base"] = "small"
     max_vocab: int = Field(16000, ge=100, description="word vocabulary cap of the preset tokenizer")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 

@@ -6,7 +6,9 @@ a checkpoint every epoch (``<workdir>/last``) and resume from it, the best weigh
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 import time
@@ -49,12 +51,54 @@ def _allow_mixed_precision(mixed_precision: str) -> None:
         AcceleratorState._reset_state(reset_partial_state=False)
 
 
-def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate_fn: Callable, cfg: TrainConfig, *,
-          workdir: Path, valid_fn: Callable[[Any], float] | None = None, seed: int = 0, progress: bool = True,
-          log: Callable[[str], None] = print, name: str = "train", restore_best: bool = True) -> dict:
-    """Train ``model`` in place; returns facts (epochs, best score, history, stop reason).
+class LengthBuckets:
+    """Batches of similar length (less padding): each epoch shuffles, sorts chunks of ``chunk``
+    batches by length, then shuffles the batch order. Deterministic in (seed, epoch)."""
 
-    ``loss_fn(model, batch) -> scalar tensor``; ``valid_fn(model) -> float`` (higher is better).
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, chunk: int = 64):
+        self.lengths, self.batch_size, self.seed, self.chunk, self.epoch = list(lengths), batch_size, seed, chunk, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self):
+        import numpy as np
+
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.lengths))
+        span = self.batch_size * self.chunk
+        batches = []
+        for s in range(0, len(order), span):
+            part = order[s:s + span]
+            part = part[np.argsort([self.lengths[i] for i in part], kind="stable")]
+            batches += [part[b:b + self.batch_size].tolist() for b in range(0, len(part), self.batch_size)]
+        for b in rng.permutation(len(batches)):
+            yield batches[b]
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str, level: int = logging.ERROR):
+    logger = logging.getLogger(name)
+    old = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
+
+
+def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate_fn: Callable, cfg: TrainConfig, *,
+          workdir: Path, valid_fn: Callable[[Any], float | dict] | None = None, seed: int = 0, progress: bool = True,
+          log: Callable[[str], None] = print, name: str = "train", restore_best: bool = True,
+          lengths: Sequence[int] | None = None) -> dict:
+    """Train ``model`` in place; returns facts (epochs, best score, history, stop reason, tokens/s).
+
+    ``loss_fn(model, batch) -> scalar tensor``; ``valid_fn(model) -> float`` (higher is better), or a
+    dict with the score under ``"score"`` and other validation facts recorded in the history.
+    ``lengths`` (one per example) turns on length-bucketed batches.
     After the call the model holds the best weights seen by ``valid_fn``, or the last weights when
     ``restore_best`` is False (RL, whose objective is not the validation score).
     """
@@ -70,8 +114,15 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
     acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision,
                       gradient_accumulation_steps=cfg.grad_accum)
     gen = torch.Generator().manual_seed(seed)
-    loader = DataLoader(list(range(len(dataset))), batch_size=cfg.batch_size, shuffle=True, generator=gen,
-                        collate_fn=lambda idx: collate_fn([dataset[i] for i in idx]))
+    buckets = LengthBuckets(lengths, cfg.batch_size, seed) if lengths is not None else None
+    if buckets is not None:
+        if len(lengths) != len(dataset):
+            raise ValueError(f"{name}: {len(lengths)} lengths for {len(dataset)} examples")
+        loader = DataLoader(list(range(len(dataset))), batch_sampler=buckets,
+                            collate_fn=lambda idx: collate_fn([dataset[i] for i in idx]))
+    else:
+        loader = DataLoader(list(range(len(dataset))), batch_size=cfg.batch_size, shuffle=True, generator=gen,
+                            collate_fn=lambda idx: collate_fn([dataset[i] for i in idx]))
     steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
     total = max(1, min(cfg.epochs * steps_per_epoch, cfg.max_steps or 10**12))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
@@ -94,8 +145,10 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
             break
         loader.set_epoch(epoch) if hasattr(loader, "set_epoch") else None
         gen.manual_seed(seed + epoch)  # the same shuffles whether resumed or not
+        if buckets is not None:
+            buckets.set_epoch(epoch)
         model.train()
-        running, n = 0.0, 0
+        running, n, tokens, t_epoch = 0.0, 0, 0, time.time()
         bar = tqdm(loader, desc=f"{name} epoch {epoch + 1}/{cfg.epochs}", disable=not progress or not acc.is_main_process,
                    leave=False)
         for batch in bar:
@@ -111,12 +164,20 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
                 opt.zero_grad()
             running += float(loss.detach())
             n += 1
+            if isinstance(batch, dict) and "attention_mask" in batch:
+                tokens += int(batch["attention_mask"].sum())
             bar.set_postfix(loss=f"{running / n:.4f}")
             if cfg.max_steps and st["step"] >= cfg.max_steps:
                 break
-        score = float(valid_fn(acc.unwrap_model(model))) if valid_fn else -running / max(n, 1)
-        rec = {"epoch": epoch, "train_loss": round(running / max(n, 1), 5), "valid_score": round(score, 5),
-               "seconds": round(time.time() - t0, 1)}
+        train_seconds = time.time() - t_epoch
+        got = valid_fn(acc.unwrap_model(model)) if valid_fn else -running / max(n, 1)
+        extra = {k: v for k, v in got.items() if k != "score"} if isinstance(got, dict) else {}
+        score = float(got["score"] if isinstance(got, dict) else got)
+        rec = {"epoch": epoch, "train_loss": round(running / max(n, 1), 5), "valid_score": round(score, 5), **extra,
+               "seconds": round(time.time() - t0, 1), "train_seconds": round(train_seconds, 1)}
+        if tokens:
+            rec["tokens"] = tokens * acc.num_processes
+            rec["tokens_per_second"] = round(tokens * acc.num_processes / max(train_seconds, 1e-9), 1)
         st["history"].append(rec)
         if score > st["best"]:
             st["best"], st["bad"] = score, 0
@@ -126,7 +187,9 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
                 os.replace(tmp, best_file)
         else:
             st["bad"] += 1
-        log(f"{name} epoch {epoch}: train loss {rec['train_loss']:.4f}, valid {score:.4f} (best {st['best']:.4f})")
+        log(f"{name} epoch {epoch}: train loss {rec['train_loss']:.4f}, valid {score:.4f} (best {st['best']:.4f})"
+            + (f", {rec['tokens_per_second']:,.0f} tokens/s" if "tokens_per_second" in rec else "")
+            + "".join(f", {k} {v}" for k, v in extra.items()))
         if st["bad"] >= cfg.patience:
             stop = "early_stopping"
         elif cfg.max_steps and st["step"] >= cfg.max_steps:
@@ -136,7 +199,8 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
         st["epoch"] = epoch
         if stop != "epochs":
             st["done"] = stop
-        acc.save_state(str(last_dir))
+        with _quiet_logger("accelerate.utils.other"):  # "Removed shared tensor {'lm_head.weight'}": tied weights, expected
+            acc.save_state(str(last_dir))
         if acc.is_main_process:
             _atomic_json(state_file, st)
         if stop != "epochs":
@@ -145,8 +209,15 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
     if restore_best and best_file.is_file():
         model.load_state_dict(torch.load(best_file, weights_only=True))
     acc.free_memory()
-    return {"epochs_run": len(st["history"]), "steps": st["step"], "best_valid": st["best"], "stopped_by": stop,
-            "history": st["history"]}
+    facts = {"epochs_run": len(st["history"]), "steps": st["step"], "best_valid": st["best"], "stopped_by": stop,
+             "history": st["history"]}
+    if st["history"]:
+        best = max(st["history"], key=lambda r: r["valid_score"])
+        facts["best_epoch"] = best["epoch"]
+    tok = [(r["tokens"], r["train_seconds"]) for r in st["history"] if "tokens" in r]
+    if tok:  # training throughput (validation excluded), over every epoch run
+        facts["tokens_per_second"] = round(sum(t for t, _ in tok) / max(sum(s for _, s in tok), 1e-9), 1)
+    return facts
 
 
 def causal_lm_loss(model, batch) -> Any:

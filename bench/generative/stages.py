@@ -1,0 +1,79 @@
+"""A trained stage (an SFT phase several leaderboard rows share) is trained once and reused.
+
+The cache key is every input that determines the stage's weights: the data fingerprint, the
+backbone, the prompt style, the stage's config (a method passes only the fields its SFT reads),
+the recipe that builds its examples, and the seed. A hit never depends on a run id or on a name
+given by hand: MiniOneRec SFT-only and SFT+RL (and later LASAR's Stage 1, if its inputs are the
+same) find the same entry; any difference in those inputs misses and trains.
+
+Layout: ``$REASONREC_CACHE/stages/<stage>-<hash>/`` holding the method's saved model, ``key.json``
+(the inputs, readable) and ``facts.json`` (the training facts of the run that trained it, and
+that run's id). Entries are published atomically (written to a temporary folder, then renamed),
+so a crash never leaves half a checkpoint; a lock file serialises two processes that would train
+the same entry (the second waits, then reuses).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+STAGE_FORMAT = 1
+
+
+def stage_root() -> Path:
+    from bench.data import cache_root
+
+    return cache_root() / "stages"
+
+
+class StageCache:
+    def __init__(self, stage: str, key: dict[str, Any], root: Path | None = None):
+        self.key = {"stage": stage, "format": STAGE_FORMAT, **key}
+        digest = hashlib.sha256(json.dumps(self.key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        self.id = f"{stage}-{digest}"
+        self.root = Path(root) if root is not None else stage_root()
+        self.dir = self.root / self.id
+
+    def exists(self) -> bool:
+        return (self.dir / "facts.json").is_file()
+
+    def facts(self) -> dict:
+        return json.loads((self.dir / "facts.json").read_text())
+
+    @contextlib.contextmanager
+    def lock(self, log: Callable[[str], None] = print):
+        """Exclusive while one process trains this entry; a second process waits here."""
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / f"{self.id}.lock", "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log(f"stage {self.id}: another process is training it; waiting to reuse it")
+                fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def publish(self, write: Callable[[Path], None], facts: dict) -> Path:
+        """``write(folder)`` saves the model; then key and facts; then one atomic rename."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{self.id}."))
+        try:
+            write(tmp)
+            (tmp / "key.json").write_text(json.dumps(self.key, indent=1, sort_keys=True, default=str))
+            (tmp / "facts.json").write_text(json.dumps(facts, indent=1, default=str))
+            if self.dir.exists():
+                shutil.rmtree(self.dir)
+            os.replace(tmp, self.dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return self.dir
