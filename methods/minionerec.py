@@ -26,7 +26,8 @@ class MiniOneRec(GenerativeMethod):
                               "prompt, off with the compact one (measured: see the README)")
         rl: GRPOConfig = GRPOConfig(max_prompts=512, lr=5e-5)
 
-    demo_config = {"backbone": {"preset": "tiny"}, "valid_max_users": 300,
+    # the demo selects on the validation loss (no decode per epoch: it has minutes, not hours)
+    demo_config = {"backbone": {"preset": "tiny"}, "valid_metric": "loss",
                    "sft": {"epochs": 10, "batch_size": 32, "lr": 5e-3, "patience": 3},
                    "rl": {"num_generations": 8, "max_prompts": 32, "batch_prompts": 8}}
     smoke_config = {"backbone": {"preset": "tiny"}, "max_train_samples": 64, "valid_max_users": 16,

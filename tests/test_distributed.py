@@ -37,7 +37,8 @@ def test_reasonrec_run_under_torchrun_writes_one_result(toy_env, tmp_path):
     root = Path(__file__).resolve().parents[1]
     cfg = REGISTRY.get("minionerec").smoke_config
     sets = ["method_config.backbone.preset=tiny", f"method_config.max_train_samples={cfg['max_train_samples']}",
-            "method_config.sft.batch_size=16", "method_config.rl.max_prompts=8", "method_config.rl.num_generations=4",
+            "method_config.sft.batch_size=16", "method_config.sft.epochs=1", "method_config.valid_max_users=16",
+            "method_config.reuse_sft=false", "method_config.rl.max_prompts=8", "method_config.rl.num_generations=4",
             "method_config.rl.batch_prompts=2", "method_config.decode_batch_size=16"]
     args = ["-m", "bench.cli", "run", "--method", "minionerec", "--dataset", "toy", "--out", str(tmp_path), "--no-progress"]
     for s in sets:
@@ -47,7 +48,7 @@ def test_reasonrec_run_under_torchrun_writes_one_result(toy_env, tmp_path):
     (run_dir,) = [d for d in tmp_path.iterdir() if d.is_dir()]
     res = json.loads((run_dir / "result.json").read_text())
     assert res["evaluation"]["invalid_items"] == 0
-    n = res["training"]["sft_examples"]
+    n = res["training"]["sft"]["examples"]
     assert res["training"]["sft"]["steps"] == -(-n // (2 * 16))  # each process saw half of every epoch
     log = (run_dir / "run.log").read_text()
     assert "process 0 of 2" in log and log.count("wrote ") == 1

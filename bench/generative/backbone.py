@@ -39,6 +39,9 @@ class BackboneConfig(BaseModel):
     preset: Literal["tiny", "small", "medium", "base"] = "small"
     max_vocab: int = Field(16000, ge=100, description="word vocabulary cap of the preset tokenizer")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    attention_dropout: float = Field(0.0, ge=0, lt=1, description="presets: dropout on attention weights")
+    embedding_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the token embeddings while "
+                                                                 "training (any backbone; a forward hook)")
 
 
 @dataclass
@@ -120,10 +123,25 @@ def build_backbone(cfg: BackboneConfig, *, sid_tokens: list[str], levels: int, c
         config = Qwen3Config(vocab_size=len(tokenizer), tie_word_embeddings=True, max_position_embeddings=1024,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                              bos_token_id=tokenizer.eos_token_id, **PRESETS[cfg.preset])
+        config.attention_dropout = cfg.attention_dropout
         model = Qwen3ForCausalLM(config).to(dtype)
         source = f"preset:{cfg.preset}"
     model.config.use_cache = True
     return Backbone(model, tokenizer, sid_ids_tensor(tokenizer, levels, codebook_size), source)
+
+
+def add_embedding_dropout(model, p: float) -> None:
+    """Dropout on the input embeddings' output in training mode (a forward hook, so it works for any
+    causal LM and is inert in eval mode). Idempotent."""
+    import torch.nn.functional as F
+
+    emb = model.get_input_embeddings()
+    if p <= 0 or getattr(emb, "_reasonrec_dropout", None) == p:
+        return
+    if getattr(emb, "_reasonrec_hook", None) is not None:
+        emb._reasonrec_hook.remove()
+    emb._reasonrec_hook = emb.register_forward_hook(lambda m, args, out: F.dropout(out, p, m.training))
+    emb._reasonrec_dropout = p
 
 
 def load_backbone(folder: Path, levels: int, codebook_size: int) -> Backbone:

@@ -12,7 +12,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from bench.generative.backbone import BackboneConfig, build_backbone, load_backbone
+from bench.generative.backbone import BackboneConfig, add_embedding_dropout, build_backbone, load_backbone
 from bench.generative.grpo import GRPOConfig, GRPOLoss, beam_rollout
 from bench.generative.prompts import (ALPACA, SEQREC_TEMPLATE, START_TOKEN, Example, PromptEncoder, collate,
                                       packed_seqrec_examples, seqrec_examples, training_windows)
@@ -198,6 +198,7 @@ class GenerativeMethod(Method):
         return StageCache("sft", key)
 
     def _train_sft(self, data, valid, ctx, rng) -> dict:
+        add_embedding_dropout(self.bb.model, self.config.backbone.embedding_dropout)
         examples = self.sft_examples(data, self.enc, rng)
         n_tok = sum(len(e.prompt) + len(e.response) for e in examples)
         ctx.log(f"{self.info.name}: backbone {self.bb.source} ({self.bb.n_parameters():,} parameters, "
@@ -218,6 +219,7 @@ class GenerativeMethod(Method):
 
     def fit(self, data, *, valid, ctx):
         from bench import distributed
+        from bench.generative.decoding import TrieTensors
 
         self._build(data, ctx)
         rng = random.Random(ctx.seed)
@@ -232,6 +234,7 @@ class GenerativeMethod(Method):
                     self.bb = load_backbone(stage.dir, data.sid_levels, data.codebook_size)
                     self.bb.model.to(self.device)
                     self.enc = self._encoder(data)
+                    self.trie = TrieTensors(data.trie, self.bb.sid_token_ids, self.device)
                     facts["sft"] = {**done["sft"], "reused": True}
                     facts["reused_seconds"] = done["sft"].get("seconds", 0.0)
                     ctx.log(f"{self.info.name}: SFT stage {stage.id} reused (trained by run {done.get('run_id')}, "
