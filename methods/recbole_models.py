@@ -100,6 +100,12 @@ class RecBoleMethod(Method):
         dataset = create_dataset(config)
         train, valid, _ = data_preparation(config, dataset)
         model = get_model(config["model"])(config, train.dataset).to(config["device"])
+        # importing RecBole's sequential models runs sine.py's module-level
+        # `torch.autograd.set_detect_anomaly(True)`: process-wide anomaly mode, which made every later
+        # backward pass (RecBole's and any other method's in the same process) ~2.4x slower
+        import torch
+
+        torch.autograd.set_detect_anomaly(False)
         # RecBole id -> our item id (RecBole id 0 is padding)
         tokens = dataset.field2id_token["item_id"]
         self.rb2ours = np.array([-1] + [int(t) for t in tokens[1:]], dtype=np.int64)

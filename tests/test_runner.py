@@ -279,3 +279,15 @@ def test_reevaluate_refuses_what_needs_training(toy_env, tmp_path):
     (src / "result.json").unlink()
     with pytest.raises(SpecError, match="not a complete run"):
         reevaluate(src, ["eval.max_users=null"], progress=False, echo=False)
+
+
+def test_recbole_import_leaves_autograd_anomaly_mode_off(toy_env, toy_data, tmp_path):
+    """RecBole's sine.py switches anomaly detection on for the whole process when its models are
+    imported; the wrapper switches it off again (it slowed every later backward pass ~2.4x)."""
+    import torch
+
+    cls = REGISTRY.get("gru4rec")
+    m = cls(cls.Config(**cls.smoke_config))
+    m._build(toy_data, tmp_path, 0)
+    import recbole.model.sequential_recommender.sine  # noqa: F401  (the module that turns it on)
+    assert not torch.is_anomaly_enabled()
