@@ -164,8 +164,8 @@ def bench_sft(*, dataset: str = "ml-100k", preset: str = "medium", batch_size: i
     """Seqrec SFT throughput of the three routes on one dataset, same preset, one process:
     ``paper`` (App. E.2 prompt, one example per training prefix, the issue-3 path), ``compact``
     (start token + SIDs, one example per prefix) and ``packed`` (compact, one causal pass per user
-    window). Each route trains ``batches`` random batches (forward, backward, AdamW step) of its
-    examples; reported: tokens/s, seconds per supervised target item, and the estimated minutes
+    window). Each route trains ``batches`` length-bucketed batches of a random sample of its examples
+    (forward, backward, AdamW step); reported: tokens/s, seconds per supervised target item, and the estimated minutes
     for one epoch over every training prefix, with ratios to the paper route."""
     import random
     import tempfile
@@ -189,19 +189,22 @@ def bench_sft(*, dataset: str = "ml-100k", preset: str = "medium", batch_size: i
         m = cls(cls.Config(backbone={"preset": preset}, alignment_tasks=False, **style))
         m._build(data, FitContext(workdir=Path(tempfile.mkdtemp()), seed=seed, progress=False, log=lambda *_: None))
         examples = m.sft_examples(data, m.enc, random.Random(seed))
-        M = data.sid_levels
-        targets_total = sum(len(e.response) for e in examples) // (M if name == "packed" else M + 1)
+        per_target = data.sid_levels + (1 if m.style == "paper" else 0)  # the paper answer ends with eos
+        targets_total = sum(len(e.response) for e in examples) // per_target
         rng = random.Random(seed)
         opt = torch.optim.AdamW(m.bb.model.parameters(), lr=1e-4)
         m.bb.model.train()
         step = lambda b: (causal_lm_loss(m.bb.model, m._collate(b)).backward(), opt.step(), opt.zero_grad())
         step(rng.sample(examples, min(batch_size, len(examples))))  # warm-up
+        # length-bucketed batches, as the training loop makes them (a random sample, sorted by length)
+        pool = sorted(rng.sample(examples, min(batches * batch_size, len(examples))),
+                      key=lambda e: len(e.prompt) + len(e.response))
+        chosen = [pool[i:i + batch_size] for i in range(0, len(pool), batch_size)]
         tok = tgt = 0
         t0 = time.perf_counter()
-        for _ in range(batches):
-            b = rng.sample(examples, min(batch_size, len(examples)))
+        for b in chosen:
             tok += sum(len(e.prompt) + len(e.response) for e in b)
-            tgt += sum(len(e.response) for e in b) // (M if name == "packed" else M + 1)
+            tgt += sum(len(e.response) for e in b) // per_target
             step(b)
         dt = time.perf_counter() - t0
         res["routes"][name] = {"parameters": m.bb.n_parameters(), "vocab": len(m.bb.tokenizer),
