@@ -187,7 +187,8 @@ def bench_sft(*, dataset: str = "ml-100k", preset: str = "medium", batch_size: i
                            "torch_threads": torch.get_num_threads()}, "routes": {}}
     for name, style in routes.items():
         m = cls(cls.Config(backbone={"preset": preset}, alignment_tasks=False, **style))
-        m._build(data, FitContext(workdir=Path(tempfile.mkdtemp()), seed=seed, progress=False, log=lambda *_: None))
+        with tempfile.TemporaryDirectory() as tmp:  # backbone_init is written there; nothing to keep
+            m._build(data, FitContext(workdir=Path(tmp), seed=seed, progress=False, log=lambda *_: None))
         examples = m.sft_examples(data, m.enc, random.Random(seed))
         per_target = data.sid_levels + (1 if m.style == "paper" else 0)  # the paper answer ends with eos
         targets_total = sum(len(e.response) for e in examples) // per_target
