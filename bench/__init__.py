@@ -8,11 +8,12 @@ __version__ = "0.1.0"
 
 _API = {
     "prepare": "bench.data", "SIDData": "bench.data",
-    "build_spec": "bench.runner", "run": "bench.runner", "reevaluate": "bench.runner", "load_suite": "bench.runner", "run_suite": "bench.runner",
+    "build_spec": "bench.config", "resolve_spec": "bench.config", "run": "bench.runner", "reevaluate": "bench.runner",
+    "load_suite": "bench.config", "run_suite": "bench.runner",
     "build_site": "bench.leaderboard", "get_method": "bench.registry", "register": "bench.registry",
     "Method": "bench.method", "MethodInfo": "bench.method", "MethodConfig": "bench.method",
     "Recommendations": "bench.method", "RunSpec": "bench.specs", "RunResult": "bench.results",
-    "evaluate": "bench.metrics",
+    "evaluate": "bench.metrics", "FitContext": "bench.method", "TrainingDiverged": "bench.method",
 }
 
 

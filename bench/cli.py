@@ -47,9 +47,11 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from bench.runner import build_spec, run
+    from bench.config import build_spec
+    from bench.runner import run
 
-    spec = build_spec(args.method, args.dataset, config_file=args.config, sets=args.set or [], seed=args.seed)
+    spec = build_spec(args.method, args.dataset, config_file=args.config, sets=args.set or [], seed=args.seed,
+                      dataset_path=args.dataset_path)
     res = run(spec, args.out, dataset_path=args.dataset_path, progress=not args.no_progress)
     print(f"run {res.run_id}: " + "  ".join(f"{k} {v:.4f}" for k, v in res.metrics.items()))
     print(f"latency {res.latency.seconds_per_sample * 1000:.3f} ms/sample; result: {Path(args.out) / res.run_id / 'result.json'}")
@@ -67,7 +69,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_suite(args) -> int:
-    from bench.runner import load_suite, run_suite
+    from bench.config import load_suite
+    from bench.runner import run_suite
 
     results = run_suite(load_suite(args.file), args.out, dataset_path=args.dataset_path, progress=not args.no_progress)
     print(f"{len(results)} runs complete")
@@ -152,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("evaluate", help="re-evaluate a finished run's trained model under other evaluation settings "
                                         "(eval.max_users, eval.beam_width, eval.exclude_history...) without training")
-    s.add_argument("run_dir", help="a complete run directory (with result.json and checkpoints/)")
+    s.add_argument("run_dir", help="a complete run directory (with result.json and model/)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="eval.* / threads / label, e.g. eval.max_users=null")
     s.add_argument("--out", help="runs folder of the new run (default: beside the source run)")
     _common_run_args(s)
@@ -220,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     from bench.loaders import DataError
+    from bench.method import TrainingDiverged
     from bench.registry import RegistryError
     from bench.runner import RunInProgress
     from bench.specs import SpecError
@@ -229,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, DataError, RegistryError, RunInProgress) as e:
         print(f"reasonrec: error: {e}", file=sys.stderr)
         return 2
+    except TrainingDiverged as e:
+        print(f"reasonrec: training diverged: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\nreasonrec: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

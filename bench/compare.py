@@ -7,7 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
-from bench.leaderboard import TABLE1_COLUMNS, SHORT
+from bench.leaderboard import metric_columns
+from bench.metrics import primary_metric, short_name
 from bench.results import load_results
 
 # our method names -> the paper's row names
@@ -20,16 +21,19 @@ def compare(runs: Path, paper: Path | None) -> str:
     published = json.loads(paper.read_text())["table1_main"] if paper else {}
     lines = []
     for ds in sorted({r.spec.dataset for r in results}):
-        lines += [f"### {ds}", "", "| method | users | " + " | ".join(SHORT[c] for c in TABLE1_COLUMNS) + " | train | ms/sample |",
-                  "|---|---|" + "---|" * len(TABLE1_COLUMNS) + "---|---|"]
-        for r in sorted((r for r in results if r.spec.dataset == ds), key=lambda r: -r.metrics["NDCG@10"]):
-            cells = " | ".join(f"{r.metrics[c]:.4f}" for c in TABLE1_COLUMNS)
+        runs = [r for r in results if r.spec.dataset == ds]
+        cols = metric_columns(runs)  # the metric schema: any eval.ks works
+        key = primary_metric([c for c in cols if all(c in r.metrics for r in runs)]) or primary_metric(cols)
+        lines += [f"### {ds}", "", "| method | users | " + " | ".join(short_name(c) for c in cols) + " | train | ms/sample |",
+                  "|---|---|" + "---|" * len(cols) + "---|---|"]
+        for r in sorted(runs, key=lambda r: -r.metrics.get(key, -1.0)):
+            cells = " | ".join(f"{r.metrics[c]:.4f}" if c in r.metrics else "-" for c in cols)
             lines.append(f"| {r.display_name} (seed {r.spec.seed}) | {r.latency.n_samples:,} | {cells} | "
                          f"{r.training.seconds / 60:.1f} min | {r.latency.seconds_per_sample * 1000:.2f} |")
             ref = published.get(ds, {}).get(PAPER_NAMES.get(r.spec.method, ""))
             if ref:
                 lines.append(f"| *paper: {PAPER_NAMES[r.spec.method]}* | | "
-                             + " | ".join(f"*{ref[c]:.4f}*" for c in TABLE1_COLUMNS) + " | | |")
+                             + " | ".join(f"*{ref[c]:.4f}*" if c in ref else "-" for c in cols) + " | | |")
         lines.append("")
     return "\n".join(lines)
 

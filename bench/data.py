@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import loaders, sids as sidlib
-from bench.specs import DataSettings, DatasetCard, SpecError, deep_merge, format_validation_error
+from bench.specs import DataSettings, DatasetCard, SIDSettings, deep_merge, validated
 from bench.split import kcore, leave_one_out, train_prefixes
 
 FORMAT_VERSION = 1
@@ -135,12 +136,9 @@ def _file_digest(path: Path) -> str:
 
 
 def settings_for(card: DatasetCard, overrides: dict | None) -> DataSettings:
-    from pydantic import ValidationError
-
-    try:
-        return DataSettings(**deep_merge(card.data.model_dump(), overrides or {}))
-    except ValidationError as e:
-        raise SpecError(format_validation_error(e, f"data settings for dataset '{card.name}'", DataSettings)) from None
+    """The card's data settings < the run's overrides (``data.*``), validated."""
+    return validated(DataSettings, deep_merge(card.data.model_dump(), overrides or {}),
+                     f"data settings for dataset '{card.name}'", prefix="data.")
 
 
 def fingerprint(card: DatasetCard, settings: DataSettings, files: list[Path]) -> str:
@@ -159,6 +157,8 @@ def prepare(dataset: str, data_overrides: dict | None = None, *, path: str | Non
     card = loaders.load_card(dataset)
     settings = settings_for(card, data_overrides)
     raw = loaders.load_raw(card, path)
+    if settings.sids.source == "precomputed":  # before the cache: an explicit sids.levels must match the index
+        check_index(card, settings, raw, data_overrides)
     fp = fingerprint(card, settings, raw.source_files)
     folder = cache_root() / "data" / f"{card.name}-{fp}"
     if folder.is_dir() and (folder / "meta.json").is_file() and not force:
@@ -166,7 +166,7 @@ def prepare(dataset: str, data_overrides: dict | None = None, *, path: str | Non
         data.stats["source_files"] = [str(p) for p in raw.source_files]  # where it was read this time
         return data
     t0 = time.time()
-    data = build(card, settings, raw, fp, progress=progress, log=log)
+    data = build(card, settings, raw, fp, progress=progress, log=log, overrides=data_overrides)
     data.stats["source_files"] = [str(p) for p in raw.source_files]
     data.stats["prepare_seconds"] = round(time.time() - t0, 2)
     # write to a temporary folder then rename, so a crash never leaves a half cache
@@ -183,7 +183,9 @@ def prepare(dataset: str, data_overrides: dict | None = None, *, path: str | Non
 
 
 def build(card: DatasetCard, settings: DataSettings, raw: loaders.RawData, fp: str, *,
-          progress: bool = True, log=print) -> SIDData:
+          progress: bool = True, log=print, overrides: dict | None = None) -> SIDData:
+    """``overrides``: the data overrides ``settings`` came from (only to tell an explicit
+    ``sids.levels`` from the default, see :func:`check_index`)."""
     n_raw_users = len(raw.sequences)
     n_raw_inter = sum(len(s) for s in raw.sequences.values())
     seqs = kcore(raw.sequences, settings.kcore)
@@ -208,11 +210,9 @@ def build(card: DatasetCard, settings: DataSettings, raw: loaders.RawData, fp: s
                    "raw_users": n_raw_users, "raw_interactions": n_raw_inter,
                    "dropped_short_users": len(short), "sid_source": s.source}
     if s.source == "precomputed":
-        if raw.precomputed_sids is None:
-            raise loaders.DataError(f"dataset '{card.name}': sids.source=precomputed but there is no index file")
-        codes = np.array([sidlib.parse_sid(raw.precomputed_sids[i], f"index entry for item {i!r}") for i in item_ids])
-        if codes.ndim != 2:
-            raise loaders.DataError(f"dataset '{card.name}': index SIDs do not all have the same number of levels")
+        index = check_index(card, settings, raw, overrides)
+        codes = np.array([index[i] for i in item_ids])
+        stats["index_extra_items"] = raw.index_extra_items
         k = max(int(codes.max()) + 1, 256 if s.codebook_size == "auto" else s.codebook_size)
         cents = resid = None
     else:
@@ -228,10 +228,11 @@ def build(card: DatasetCard, settings: DataSettings, raw: loaders.RawData, fp: s
         else:
             parts = []
             if s.embedding in ("attributes", "hybrid"):
-                if not raw.item_attributes:
+                attributes = raw.attributes()  # read (and checked) only here
+                if not attributes:
                     raise loaders.DataError(
                         f"dataset '{card.name}': sids.embedding={s.embedding} needs an item2attributes file")
-                parts.append(sidlib.attribute_embeddings([raw.item_attributes.get(i, []) for i in item_ids], seed=s.seed))
+                parts.append(sidlib.attribute_embeddings([attributes.get(i, []) for i in item_ids], seed=s.seed))
             if s.embedding in ("collaborative", "hybrid"):  # training interactions only
                 parts.append(sidlib.collaborative_embeddings([q[:-2].tolist() for q in sequences], n_items, seed=s.seed))
             x = np.concatenate(parts, 1) / np.sqrt(len(parts))
@@ -241,13 +242,98 @@ def build(card: DatasetCard, settings: DataSettings, raw: loaders.RawData, fp: s
     groups = sidlib.collision_groups(codes)
     stats["sid_collision_items"] = int(sum(len(g) for g in groups))
     stats["sid_collision_rate"] = round(stats["sid_collision_items"] / n_items, 6)
-    stats["sid_collisions_resolved_by"] = s.collisions
-    codes = sidlib.resolve_collisions(codes, k, s.collisions, cents, resid)
-    if s.collisions == "extra_code":
-        k = max(k, int(codes[:, -1].max()) + 1)
+    codes, k = _resolve_collisions(card, s, codes, k, cents, resid, stats, log)
     stats["sid_levels"] = int(codes.shape[1])
     stats["codebook_size"] = int(k)
     stats["codebook_usage"] = [int(len(np.unique(codes[:, l]))) for l in range(codes.shape[1])]
     stats["unique_sids"] = int(len(np.unique(codes, axis=0)))
     return SIDData(card.name, fp, settings, sequences, user_ids, item_ids, item_text, codes.astype(np.int64),
                    int(k), stats)
+
+
+def _levels_set_explicitly(card: DatasetCard, settings: DataSettings, overrides: dict | None) -> bool:
+    """Whether ``sids.levels`` was chosen rather than defaulted: the card's YAML names it, the settings
+    differ from the card's value, or the data overrides name it. ``settings`` alone cannot tell (they
+    are built from the card's full dump, so every field counts as set), and fully resolved overrides
+    (every field, what the runner passes) name every field: those count only where they differ from
+    the card. So ``levels`` equal to the default of a card that leaves it unset, passed inside a
+    fully resolved spec, is not caught (it cannot be told from the default)."""
+    if "levels" in card.data.sids.model_fields_set or settings.sids.levels != card.data.sids.levels:
+        return True
+    sids = (overrides or {}).get("sids")
+    return isinstance(sids, dict) and "levels" in sids and not _fully_resolved(overrides)
+
+
+def _fully_resolved(overrides: dict) -> bool:
+    """Overrides that spell out every data setting (a resolved spec's ``data``), not a user's choice."""
+    sids = overrides.get("sids")
+    return (set(overrides) >= set(DataSettings.model_fields) and isinstance(sids, dict)
+            and set(sids) >= set(SIDSettings.model_fields))
+
+
+def check_index(card: DatasetCard, settings: DataSettings, raw: loaders.RawData,
+                overrides: dict | None = None) -> dict[str, list[int]]:
+    """With ``sids.source=precomputed``: the index's codes for every item of ``raw.sequences``.
+    A DataError names the index file and the item (missing, unparsable, other level count) or the
+    level counts when ``sids.levels`` was set explicitly (see :func:`_levels_set_explicitly`) and
+    differs from the index's."""
+    index = raw.sid_index()
+    if index is None:
+        raise loaders.DataError(f"dataset '{card.name}': sids.source=precomputed but there is no index file")
+    where = str(raw.index_file) if raw.index_file else f"dataset '{card.name}': index"
+    used = sorted({i for seq in raw.sequences.values() for i in seq}, key=lambda i: (len(i), i))
+    missing = raw.index_missing_items or [i for i in used if i not in index]
+    if missing:
+        used_in = raw.source_files[0].name if raw.source_files else "the interactions"
+        raise loaders.DataError(f"{where}: no SID for item id {missing[0]!r} used in {used_in} "
+                                f"({len(missing)} items missing); sids.source=rqkmeans computes SIDs instead")
+    codes = {}
+    for i in used:
+        try:
+            codes[i] = sidlib.parse_sid(index[i], f"{where}: item {i!r}")
+        except ValueError as e:
+            raise loaders.DataError(str(e)) from None
+    n_levels = Counter(len(c) for c in codes.values()).most_common(1)[0][0]
+    odd = next((i for i, c in codes.items() if len(c) != n_levels), None)
+    if odd is not None:
+        raise loaders.DataError(f"{where}: item {odd!r}: {len(codes[odd])} levels, other items have {n_levels}")
+    if settings.sids.levels != n_levels and _levels_set_explicitly(card, settings, overrides):
+        raise loaders.DataError(f"{where}: the index has {n_levels} levels but sids.levels={settings.sids.levels} "
+                                f"(set by the dataset card '{card.name}' or the data overrides); "
+                                f"set sids.levels={n_levels} or leave it unset")
+    return codes
+
+
+def _resolve_collisions(card: DatasetCard, s: SIDSettings, codes: np.ndarray, k: int, cents, resid, stats: dict,
+                        log) -> tuple[np.ndarray, int]:
+    """Collision-free codes and the codebook size covering them.
+
+    ``reassign`` gives exactly its codes whenever it succeeds. When a prefix has no free
+    last-level code left (e.g. many items with one identical embedding: no training interaction,
+    empty text), it falls back to :func:`bench.sids.extra_levels` on the k-means codes (the same
+    codes as ``extra_code`` when one level suffices) and says so in ``stats``.
+    """
+    levels = codes.shape[1]
+    stats["sid_collisions_resolved_by"] = s.collisions
+    if s.collisions == "extra_code":
+        if levels >= len(sidlib.LEVEL_LETTERS):
+            raise loaders.DataError(f"dataset '{card.name}': sids.collisions=extra_code appends a level to {levels}, "
+                                    f"but SIDs have at most {len(sidlib.LEVEL_LETTERS)}; set sids.levels to "
+                                    f"{len(sidlib.LEVEL_LETTERS) - 1} or less")
+        codes = sidlib.resolve_collisions(codes, k, "extra_code")
+        return codes, max(k, int(codes[:, -1].max()) + 1)
+    try:
+        return sidlib.resolve_collisions(codes, k, "reassign", cents, resid), k
+    except sidlib.CollisionError as e:
+        reason = str(e).split(";")[0]
+    try:
+        out, new_k = sidlib.extra_levels(codes, k)
+    except ValueError as e:
+        raise loaders.DataError(f"dataset '{card.name}': SID {reason}, and {e}; set a larger sids.codebook_size "
+                                f"(now {k}) or fewer sids.levels (now {levels})") from None
+    stats["sid_collisions_resolved_by"] = "reassign->extra_level"
+    stats["sid_extra_levels"] = int(out.shape[1] - levels)
+    stats["sid_fallback_items"] = int((out[:, levels:] != 0).any(1).sum())
+    stats["sid_fallback_reason"] = reason
+    log(f"reassign ran out of codes ({reason}): appended {out.shape[1] - levels} SID level(s) instead")
+    return out, new_k

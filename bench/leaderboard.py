@@ -12,11 +12,18 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import assets
+from bench.atomic import atomic_dir
+from bench.metrics import order_metrics, primary_metric, short_name
 from bench.results import RunResult, load_results
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "leaderboard" / "templates"
-TABLE1_COLUMNS = ("NDCG@5", "NDCG@10", "NDCG@20", "HR@5", "HR@10", "HR@20")
-SHORT = {"NDCG@5": "N@5", "NDCG@10": "N@10", "NDCG@20": "N@20", "HR@5": "HR@5", "HR@10": "HR@10", "HR@20": "HR@20"}
+TEMPLATES = assets.TEMPLATES_DIR  # leaderboard/templates/ in a checkout, bench/_assets/templates/ when installed
+
+
+def metric_columns(runs: list[RunResult]) -> list[str]:
+    """Table 1's columns for a set of runs: every metric any of them reports, in the schema's order
+    (bench.metrics); a run without one shows '-'."""
+    return order_metrics({m for r in runs for m in r.metrics})
 
 
 @dataclass
@@ -53,11 +60,10 @@ def _group(results: list[RunResult]) -> dict[str, dict[str, list[RunResult]]]:
 
 def _rank_cells(rows: list[Row], columns, higher_is_better: bool = True) -> None:
     for col in columns:
-        vals = sorted({round(r.cells[col]["mean"], 12) for r in rows if col in r.cells}, reverse=higher_is_better)
-        for r in rows:
-            if col in r.cells:
-                v = round(r.cells[col]["mean"], 12)
-                r.cells[col]["rank"] = vals.index(v) + 1 if len(rows) > 1 else 0
+        have = [r for r in rows if r.cells.get(col, {}).get("mean") is not None]
+        vals = sorted({round(r.cells[col]["mean"], 12) for r in have}, reverse=higher_is_better)
+        for r in have:
+            r.cells[col]["rank"] = vals.index(round(r.cells[col]["mean"], 12)) + 1 if len(rows) > 1 else 0
 
 
 def _stats(values: list[float]) -> tuple[float, float | None]:
@@ -65,13 +71,19 @@ def _stats(values: list[float]) -> tuple[float, float | None]:
     return mean, (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def table1(runs_by_name: dict[str, list[RunResult]]) -> list[Row]:
+def table1(runs_by_name: dict[str, list[RunResult]], columns: list[str] | None = None) -> list[Row]:
+    """One row per display name; cells are mean ± std over seeds. Sorted by the primary metric
+    (NDCG@10 when every row reports it; bench.metrics.primary_metric)."""
+    columns = columns or metric_columns([r for runs in runs_by_name.values() for r in runs])
     rows = []
     for name, runs in runs_by_name.items():
         row = Row(name, runs[0].spec.method, runs[0].method_info.get("family", ""), sorted(runs, key=lambda r: r.spec.seed))
-        for col in TABLE1_COLUMNS:
-            mean, std = _stats([r.metrics[col] for r in runs])
-            row.cells[col] = {"mean": mean, "std": std, "text": _fmt(mean, std)}
+        for col in columns:
+            if all(col in r.metrics for r in runs):
+                mean, std = _stats([r.metrics[col] for r in runs])
+                row.cells[col] = {"mean": mean, "std": std, "text": _fmt(mean, std)}
+            else:
+                row.cells[col] = {"mean": None, "std": None, "text": "-", "rank": 0}
         style = runs[0].method_facts.get("prompt_style")
         row.cells["style"] = {"mean": 0, "std": None, "text": style or "-"}
         n = runs[0].latency.n_samples
@@ -79,8 +91,11 @@ def table1(runs_by_name: dict[str, list[RunResult]]) -> list[Row]:
         row.cells["users"] = {"mean": n, "std": None,
                               "text": f"{n:,}" + ("" if full in (None, n) else f" of {full:,}")}
         rows.append(row)
-    rows.sort(key=lambda r: -r.cells["NDCG@10"]["mean"])
-    _rank_cells(rows, TABLE1_COLUMNS)
+    key = primary_metric([c for c in columns if all(r.cells[c]["mean"] is not None for r in rows)]) \
+        or primary_metric(columns)
+    if key is not None:
+        rows.sort(key=lambda r: -(r.cells[key]["mean"] if r.cells[key]["mean"] is not None else -1.0))
+    _rank_cells(rows, columns)
     return rows
 
 
@@ -110,7 +125,8 @@ def table4(runs_by_name: dict[str, list[RunResult]]) -> list[Row]:
         facts = r0.method_facts
         params = facts.get("parameters")
         row.cells["params"] = {"mean": 0, "std": None, "text": f"{params / 1e6:.2f}M" if params else "-"}
-        row.cells["beam"] = {"mean": 0, "std": None, "text": str(facts["beam_width"]) if facts.get("beam_width") else "-"}
+        beam = r0.evaluation.get("inference", {}).get("beam_width", facts.get("beam_width"))  # older results: facts
+        row.cells["beam"] = {"mean": 0, "std": None, "text": str(beam) if beam else "-"}
         hw = r0.environment.get("hardware", {})
         row.cells["hardware"] = {"mean": 0, "std": None,
                                  "text": hw.get("cuda") or f"CPU, {hw.get('torch_threads', '?')} thread(s)"}
@@ -140,21 +156,20 @@ def build_site(runs_dirs: list[Path], out: Path, title: str = "ReasonRec Bench l
         seen.setdefault(r.run_id, r)
     results = sorted(seen.values(), key=lambda r: (r.spec.dataset, r.display_name, r.spec.seed))
     grouped = _group(results)
-    datasets = [{"name": ds, "table1": table1(rows), "table4": table4(rows),
-                 "stats": next(iter(rows.values()))[0].data.get("stats", {})}
-                for ds, rows in sorted(grouped.items())]
+    datasets = []
+    for ds, rows in sorted(grouped.items()):
+        columns = metric_columns([r for runs in rows.values() for r in runs])
+        datasets.append({"name": ds, "table1": table1(rows, columns), "table4": table4(rows), "columns": columns,
+                         "short": {c: short_name(c) for c in columns},
+                         "stats": next(iter(rows.values()))[0].data.get("stats", {})})
     env = _env()
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "runs").mkdir(parents=True)
-    shutil.copy(TEMPLATES / "style.css", tmp / "style.css")
-    (tmp / "index.html").write_text(env.get_template("index.html").render(
-        title=title, datasets=datasets, columns=TABLE1_COLUMNS, short=SHORT, n_runs=len(results), root=""))
-    page = env.get_template("run.html")
-    for r in results:
-        (tmp / "runs" / f"{r.run_id}.html").write_text(page.render(title=title, r=r, root="../"))
-    (tmp / "results.json").write_text(json.dumps([r.model_dump(mode="json") for r in results], indent=1))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with atomic_dir(out) as tmp:  # the old site stays in place until the new one is complete
+        (tmp / "runs").mkdir()
+        shutil.copy(TEMPLATES / "style.css", tmp / "style.css")
+        (tmp / "index.html").write_text(env.get_template("index.html").render(
+            title=title, datasets=datasets, n_runs=len(results), root=""))
+        page = env.get_template("run.html")
+        for r in results:
+            (tmp / "runs" / f"{r.run_id}.html").write_text(page.render(title=title, r=r, root="../"))
+        (tmp / "results.json").write_text(json.dumps([r.model_dump(mode="json") for r in results], indent=1))
     return out / "index.html"

@@ -16,10 +16,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.specs import DatasetCard, SpecError, format_validation_error, load_yaml
+from bench import assets
+from bench.specs import DataSettings, DatasetCard, SpecError, format_validation_error, load_yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CARDS_DIR = REPO_ROOT / "datasets"
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout (site-packages when installed)
+CARDS_DIR = assets.CARDS_DIR  # datasets/ in a checkout, bench/_assets/datasets/ when installed
 
 
 class DataError(ValueError):
@@ -28,13 +29,38 @@ class DataError(ValueError):
 
 @dataclass
 class RawData:
-    """Chronological interactions by raw user id, plus optional item side information."""
+    """Chronological interactions by raw user id, plus optional item side information.
+
+    The attribute and SID index files are listed in ``source_files`` (so they enter the
+    fingerprint) but read only when needed: :meth:`attributes` and :meth:`sid_index`.
+    """
 
     sequences: dict[str, list[str]]                   # user -> items, oldest first
     item_text: dict[str, str] = field(default_factory=dict)
     item_attributes: dict[str, list[int]] = field(default_factory=dict)
     precomputed_sids: dict[str, list[str]] | None = None
     source_files: list[Path] = field(default_factory=list)
+    attributes_file: Path | None = None
+    index_file: Path | None = None
+    index_extra_items: int = 0                        # index entries for items not in the interactions
+    index_missing_items: list[str] = field(default_factory=list)  # items in the interactions without one
+
+    def attributes(self) -> dict[str, list[int]]:
+        """Item attributes, read from ``attributes_file`` on first use."""
+        if not self.item_attributes and self.attributes_file is not None:
+            self.item_attributes = read_attributes(self.attributes_file)
+        return self.item_attributes
+
+    def sid_index(self) -> dict[str, list[str]] | None:
+        """Precomputed SIDs of the items in ``sequences`` (None without an index), read from
+        ``index_file`` on first use; extra entries are dropped and counted, missing items listed."""
+        if self.precomputed_sids is None and self.index_file is not None:
+            index = read_index(self.index_file)
+            used = {i for s in self.sequences.values() for i in s}
+            self.precomputed_sids = {i: v for i, v in index.items() if i in used}
+            self.index_extra_items = len(index) - len(self.precomputed_sids)
+            self.index_missing_items = sorted(used - set(index), key=lambda i: (len(i), i))
+        return self.precomputed_sids
 
 
 # ---------------------------------------------------------------- cards
@@ -68,12 +94,24 @@ def load_card(name_or_path: str) -> DatasetCard:
     from pydantic import ValidationError
 
     try:
-        return DatasetCard(**load_yaml(path))
+        card = DatasetCard(**load_yaml(path))
     except ValidationError as e:
         raise SpecError(format_validation_error(e, f"dataset card {path}", DatasetCard)) from None
+    return card.model_copy(update={"path": _anchor(card.path, path.resolve().parent)})
+
+
+def _anchor(raw: str, card_dir: Path) -> str:
+    """A card's relative ``path`` (no ``${VAR}``, not absolute, not ``~``) is relative to the card
+    file's folder (the shipped toy card: ``path: toy``); anything else is kept for :func:`resolve_path`."""
+    if "$" in raw or Path(raw).expanduser().is_absolute():
+        return raw
+    return str(card_dir / raw)
 
 
 def resolve_path(card: DatasetCard, override: str | None = None) -> Path:
+    """The dataset folder: ``override`` (``--dataset-path``) or the card's ``path`` with ``${VAR}``
+    expanded (``${RECBOLE_EXAMPLES}``: the recbole wheel's examples). A relative card path was made
+    relative to the card's folder by :func:`load_card`; a relative ``override`` is relative to the cwd."""
     raw = override or card.path
     env = dict(os.environ)
     if "${RECBOLE_EXAMPLES}" in raw:
@@ -94,10 +132,55 @@ def resolve_path(card: DatasetCard, override: str | None = None) -> Path:
 
 def _read_json(path: Path):
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: malformed JSON ({e})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read ({e})") from None
+
+
+def _read_json_object(path: Path, shape: str) -> dict:
+    """A JSON file whose top level must be an object (``shape`` describes it for the message)."""
+    obj = _read_json(path)
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected {shape}, got {type(obj).__name__}")
+    return obj
+
+
+def read_attributes(path: Path) -> dict[str, list[int]]:
+    """``X.item2attributes.json``: {item: [attribute id, ...]}."""
+    out = {}
+    for item, values in _read_json_object(path, "{item: [attribute id, ...]}").items():
+        if not isinstance(values, list):
+            raise DataError(f"{path}: item {item!r}: expected a list of attribute ids, got {type(values).__name__}")
+        try:
+            out[str(item)] = [int(a) for a in values]
+        except (TypeError, ValueError):
+            bad = next(a for a in values if not _is_int_like(a))
+            raise DataError(f"{path}: item {item!r}: attribute {bad!r} is not an integer") from None
+    return out
+
+
+def _is_int_like(value) -> bool:
+    try:
+        int(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def read_index(path: Path) -> dict[str, list[str]]:
+    """``X.index.json``: {item: ["<a_1>", "<b_2>", ...]} (a single token string is accepted too)."""
+    out = {}
+    for item, tokens in _read_json_object(path, '{item: ["<a_1>", "<b_2>", ...]}').items():
+        if isinstance(tokens, str):
+            tokens = [tokens]
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise DataError(f"{path}: item {item!r}: expected a list of SID tokens like [\"<a_1>\", \"<b_2>\"], "
+                            f"got {tokens!r}")
+        out[str(item)] = tokens
+    return out
 
 
 def _iter_json_lines(path: Path):
@@ -138,9 +221,7 @@ def _item_text(record: dict, fields: list[str]) -> str:
 
 
 def load_recbole_ml100k(card: DatasetCard, root: Path) -> RawData:
-    inter, item = root / "ml-100k.inter", root / "ml-100k.item"
-    if not inter.is_file():
-        raise DataError(f"dataset '{card.name}': missing file {inter}")
+    inter, item = _require(card, root / "ml-100k.inter"), root / "ml-100k.item"
     rows = []
     with open(inter) as f:
         header = f.readline().rstrip("\n").split("\t")
@@ -153,7 +234,11 @@ def load_recbole_ml100k(card: DatasetCard, root: Path) -> RawData:
             cols = line.rstrip("\n").split("\t")
             if len(cols) != len(names):
                 raise DataError(f"{inter}:{n}: expected {len(names)} columns, got {len(cols)}")
-            rows.append((cols[iu], cols[ii], float(cols[it]), n))
+            try:
+                ts = float(cols[it])
+            except ValueError:
+                raise DataError(f"{inter}:{n}: timestamp {cols[it]!r} is not a number") from None
+            rows.append((cols[iu], cols[ii], ts, n))
     rows.sort(key=lambda r: (r[0], r[2], r[3]))  # chronological, file order breaks ties
     seqs: dict[str, list[str]] = {}
     for u, i, _, _ in rows:
@@ -162,6 +247,8 @@ def load_recbole_ml100k(card: DatasetCard, root: Path) -> RawData:
     if item.is_file():
         with open(item, encoding="latin-1") as f:
             header = [h.split(":")[0] for h in f.readline().rstrip("\n").split("\t")]
+            if "item_id" not in header:
+                raise DataError(f"{item}: header must have item_id; got {header}")
             for line in f:
                 cols = dict(zip(header, line.rstrip("\n").split("\t")))
                 rec = {"title": cols.get("movie_title", ""), "year": cols.get("release_year", ""),
@@ -170,76 +257,74 @@ def load_recbole_ml100k(card: DatasetCard, root: Path) -> RawData:
     return RawData(seqs, text, source_files=[inter] + ([item] if item.is_file() else []))
 
 
-def load_lcrec(card: DatasetCard, root: Path) -> RawData:
+def _lcrec_files(card: DatasetCard, root: Path) -> dict[str, Path]:
     prefix = card.prefix or root.name
-    inter = root / f"{prefix}.inter.json"
-    if not inter.is_file():
-        raise DataError(f"dataset '{card.name}': missing file {inter}")
-    obj = _read_json(inter)
-    if not isinstance(obj, dict):
-        raise DataError(f"{inter}: expected {{user: [item, ...]}}, got {type(obj).__name__}")
+    return {kind: root / f"{prefix}.{kind}.json" for kind in ("inter", "item", "item2attributes", "index")}
+
+
+def _read_sequences(path: Path) -> dict[str, list[str]]:
     seqs = {}
-    for u, items in obj.items():
+    for u, items in _read_json_object(path, "{user: [item, ...]}").items():
         if not isinstance(items, list):
-            raise DataError(f"{inter}: user {u!r}: expected a list of item ids, got {type(items).__name__}")
+            raise DataError(f"{path}: user {u!r}: expected a list of item ids, got {type(items).__name__}")
+        for n, i in enumerate(items):
+            if isinstance(i, (list, dict, bool)) or i is None:
+                raise DataError(f"{path}: user {u!r}: entry {n + 1} is a {type(i).__name__} ({i!r}), "
+                                f"expected an item id (string or integer)")
         seqs[str(u)] = [str(i) for i in items]
-    files = [inter]
-    all_items = {i for s in seqs.values() for i in s}
-    text: dict[str, str] = {}
-    item_file = root / f"{prefix}.item.json"
-    if item_file.is_file():
-        files.append(item_file)
-        meta = _read_json(item_file)
-        for i, rec in meta.items():
-            if not isinstance(rec, dict):
-                raise DataError(f"{item_file}: item {i!r}: expected an object with text fields")
-            text[str(i)] = _item_text(rec, card.text_fields or ["title"])
-    attrs: dict[str, list[int]] = {}
-    attr_file = root / f"{prefix}.item2attributes.json"
-    if attr_file.is_file():
-        files.append(attr_file)
-        attrs = {str(k): [int(a) for a in v] for k, v in _read_json(attr_file).items()}
-    sids = None
-    index_file = root / f"{prefix}.index.json"
-    if index_file.is_file():
-        files.append(index_file)
-        sids = {str(k): list(v) for k, v in _read_json(index_file).items()}
-        unknown = sorted(set(sids) - all_items, key=lambda s: (len(s), s))
-        missing = sorted(all_items - set(sids), key=lambda s: (len(s), s))
-        if missing:
-            raise DataError(f"{index_file}: no SID for item id {missing[0]!r} used in {inter.name} "
-                            f"({len(missing)} items missing)")
-        if unknown:
-            raise DataError(f"{index_file}: unknown item id {unknown[0]!r} (not in {inter.name}; "
-                            f"{len(unknown)} unknown ids)")
-    return RawData(seqs, text, attrs, sids, files)
+    return seqs
+
+
+def _read_item_text(path: Path, fields: list[str]) -> dict[str, str]:
+    text = {}
+    for i, rec in _read_json_object(path, "{item: {field: value, ...}}").items():
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}: item {i!r}: expected an object with text fields, got {type(rec).__name__}")
+        text[str(i)] = _item_text(rec, fields)
+    return text
+
+
+def load_lcrec(card: DatasetCard, root: Path) -> RawData:
+    paths = _lcrec_files(card, root)
+    inter = _require(card, paths["inter"])
+    raw = RawData(_read_sequences(inter), source_files=[inter])
+    if paths["item"].is_file():
+        raw.source_files.append(paths["item"])
+        raw.item_text = _read_item_text(paths["item"], card.text_fields or ["title"])
+    if paths["item2attributes"].is_file():  # read by raw.attributes() when an embedding needs it
+        raw.source_files.append(paths["item2attributes"])
+        raw.attributes_file = paths["item2attributes"]
+    if paths["index"].is_file():  # read by raw.sid_index() when it is the SID source
+        raw.source_files.append(paths["index"])
+        raw.index_file = paths["index"]
+    return raw
 
 
 def load_amazon_raw(card: DatasetCard, root: Path) -> RawData:
-    if not card.reviews:
-        raise DataError(f"dataset card '{card.name}': format amazon_raw needs 'reviews' (a .json.gz file name)")
-    reviews = root / card.reviews
-    if not reviews.is_file():
-        raise DataError(f"dataset '{card.name}': missing file {reviews}")
+    reviews, meta = _amazon_files(card, root)
+    _require(card, reviews)
     events: dict[str, list[tuple[int, int, str]]] = {}
     for n, r in enumerate(_iter_json_lines(reviews)):
+        if not isinstance(r, dict):
+            raise DataError(f"{reviews}: record {n + 1}: expected an object, got {type(r).__name__}")
         user = r.get("reviewerID") or r.get("user_id")
         item = r.get("asin") or r.get("parent_asin")
         ts = r.get("unixReviewTime", r.get("timestamp"))
         if user is None or item is None or ts is None:
             raise DataError(f"{reviews}: record {n + 1} lacks reviewerID/asin/unixReviewTime")
-        events.setdefault(str(user), []).append((int(ts), n, str(item)))
+        try:
+            ts = int(ts)
+        except (TypeError, ValueError):
+            raise DataError(f"{reviews}: record {n + 1}: unixReviewTime {ts!r} is not an integer") from None
+        events.setdefault(str(user), []).append((ts, n, str(item)))
     seqs = {u: [i for _, _, i in sorted(ev)] for u, ev in events.items()}
     text: dict[str, str] = {}
     files = [reviews]
-    if card.meta:
-        meta = root / card.meta
-        if not meta.is_file():
-            raise DataError(f"dataset '{card.name}': missing file {meta}")
-        files.append(meta)
+    if meta is not None:
+        files.append(_require(card, meta))
         fields = card.text_fields or ["title", "brand", "categories"]
         for r in _iter_json_lines(meta):
-            if "asin" in r:
+            if isinstance(r, dict) and "asin" in r:
                 if "category" in r and "categories" not in r:  # 2018 layout
                     r["categories"] = r["category"]
                 text[str(r["asin"])] = _item_text(r, fields)
@@ -247,6 +332,63 @@ def load_amazon_raw(card: DatasetCard, root: Path) -> RawData:
 
 
 LOADERS = {"recbole_ml100k": load_recbole_ml100k, "lcrec": load_lcrec, "amazon_raw": load_amazon_raw}
+
+
+# ---------------------------------------------------------------- files
+
+def _require(card: DatasetCard, path: Path, why: str = "") -> Path:
+    if not path.is_file():
+        raise DataError(f"dataset '{card.name}': missing file {path}" + (f" (needed by {why})" if why else ""))
+    return path
+
+
+def _amazon_files(card: DatasetCard, root: Path) -> tuple[Path, Path | None]:
+    if not card.reviews:
+        raise DataError(f"dataset card '{card.name}': format amazon_raw needs 'reviews' (a .json.gz file name)")
+    return root / card.reviews, (root / card.meta if card.meta else None)
+
+
+def _card_files(card: DatasetCard, root: Path) -> list[tuple[Path, bool]]:
+    """(file, required) for every file the card's loader reads, in the loader's order."""
+    if card.format == "lcrec":
+        paths = _lcrec_files(card, root)
+        return [(paths["inter"], True)] + [(paths[k], False) for k in ("item", "item2attributes", "index")]
+    if card.format == "recbole_ml100k":
+        return [(root / "ml-100k.inter", True), (root / "ml-100k.item", False)]
+    reviews, meta = _amazon_files(card, root)
+    return [(reviews, True)] + ([(meta, True)] if meta is not None else [])
+
+
+def check_files(card: DatasetCard, path_override: str | None = None, *,
+                settings: DataSettings | None = None) -> list[Path]:
+    """The files a prepare of ``card`` would read (without reading them); a :class:`DataError`
+    names the first missing required file. With ``settings`` (DataSettings), the files those
+    settings need are required too: the SID index for ``sids.source=precomputed`` and
+    item2attributes for ``sids.embedding`` attributes/hybrid."""
+    root = resolve_path(card, path_override)
+    files = []
+    for path, required in _card_files(card, root):
+        if required:
+            _require(card, path)
+        if path.is_file():
+            files.append(path)
+    if settings is not None:
+        for kind, why in _needed_by(settings):
+            if card.format != "lcrec":
+                raise DataError(f"dataset '{card.name}': {why} needs an X.{kind}.json file; "
+                                f"format {card.format} has none")
+            _require(card, _lcrec_files(card, root)[kind], why)
+    return files
+
+
+def _needed_by(settings: DataSettings) -> list[tuple[str, str]]:
+    """(lcrec file kind, the setting that needs it) for the optional files ``settings`` make necessary."""
+    s = settings.sids
+    if s.source == "precomputed":
+        return [("index", "sids.source=precomputed")]
+    if s.embedding in ("attributes", "hybrid"):
+        return [("item2attributes", f"sids.embedding={s.embedding}")]
+    return []
 
 
 def load_raw(card: DatasetCard, path_override: str | None = None) -> RawData:

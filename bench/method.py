@@ -31,8 +31,8 @@ def _merge_into_defaults(model_cls: type[BaseModel], values: Any) -> Any:
     if not isinstance(values, dict):
         return values
     out = dict(values)
-    for name, field in model_cls.model_fields.items():
-        default = field.default
+    for name, info in model_cls.model_fields.items():
+        default = info.default
         if name in out and isinstance(out[name], dict) and isinstance(default, BaseModel):
             merged = default.model_dump()
             merged.update(_merge_into_defaults(type(default), out[name]))
@@ -52,6 +52,10 @@ class MethodConfig(BaseModel):
         return _merge_into_defaults(cls, values)
 
 
+class TrainingDiverged(RuntimeError):
+    """A training loss became NaN or infinite: the run stops with this error and writes no result."""
+
+
 @dataclass
 class Recommendations:
     """Ranked item ids per user, best first; -1 pads rows shorter than k."""
@@ -63,13 +67,30 @@ class Recommendations:
 
 @dataclass
 class FitContext:
-    """What the runner hands a method besides the data."""
+    """What the runner hands a method besides the data. Evaluation settings (beam width, k) are not
+    here: they reach :meth:`Method.recommend`."""
 
     workdir: Path                      # checkpoints go here; resuming reads them back
     seed: int = 0
-    beam_width: int = 50
     progress: bool = True
     log: Any = print                   # callable(str)
+    selection_metric: str = "NDCG@10"  # RunSpec.selection.metric
+    exclude_history: bool = False      # as the test evaluation (RunSpec.eval.exclude_history)
+
+    def validate(self, recommend, valid: Split, n_items: int, *, max_users: int | None = None,
+                 batch_size: int = 256) -> dict:
+        """The one model-selection protocol: ``recommend(histories, k) -> item ids [n, >=k]`` scored by
+        the shared evaluator on ``valid`` (a fixed random subset of ``max_users`` users where decoding is
+        expensive). Returns the metrics, ``users`` and ``score`` (the selection metric; higher is better)."""
+        from bench.metrics import validate
+
+        return validate(recommend, valid.histories, valid.targets, n_items, metric=self.selection_metric,
+                        exclude_history=self.exclude_history, max_users=max_users, batch_size=batch_size)
+
+    def selection(self, max_users: int | None, n_valid: int) -> dict:
+        """How the model was selected, for the result file."""
+        return {"metric": self.selection_metric, "split": "valid", "users": min(max_users or n_valid, n_valid),
+                "exclude_history": self.exclude_history, "evaluator": "bench.metrics.validate"}
 
 
 class Method:
@@ -78,6 +99,8 @@ class Method:
     #: small-budget overrides used by ``reasonrec demo`` and the registry-wide smoke test
     demo_config: ClassVar[dict[str, Any]] = {}
     smoke_config: ClassVar[dict[str, Any]] = {}
+    #: evaluation settings (``RunSpec.eval`` fields) the runner passes to :meth:`recommend` as keywords
+    inference_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: MethodConfig | None = None):
         self.config = config if config is not None else self.Config()
@@ -88,7 +111,9 @@ class Method:
         raise NotImplementedError
 
     def recommend(self, histories: list[list[int]], *, k: int) -> Recommendations:
-        """Rank items for each history (internal item ids, oldest first)."""
+        """Rank items for each history (internal item ids, oldest first). A method that declares
+        ``inference_options = ("beam_width",)`` also receives ``beam_width=...`` from the run's
+        evaluation settings."""
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
@@ -96,7 +121,9 @@ class Method:
         return {}
 
     def save(self, path: Path) -> None:
-        """Write the fitted model into the folder ``path`` (created by the caller, owned by the method)."""
+        """Write the fitted model into the folder ``path`` (created by the caller, owned by the method).
+        The runner calls it after :meth:`fit` (into ``<run>/model``); ``reasonrec evaluate`` calls
+        :meth:`load` on it and never ``fit``. A method without save/load cannot be re-evaluated."""
         raise NotImplementedError(f"{self.info.name} does not implement save()")
 
     def load(self, path: Path, data: SIDData) -> None:

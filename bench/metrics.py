@@ -4,9 +4,59 @@ rank is 1-based; NDCG@K = 1/log2(rank + 1) if rank <= K else 0; HR@K = 1 if rank
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import numpy as np
+
+# ---------------------------------------------------------------- the metric schema
+# Every column list (result files, leaderboard, compare, validation) derives from these.
+
+FAMILIES = ("NDCG", "HR")          # table order: NDCG@k for every k, then HR@k
+SHORT_FAMILY = {"NDCG": "N", "HR": "HR"}
+PRIMARY = "NDCG@10"                # the leaderboard's sort key when every row has it
+_METRIC_RE = re.compile(r"^(NDCG|HR)@([1-9][0-9]*)$")
+
+
+def parse_metric(name: str) -> tuple[str, int]:
+    """``"NDCG@10"`` -> ("NDCG", 10); a ValueError names the accepted forms."""
+    m = _METRIC_RE.match(str(name))
+    if not m:
+        raise ValueError(f"unknown metric {name!r}: expected NDCG@k or HR@k with a positive integer k")
+    return m.group(1), int(m.group(2))
+
+
+def metric_names(ks: Iterable[int]) -> list[str]:
+    ks = sorted(set(int(k) for k in ks))
+    return [f"{fam}@{k}" for fam in FAMILIES for k in ks]
+
+
+def order_metrics(names: Iterable[str]) -> list[str]:
+    """Known metric names in table order (family, then k); unknown names are dropped."""
+    parsed = []
+    for n in set(names):
+        try:
+            parsed.append(parse_metric(n))
+        except ValueError:
+            continue
+    return [f"{f}@{k}" for f, k in sorted(parsed, key=lambda p: (FAMILIES.index(p[0]), p[1]))]
+
+
+def short_name(name: str) -> str:
+    fam, k = parse_metric(name)
+    return f"{SHORT_FAMILY[fam]}@{k}"
+
+
+def primary_metric(columns: Iterable[str]) -> str | None:
+    """The sort key of a table: NDCG@10 when present, else the NDCG closest to k=10, else the first column."""
+    cols = order_metrics(columns)
+    if PRIMARY in cols:
+        return PRIMARY
+    ndcg = [c for c in cols if c.startswith("NDCG@")]
+    if ndcg:
+        return min(ndcg, key=lambda c: (abs(parse_metric(c)[1] - 10), parse_metric(c)[1]))
+    return cols[0] if cols else None
 
 
 @dataclass
@@ -55,13 +105,11 @@ def target_ranks(ranked: np.ndarray, targets: np.ndarray) -> np.ndarray:
 def metrics_from_ranks(ranks: np.ndarray, ks=(5, 10, 20)) -> dict[str, float]:
     ranks = np.asarray(ranks)
     out = {}
-    for k in ks:
+    for name in metric_names(ks):
+        fam, k = parse_metric(name)
         hit = (ranks >= 1) & (ranks <= k)
-        out[f"HR@{k}"] = float(hit.mean()) if len(ranks) else 0.0
-    for k in ks:
-        hit = (ranks >= 1) & (ranks <= k)
-        gains = np.where(hit, 1.0 / np.log2(np.maximum(ranks, 1) + 1), 0.0)
-        out[f"NDCG@{k}"] = float(gains.mean()) if len(ranks) else 0.0
+        gains = hit.astype(float) if fam == "HR" else np.where(hit, 1.0 / np.log2(np.maximum(ranks, 1) + 1), 0.0)
+        out[name] = float(gains.mean()) if len(ranks) else 0.0
     return out
 
 
@@ -70,3 +118,37 @@ def evaluate(items: np.ndarray, targets: np.ndarray, n_items: int, *, ks=(5, 10,
     ranked, invalid, dup = clean_rankings(items, n_items, histories, keep=max(ks))
     ranks = target_ranks(ranked, targets)
     return Evaluation(metrics_from_ranks(ranks, ks), ranks, invalid, dup)
+
+
+# ---------------------------------------------------------------- the validation protocol
+
+VALID_SUBSET_SEED = 2024  # the same validation users for every method, seed and epoch
+
+
+def fixed_subset(n: int, max_users: int | None, seed: int = VALID_SUBSET_SEED) -> np.ndarray:
+    """Indices of a fixed random subset of ``n`` users (sorted); subsets of different sizes nest."""
+    if max_users is None or max_users >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).permutation(n)[:max_users])
+
+
+def validate(recommend: Callable[[list[list[int]], int], np.ndarray], histories: list[list[int]],
+             targets: np.ndarray, n_items: int, *, metric: str = PRIMARY, exclude_history: bool = False,
+             max_users: int | None = None, batch_size: int = 256) -> dict:
+    """Score a model on the validation split with the test's evaluator: ``recommend(histories, k)``
+    returns ranked item ids [n, >=k]. Returns every metric at k in {10, metric's k}, the number of
+    users, and ``score`` = the selection ``metric``."""
+    _, k_sel = parse_metric(metric)
+    idx = fixed_subset(len(targets), max_users)
+    hist, tgt = [histories[i] for i in idx], np.asarray(targets)[idx]
+    max_h = max((len(h) for h in hist), default=0)
+    k = max(k_sel, 10) + (max_h if exclude_history else 0)
+    rows = []
+    for s in range(0, len(hist), batch_size):
+        items = np.asarray(recommend(hist[s:s + batch_size], k))
+        if items.shape[1] < k:
+            items = np.pad(items, ((0, 0), (0, k - items.shape[1])), constant_values=-1)
+        rows.append(items[:, :k])
+    items = np.concatenate(rows) if rows else np.zeros((0, k), dtype=np.int64)
+    ev = evaluate(items, tgt, n_items, ks=sorted({10, k_sel}), histories=hist if exclude_history else None)
+    return {**ev.metrics, "users": len(tgt), "score": ev.metrics[metric]}

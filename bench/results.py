@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bench.atomic import atomic_write_json
 from bench.specs import RunSpec
 
 SCHEMA_VERSION = 1
-METRIC_KEYS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20")
 
 
 class Latency(BaseModel):
@@ -57,22 +55,6 @@ class RunResult(BaseModel):
         if obj.get("schema_version", 1) > SCHEMA_VERSION:
             raise ValueError(f"{path}: schema_version {obj['schema_version']} is newer than this reasonrec")
         return cls(**obj)
-
-
-def atomic_write_json(path: Path, obj: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def load_results(runs_dir: Path) -> list[RunResult]:

@@ -1,55 +1,35 @@
 """The runner owns the loop: data -> fit -> timed recommend -> evaluate -> result.json.
 
-A run directory holds ``spec.json`` (written first), ``run.log``, ``checkpoints/`` and, written
-atomically and last, ``result.json`` + ``per_user.json``. A run whose ``result.json`` exists is
-complete and skipped; any other run directory is resumed (methods reload their checkpoints).
+A run directory is created only once the spec is resolved and validated (bench.config). It holds
+``spec.json`` (the resolved spec, written first), ``run.log``, ``attempts.json`` (training time of
+every attempt), ``checkpoints/`` (the method's, for resuming), ``model/`` (what ``Method.save`` wrote
+after ``fit``; ``reasonrec evaluate`` loads it) and, written atomically and last, ``result.json`` +
+``per_user.json``. A run whose ``result.json`` exists is complete and skipped; any other run
+directory is resumed (methods reload their checkpoints; resumes must be exact).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
-from pydantic import ValidationError
-
 from bench import distributed, provenance
+from bench.atomic import atomic_dir, atomic_write_json, atomic_write_text
+from bench.config import (TRAINING_FIELDS, build_spec, load_suite, method_config, reevaluation_spec,  # noqa: F401
+                          resolve_spec, suite_specs)
 from bench.data import SIDData, prepare
 from bench.method import FitContext, Method
 from bench.metrics import evaluate
 from bench.registry import get_method
-from bench.results import Latency, RunResult, Training, atomic_write_json
-from bench.specs import (EvalSettings, RunSpec, SpecError, SuiteSpec, format_validation_error, load_yaml,
-                         merge_overrides, parse_sets)
+from bench.results import Latency, RunResult, Training
+from bench.specs import EvalSettings, RunSpec, SpecError, SuiteSpec
 
 EVAL_SUBSET_SEED = 12345  # the same test users for every method and seed
-
-
-def build_spec(method: str, dataset: str, *, config_file: str | None = None, sets: list[str] = (),
-               **fields) -> RunSpec:
-    """defaults < config file < --set key=value (dotted keys: method_config.lr=1e-3, eval.max_users=100)."""
-    cli = parse_sets(sets)
-    file_layer = load_yaml(config_file) if config_file else {}
-    merged = merge_overrides({"method": method, "dataset": dataset}, {k: v for k, v in fields.items() if v is not None},
-                             file_layer, cli)
-    try:
-        spec = RunSpec(**merged)
-    except ValidationError as e:
-        raise SpecError(format_validation_error(e, "run spec" + (f" ({config_file})" if config_file else ""), RunSpec)) from None
-    method_config(spec)  # validate now, before any work
-    return spec
-
-
-def method_config(spec: RunSpec):
-    cls = get_method(spec.method)
-    try:
-        return cls.Config(**spec.method_config)
-    except ValidationError as e:
-        raise SpecError(format_validation_error(e, f"method_config for '{spec.method}'", cls.Config,
-                                                 prefix="method_config.")) from None
 
 
 def set_seed(seed: int) -> None:
@@ -103,10 +83,11 @@ def _lock(run_dir: Path):
     return f
 
 
-def run(spec: RunSpec, out: str | Path = "runs", *, dataset_path: str | None = None, progress: bool = True,
-        echo: bool = True, data: SIDData | None = None, trained_in: str | Path | None = None) -> RunResult:
-    """Run ``spec`` into ``out/<run_id>``. ``trained_in``: the directory of a complete run with the same
-    method, data and training settings whose checkpoints this run starts from (see :func:`reevaluate`)."""
+def run(spec: RunSpec | dict, out: str | Path = "runs", *, dataset_path: str | None = None, progress: bool = True,
+        echo: bool = True, data: SIDData | None = None) -> RunResult:
+    """Run ``spec`` into ``out/<run_id>``: resolve and validate it (before any folder exists), prepare the
+    data, ``fit``, ``save`` the model into ``<run>/model``, rank the test users, write ``result.json``."""
+    spec = resolve_spec(spec, dataset_path=dataset_path)
     run_dir = Path(out).resolve() / spec.run_id()  # absolute: some libraries chdir (RecBole)
     if is_complete(run_dir):
         return RunResult.from_disk(run_dir / "result.json")
@@ -115,13 +96,15 @@ def run(spec: RunSpec, out: str | Path = "runs", *, dataset_path: str | None = N
     lock = _lock(run_dir) if main else None
     try:
         return _run_in_dir(spec, run_dir, dataset_path=dataset_path, progress=progress and main,
-                           echo=echo and main, data=data, trained_in=Path(trained_in) if trained_in else None)
+                           echo=echo and main, data=data)
     finally:
         if lock is not None:
             lock.close()
 
 
-TRAINING_FIELDS = ("method", "dataset", "seed", "method_config", "data")
+def can_reload(cls: type[Method]) -> bool:
+    """Whether a method implements both save and load (and so can be re-evaluated)."""
+    return cls.save is not Method.save and cls.load is not Method.load
 
 
 def reevaluate(source: str | Path, sets: list[str] = (), out: str | Path | None = None, *,
@@ -129,37 +112,98 @@ def reevaluate(source: str | Path, sets: list[str] = (), out: str | Path | None 
     """Evaluate the trained model of the complete run in ``source`` under other evaluation settings
     (``eval.*``: test users, beam width, history exclusion...) without training again.
 
-    The new run gets its own run id and directory (default: beside the source); it starts from a copy of
-    the source's checkpoints, so the method's own resume logic reloads the trained weights, and its
-    ``training`` block is the source's, marked ``trained_in: <source run id>``.
+    The method's :meth:`~bench.method.Method.load` restores ``<source>/model`` (what the runner saved
+    after ``fit``); ``fit`` is never called. The new run gets its own run id and directory (default:
+    beside the source); its ``training`` block is the source's, marked ``trained_in: <source run id>``.
     """
     source = Path(source)
     if not (source / "result.json").is_file():
         raise SpecError(f"{source} is not a complete run (no result.json); finish it first with `reasonrec run`"
                         " or `reasonrec suite`, which resume it")
-    if not (source / "checkpoints").is_dir():
-        raise SpecError(f"{source} has no checkpoints/ folder (exported result files only?): nothing to reload")
     src = RunResult.from_disk(source / "result.json")
-    fields = parse_sets(sets, src.spec.model_dump(mode="json"), allowed=lambda key: None if (
-        key.startswith("eval.") or key in ("threads", "label")) else (
-        f"re-evaluation changes evaluation settings only (eval.*, threads, label), not {key!r}: that would need "
-        f"training again; use `reasonrec run`"))
-    try:
-        spec = RunSpec(**fields)
-    except ValidationError as e:
-        raise SpecError(format_validation_error(e, "re-evaluation settings", RunSpec)) from None
+    cls = get_method(src.spec.method)
+    if not can_reload(cls):
+        raise SpecError(f"method '{src.spec.method}' does not implement save() and load(), so its trained model "
+                        f"cannot be reloaded: re-evaluating it needs training again (`reasonrec run` with these "
+                        f"eval settings)")
+    if not (source / "model").is_dir():
+        raise SpecError(f"{source} has no model/ folder (exported result files only, or a run from before models "
+                        f"were saved): nothing to reload")
+    spec = reevaluation_spec(src.spec, sets, dataset_path=dataset_path)
     if spec.run_id() == src.run_id:
         raise SpecError(f"these are the evaluation settings of {src.run_id} itself; its result is {source / 'result.json'}")
-    return run(spec, out or source.parent, dataset_path=dataset_path, progress=progress, echo=echo,
-               trained_in=source)
+    mine, theirs = spec.model_dump(mode="json"), resolve_spec(src.spec, check_files=False).model_dump(mode="json")
+    differ = [f for f in TRAINING_FIELDS if mine[f] != theirs[f]]
+    if differ:  # cannot happen through reevaluation_spec; a guard for API callers
+        raise SpecError(f"run {src.run_id} was trained with other {', '.join(differ)}; its model does not apply")
+    run_dir = Path(out or source.parent).resolve() / spec.run_id()
+    if is_complete(run_dir):
+        return RunResult.from_disk(run_dir / "result.json")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock(run_dir)
+    try:
+        return _run_in_dir(spec, run_dir, dataset_path=dataset_path, progress=progress, echo=echo, data=None,
+                           source=(source, src))
+    finally:
+        lock.close()
+
+
+class _AttemptClock:
+    """Training time over every attempt of a run (a killed attempt included): ``attempts.json`` in the
+    run folder is rewritten every ``every`` seconds while ``fit`` runs, so a resumed run reports the
+    total training time and the number of attempts."""
+
+    def __init__(self, run_dir: Path, every: float = 10.0):
+        import threading
+
+        self.path, self.every = run_dir / "attempts.json", every
+        self.history: list[dict] = []
+        if self.path.is_file():
+            try:
+                self.history = json.loads(self.path.read_text())
+            except (ValueError, OSError):
+                self.history = []
+        self.current = {"started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                        "fit_seconds": 0.0, "finished": False}
+        self.history.append(self.current)
+        self._t0 = time.perf_counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _write(self) -> None:
+        self.current["fit_seconds"] = round(time.perf_counter() - self._t0, 1)
+        atomic_write_json(self.path, self.history)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every):
+            self._write()
+
+    def __enter__(self):
+        self._write()
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, *_):
+        self._stop.set()
+        self._thread.join()
+        self.current["finished"] = exc_type is None
+        self._write()
+
+    @property
+    def previous_seconds(self) -> float:
+        return float(sum(a.get("fit_seconds", 0.0) for a in self.history[:-1]))
+
+    @property
+    def attempts(self) -> int:
+        return len(self.history)
 
 
 def _run_in_dir(spec: RunSpec, run_dir: Path, *, dataset_path, progress, echo, data,
-                trained_in: Path | None = None) -> RunResult:
+                source: tuple[Path, RunResult] | None = None) -> RunResult:
     main, started = distributed.is_main(), time.time()
     if main:
         spec_path = run_dir / "spec.json"
-        resumed = spec_path.is_file()
+        resumed = (run_dir / "attempts.json").is_file()
         atomic_write_json(spec_path, spec.model_dump(mode="json"))
         (run_dir / "error.txt").unlink(missing_ok=True)  # from an earlier attempt
         log = _logger(run_dir / "run.log", echo)
@@ -170,17 +214,16 @@ def _run_in_dir(spec: RunSpec, run_dir: Path, *, dataset_path, progress, echo, d
             pass
     try:
         return _run_body(spec, run_dir, main=main, started=started, dataset_path=dataset_path, progress=progress,
-                         log=log, data=data, trained_in=trained_in)
+                         log=log, data=data, source=source)
     except Exception as e:
         if main:
-            (run_dir / "error.txt").write_text(f"{type(e).__name__}: {e}\n")
+            atomic_write_text(run_dir / "error.txt", f"{type(e).__name__}: {e}\n")
             log(f"run failed: {type(e).__name__}: {e}")
         raise
 
 
 def _run_body(spec: RunSpec, run_dir: Path, *, main: bool, started: float, dataset_path, progress, log, data,
-              trained_in: Path | None) -> RunResult:
-
+              source: tuple[Path, RunResult] | None) -> RunResult:
     cls = get_method(spec.method)
     config = method_config(spec)
     if spec.threads:
@@ -189,38 +232,33 @@ def _run_body(spec: RunSpec, run_dir: Path, *, main: bool, started: float, datas
         torch.set_num_threads(spec.threads)
     if data is None:
         with distributed.main_process_first():  # the others read the main process's cache
-            data = prepare(spec.dataset, spec.data, path=dataset_path, progress=progress, log=log)
+            data = prepare(spec.dataset_card or spec.dataset, spec.data, path=dataset_path, progress=progress, log=log)
     if cls.info.needs_text and not any(data.item_text):
         raise SpecError(f"method '{spec.method}' needs item text, dataset '{spec.dataset}' has none")
     set_seed(spec.seed)
     method: Method = cls(config)
-    ctx = FitContext(workdir=run_dir / "checkpoints", seed=spec.seed, beam_width=spec.eval.beam_width,
-                     progress=progress, log=log)
-    source = None
-    if trained_in is not None:
-        source = RunResult.from_disk(trained_in / "result.json")
-        with distributed.main_process_first():
-            _adopt_checkpoints(spec, source, trained_in / "checkpoints", ctx.workdir, data, log)
-    ctx.workdir.mkdir(exist_ok=True)
-    valid = data.split("valid")
-    t0 = time.perf_counter()
-    fit_facts = method.fit(data, valid=valid, ctx=ctx) or {}
-    train_seconds = time.perf_counter() - t0
-    if not main:  # the main process evaluates and writes the result
-        return RunResult.from_disk(distributed.wait_for_result(run_dir, since=started))
     if source is None:
-        log(f"trained in {train_seconds:.1f}s: {fit_facts}")
-    else:  # the training happened in the source run: report that run's training
-        log(f"reloaded the model trained in {source.run_id} in {train_seconds:.1f}s")
-        fit_facts = {**source.training.model_dump(), "trained_in": source.run_id,
-                     "reload_seconds": round(train_seconds, 3)}
+        fit_facts, train_seconds = _fit_and_save(method, spec, run_dir, data, main=main, progress=progress, log=log)
+        if not main:  # the main process evaluates and writes the result
+            return RunResult.from_disk(distributed.wait_for_result(run_dir, since=started))
+    else:  # re-evaluation: reload the source run's model; no training
+        src_dir, src = source
+        if src.data.get("fingerprint") != data.fingerprint:
+            raise SpecError(f"run {src.run_id} was trained on data {src.data.get('fingerprint')}, the prepared data is "
+                            f"{data.fingerprint} (dataset files or code changed): train again")
+        t0 = time.perf_counter()
+        method.load(src_dir / "model", data)
+        reload_seconds = time.perf_counter() - t0
+        log(f"loaded the model trained in {src.run_id} from {src_dir / 'model'} in {reload_seconds:.1f}s (no training)")
+        fit_facts = {**src.training.model_dump(), "trained_in": src.run_id, "reload_seconds": round(reload_seconds, 3)}
         train_seconds = fit_facts.pop("seconds")
 
     test = data.split("test")
     if spec.eval.max_users and spec.eval.max_users < len(test):
         idx = np.sort(np.random.default_rng(EVAL_SUBSET_SEED).choice(len(test), spec.eval.max_users, replace=False))
         test = test.subset(idx)
-    items, latency, stats = timed_recommend(method, test.histories, spec.eval, data.max_history, progress)
+    options = {name: getattr(spec.eval, name) for name in cls.inference_options}
+    items, latency, stats = timed_recommend(method, test.histories, spec.eval, data.max_history, progress, **options)
     ev = evaluate(items, test.targets, data.n_items, ks=spec.eval.ks,
                   histories=test.histories if spec.eval.exclude_history else None)
     log("test metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in ev.metrics.items()))
@@ -231,8 +269,9 @@ def _run_body(spec: RunSpec, run_dir: Path, *, main: bool, started: float, datas
     result = RunResult(
         run_id=spec.run_id(), spec=spec, method_info=cls.info.model_dump(), metrics=ev.metrics,
         latency=latency, training=Training(seconds=round(train_seconds, 3), **fit_facts),
-        evaluation={"split": "test", "n_users": len(test), "ks": list(spec.eval.ks),
-                    "beam_width": spec.eval.beam_width, "exclude_history": spec.eval.exclude_history,
+        evaluation={"split": "test", "n_users": len(test), "ks": list(spec.eval.ks), "metrics": list(ev.metrics),
+                    "beam_width": spec.eval.beam_width, "inference": options,
+                    "exclude_history": spec.eval.exclude_history,
                     "max_history": data.max_history, "invalid_items": ev.invalid, "duplicate_items": ev.duplicates,
                     "per_user_file": "per_user.json"},
         method_facts={"config": config.model_dump(mode="json"), **method.describe()},
@@ -247,45 +286,58 @@ def _run_body(spec: RunSpec, run_dir: Path, *, main: bool, started: float, datas
     return result
 
 
-def _adopt_checkpoints(spec: RunSpec, src: RunResult, src_ckpt: Path, workdir: Path, data: SIDData, log) -> None:
-    """Copy a finished run's checkpoints into a new run's (empty) checkpoint folder, after checking that
-    they were trained with the same method, settings and data."""
-    import shutil
+def _fit_and_save(method: Method, spec: RunSpec, run_dir: Path, data: SIDData, *, main: bool, progress: bool,
+                  log) -> tuple[dict, float]:
+    """``fit`` (resuming from ``checkpoints/``), then ``save`` into ``model/``. Returns the training facts
+    (with the attempts of this run and whether it was resumed) and the training seconds of all attempts."""
+    ctx = FitContext(workdir=run_dir / "checkpoints", seed=spec.seed, progress=progress, log=log,
+                     selection_metric=spec.selection.metric, exclude_history=spec.eval.exclude_history)
+    ctx.workdir.mkdir(exist_ok=True)
+    valid = data.split("valid")
+    clock = _AttemptClock(run_dir) if main else contextlib.nullcontext()
+    t0 = time.perf_counter()
+    with clock:
+        fit_facts = dict(method.fit(data, valid=valid, ctx=ctx) or {})
+        seconds = time.perf_counter() - t0
+        if main:
+            _save_model(method, run_dir / "model", log)
+    if not main:
+        return fit_facts, seconds
+    fit_facts["attempts"] = clock.attempts
+    fit_facts["resumed"] = clock.attempts > 1
+    if clock.attempts > 1:
+        fit_facts["this_attempt_seconds"] = round(seconds, 3)
+        seconds += clock.previous_seconds
+    fit_facts["model_saved"] = (run_dir / "model").is_dir()
+    log(f"trained in {seconds:.1f}s" + (f" over {clock.attempts} attempts" if clock.attempts > 1 else "")
+        + f": { {k: v for k, v in fit_facts.items() if k != 'history'} }")
+    return fit_facts, seconds
 
-    mine, theirs = spec.model_dump(mode="json"), src.spec.model_dump(mode="json")
-    differ = [f for f in TRAINING_FIELDS if mine[f] != theirs[f]]
-    if differ:
-        raise SpecError(f"run {src.run_id} was trained with other {', '.join(differ)}; its checkpoints do not apply")
-    if src.data.get("fingerprint") != data.fingerprint:
-        raise SpecError(f"run {src.run_id} was trained on data {src.data.get('fingerprint')}, the prepared data is "
-                        f"{data.fingerprint} (dataset files or code changed): train again")
-    if workdir.is_dir() and any(workdir.iterdir()):
-        log(f"checkpoints of {src.run_id} already copied")
+
+def _save_model(method: Method, path: Path, log) -> None:
+    if not can_reload(type(method)):
+        log(f"{method.info.name} implements no save()/load(): the model is not kept (it cannot be re-evaluated)")
         return
-    if not src_ckpt.is_dir():
-        raise SpecError(f"{src_ckpt} does not exist: nothing to reload")
-    tmp = workdir.with_name(workdir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src_ckpt, tmp)  # copy, then rename: an interrupted copy is never taken as complete
-    if workdir.is_dir():
-        workdir.rmdir()
-    tmp.rename(workdir)
-    log(f"copied the checkpoints of {src.run_id} ({src_ckpt})")
+    with atomic_dir(path) as tmp:
+        method.save(tmp)
+    log(f"saved the model to {path}")
 
 
 def timed_recommend(method: Method, histories: list[list[int]], ev: EvalSettings, max_history: int,
-                    progress: bool = True):
+                    progress: bool = True, **options):
+    """Rank every history in batches of ``ev.batch_size`` (warm-up batches untimed). ``options`` are the
+    method's declared inference options (e.g. ``beam_width``), passed to each ``recommend`` call."""
     k = max(ev.ks) + (max_history if ev.exclude_history else 0)
     bs = ev.batch_size
     batches = [histories[i:i + bs] for i in range(0, len(histories), bs)]
     for b in batches[: ev.warmup_batches]:  # warm-up: lazy init, allocator, caches; not timed
-        method.recommend(b, k=k)
+        method.recommend(b, k=k, **options)
     from tqdm.auto import tqdm
 
     outs, stats = [], {}
     t0 = time.perf_counter()
     for b in tqdm(batches, desc="recommend", disable=not progress, leave=False):
-        rec = method.recommend(b, k=k)
+        rec = method.recommend(b, k=k, **options)
         items = np.asarray(rec.items)
         if items.shape[0] != len(b):
             raise RuntimeError(f"{method.info.name}.recommend returned {items.shape[0]} rows for {len(b)} histories")
@@ -304,33 +356,10 @@ def timed_recommend(method: Method, histories: list[list[int]], ev: EvalSettings
 
 # ---------------------------------------------------------------- suites
 
-def load_suite(path: str | Path) -> SuiteSpec:
-    try:
-        return SuiteSpec(**load_yaml(path))
-    except ValidationError as e:
-        raise SpecError(format_validation_error(e, f"suite file {path}", SuiteSpec)) from None
-
-
-def suite_specs(suite: SuiteSpec) -> list[RunSpec]:
-    specs = []
-    for entry in suite.entries():
-        for ds in suite.datasets:
-            for seed in suite.seeds:
-                try:
-                    spec = RunSpec(method=entry.method, dataset=ds, seed=seed, label=entry.label,
-                                   method_config=entry.method_config, data=suite.data,
-                                   eval=EvalSettings(**suite.eval), threads=suite.threads)
-                except ValidationError as e:
-                    raise SpecError(format_validation_error(e, f"suite entry {entry.method}/{ds}")) from None
-                method_config(spec)
-                specs.append(spec)
-    return specs
-
-
 def run_suite(suite: SuiteSpec, out: str | Path | None = None, *, dataset_path: str | None = None,
               progress: bool = True, echo: bool = True) -> list[RunResult]:
     out = Path(out or suite.out)
-    specs = suite_specs(suite)  # validate everything before running anything
+    specs = suite_specs(suite, dataset_path=dataset_path)  # validate everything before running anything
     results = []
     cache: dict[tuple, SIDData] = {}
     for n, spec in enumerate(specs, 1):
@@ -341,10 +370,10 @@ def run_suite(suite: SuiteSpec, out: str | Path | None = None, *, dataset_path: 
         if state == "done":
             results.append(RunResult.from_disk(run_dir / "result.json"))
             continue
-        key = (spec.dataset, json.dumps(spec.data, sort_keys=True))
+        key = (spec.dataset_card or spec.dataset, json.dumps(spec.data, sort_keys=True))
         if key not in cache:
             with distributed.main_process_first():  # multi-process launch: the others read its cache
-                cache[key] = prepare(spec.dataset, spec.data, path=dataset_path, progress=progress,
+                cache[key] = prepare(key[0], spec.data, path=dataset_path, progress=progress,
                                      log=print if echo and distributed.is_main() else (lambda *_: None))
         try:
             results.append(run(spec, out, dataset_path=dataset_path, progress=progress, echo=echo, data=cache[key]))

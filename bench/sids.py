@@ -122,6 +122,10 @@ def collision_groups(codes: np.ndarray) -> list[np.ndarray]:
     return [np.flatnonzero(inv == g) for g in np.flatnonzero(counts > 1)]
 
 
+class CollisionError(ValueError):
+    """``reassign`` found a prefix whose last-level codes are all taken."""
+
+
 def resolve_collisions(codes: np.ndarray, k: int, mode: str, last_centroids: np.ndarray | None = None,
                        last_residual: np.ndarray | None = None) -> np.ndarray:
     """Make every SID name exactly one item.
@@ -148,8 +152,8 @@ def resolve_collisions(codes: np.ndarray, k: int, mode: str, last_centroids: np.
             prefix = tuple(codes[item, :-1])
             free = [c for c in range(k) if c not in used[prefix]]
             if not free:
-                raise ValueError(f"collision at prefix {sid_string(prefix)}: all {k} last-level codes are taken; "
-                                 f"use sids.collisions=extra_code or a larger codebook_size")
+                raise CollisionError(f"collision at prefix {sid_string(prefix)}: all {k} last-level codes are taken; "
+                                     f"use sids.collisions=extra_code or a larger codebook_size")
             if last_centroids is not None and last_residual is not None:
                 cand = [c for c in free if c < len(last_centroids)] or free
                 if all(c < len(last_centroids) for c in cand):
@@ -159,6 +163,36 @@ def resolve_collisions(codes: np.ndarray, k: int, mode: str, last_centroids: np.
             used[prefix].add(free[0])
     assert not collision_groups(codes)
     return codes
+
+
+def extra_levels(codes: np.ndarray, k: int, max_levels: int = len(LEVEL_LETTERS)) -> tuple[np.ndarray, int]:
+    """Collision-free SIDs by appending levels: the fallback when ``reassign`` runs out of codes.
+
+    Items of a collision group are numbered 0, 1, ... in item order (every other item: 0), and
+    the number is written in base ``k`` over as many appended levels as the largest group needs,
+    so no code reaches ``k``. With one appended level this is exactly ``extra_code``. When the
+    levels would exceed ``max_levels``, the room left is used and the base (the codebook) grows.
+    Returns the new codes and the codebook size that covers them.
+    """
+    n, levels = codes.shape
+    groups = collision_groups(codes)
+    largest = max((len(g) for g in groups), default=1)
+    room = max_levels - levels
+    if room < 1:
+        raise ValueError(f"no room for an extra SID level: already {levels} levels (at most {max_levels})")
+    digits = 1
+    while k ** digits < largest and digits < room:
+        digits += 1
+    base = max(k, math.ceil(largest ** (1 / digits)) - 1)
+    while base ** digits < largest:  # integer check of the float root
+        base += 1
+    number = np.zeros(n, dtype=np.int64)
+    for g in groups:
+        number[g] = np.arange(len(g))
+    extra = np.stack([(number // base ** (digits - 1 - d)) % base for d in range(digits)], 1)
+    out = np.concatenate([codes, extra], 1)
+    assert not collision_groups(out)
+    return out, base
 
 
 # ---------------------------------------------------------------- trie

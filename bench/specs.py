@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -84,20 +84,42 @@ class EvalSettings(Strict):
         return tuple(sorted(set(v)))
 
 
+class SelectionSettings(Strict):
+    """Model selection, one protocol for every method: each epoch (or checkpoint) is scored by the
+    shared evaluator on the validation split (``FitContext.validate``) and the best is kept."""
+
+    metric: str = Field("NDCG@10", description="validation metric to maximise, e.g. NDCG@10 or HR@20")
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v):
+        from bench.metrics import parse_metric
+
+        parse_metric(v)  # ValueError names the accepted forms
+        return v
+
+
 class RunSpec(Strict):
-    """Everything that determines a run. Its hash is the run id."""
+    """Everything that determines a run. The run id is the hash of the *resolved* spec
+    (:func:`bench.config.resolve_spec` fills every default), minus the fields that change no number."""
 
     method: str
-    dataset: str
+    dataset: str = Field(..., description="dataset card name")
+    dataset_card: str | None = Field(None, description="card file the dataset was read from, when given as a path "
+                                                       "(not part of the run id)")
     seed: int = 0
     label: str | None = Field(None, description="display name in the leaderboard (default: the method name)")
     method_config: dict[str, Any] = Field(default_factory=dict)
     data: dict[str, Any] = Field(default_factory=dict, description="overrides of the card's data settings")
     eval: EvalSettings = EvalSettings()
+    selection: SelectionSettings = SelectionSettings()
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (None: leave as is)")
 
+    #: fields that change no number: left out of the run id
+    NOT_IN_ID: ClassVar[frozenset[str]] = frozenset({"threads", "label", "dataset_card"})
+
     def run_id(self) -> str:
-        payload = self.model_dump(mode="json", exclude={"threads", "label"})
+        payload = self.model_dump(mode="json", exclude=set(self.NOT_IN_ID))
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
         return f"{self.method}-{self.dataset}-s{self.seed}-{digest}"
 
@@ -115,6 +137,7 @@ class SuiteSpec(Strict):
     seeds: list[int] = [0]
     data: dict[str, Any] = Field(default_factory=dict)
     eval: dict[str, Any] = Field(default_factory=dict)
+    selection: dict[str, Any] = Field(default_factory=dict)
     threads: int | None = None
     out: str = "runs"
 
@@ -132,6 +155,21 @@ class SuiteSpec(Strict):
 
 class SpecError(ValueError):
     """A user-facing configuration error; the message names the file, field or value."""
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], values: Any, where: str, *, prefix: str = "") -> M:
+    """``model(**values)``; a pydantic error becomes a :class:`SpecError` naming each key (with
+    ``prefix``, e.g. ``method_config.``) and suggesting close names for typos. The one place that
+    turns a validation error into a user-facing message."""
+    if not isinstance(values, dict):
+        raise SpecError(f"invalid {where}: expected a mapping, got {type(values).__name__} ({values!r})")
+    try:
+        return model(**values)
+    except ValidationError as e:
+        raise SpecError(format_validation_error(e, where, model, prefix=prefix)) from None
 
 
 def format_validation_error(err: ValidationError, where: str, model: type[BaseModel] | None = None,

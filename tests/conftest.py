@@ -1,4 +1,5 @@
-"""Shared fixtures: a toy dataset in the LC-Rec layout, with its own card and an isolated cache."""
+"""Shared fixtures: the packaged ``toy`` dataset (``datasets/toy.yaml`` + ``datasets/toy/``, shipped in the
+wheel) with an isolated cache; ``write_toy`` writes the same kind of data for tests that need their own."""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,8 @@ os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
 
 
 def write_toy(folder: Path, n_users: int = 40, n_items: int = 24, seed: int = 0) -> Path:
-    """Sequences that walk item i -> i+1 (mod n) with some noise, so sequential models can learn."""
+    """Sequences that walk item i -> i+1 (mod n) with some noise, so sequential models can learn.
+    With the defaults this writes exactly the packaged toy data (``datasets/toy/``, checked by a test)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     inter = {}
@@ -39,17 +41,19 @@ def write_toy(folder: Path, n_users: int = 40, n_items: int = 24, seed: int = 0)
 
 @pytest.fixture(scope="session")
 def toy_env(tmp_path_factory):
-    """Data folder + card folder + cache, exported through REASONREC_CARDS / REASONREC_CACHE."""
+    """The packaged toy dataset, an isolated cache (REASONREC_CACHE) and a card folder on REASONREC_CARDS
+    for extra cards. ``cards/toy.yaml`` is the packaged card with its ``path`` made absolute (the packaged
+    data folder), so a test can copy it anywhere and pass it by path; by name it is the same dataset."""
+    from bench import assets
+
     root = tmp_path_factory.mktemp("toy")
-    data = write_toy(root / "data" / "toy")
+    data = assets.TOY_DIR
     cards = root / "cards"
     cards.mkdir()
-    (cards / "toy.yaml").write_text(
-        "name: toy\nformat: lcrec\nprefix: Toy\n"
-        f"path: {data}\n"
-        "text_fields: [title, categories]\n"
-        "data:\n  kcore: 3\n  max_history: 5\n"
-        "  sids: {source: rqkmeans, levels: 3, codebook_size: 4, embedding: collaborative}\n")
+    text = assets.TOY_CARD.read_text()
+    lines = [f"path: {data}" if line.startswith("path:") else line for line in text.splitlines()]
+    assert lines != text.splitlines(), f"no 'path:' line in {assets.TOY_CARD}"
+    (cards / "toy.yaml").write_text("\n".join(lines) + "\n")
     old = {k: os.environ.get(k) for k in ("REASONREC_CARDS", "REASONREC_CACHE")}
     os.environ["REASONREC_CARDS"] = str(cards)
     os.environ["REASONREC_CACHE"] = str(root / "cache")

@@ -10,7 +10,7 @@ import torch
 from bench import distributed
 from bench.generative.backbone import BackboneConfig, build_backbone
 from bench.generative.decoding import TrieTensors
-from bench.generative.grpo import GRPOConfig, GRPOLoss, beam_rollout
+from bench.generative.grpo import GRPOConfig, GRPOLoss, beam_rollout, completion_logprobs
 from bench.generative.prompts import Example, collate
 from bench.generative.training import TrainConfig, causal_lm_loss, train
 from bench.sids import SIDTrie, sid_token
@@ -27,7 +27,8 @@ facts = {"sft": train(model, causal_lm_loss, examples, lambda b: collate(b, bb.p
                       log=lambda *_: None, name="sft")}
 ref = copy.deepcopy(model).eval()  # the frozen reference is the SFT model, as in GenerativeMethod._grpo
 trie = TrieTensors(SIDTrie.build(codes, 3), sid)
-loss = GRPOLoss(ref, GRPOConfig(num_generations=4), bb.pad_id, beam_rollout(trie, bb.pad_id))
+loss = GRPOLoss(ref, GRPOConfig(num_generations=4), beam_rollout(trie, bb.pad_id),
+                lambda m, p, t: completion_logprobs(m, p, t, bb.pad_id))
 prompts = [([5, 6, 7 + i % 3], i % 9) for i in range(16)]
 facts["grpo"] = train(model, loss, prompts, lambda b: b, TrainConfig(epochs=1, batch_size=2, lr=1e-2),
                       workdir=out / "ckpt", progress=False, log=lambda *_: None, name="grpo", restore_best=False)

@@ -94,3 +94,72 @@ def test_shared_prefix_cache_equals_expand_and_reorder(setup, width):
     plain = constrained_beam_search(model, tt, prompts=prompts, pad_id=bb.pad_id, beam_width=width, shared_prefix=False)
     assert fast.items.tolist() == plain.items.tolist()
     torch.testing.assert_close(fast.scores, plain.scores, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("shared_prefix", [True, False])
+def test_a_prefix_state_can_be_decoded_twice(setup, shared_prefix):
+    """Decoding must not consume the state: ranking and a GRPO rollout may decode the same prefix."""
+    codes, trie, bb, model, tt, prompts = setup
+    from bench.generative.prompts import left_pad
+
+    ids, mask = left_pad(prompts, bb.pad_id)
+    state = prefill(model, ids, mask)
+    first = constrained_beam_search(model, tt, prefix=state, beam_width=10, shared_prefix=shared_prefix)
+    second = constrained_beam_search(model, tt, prefix=state, beam_width=10, shared_prefix=shared_prefix)
+    narrower = constrained_beam_search(model, tt, prefix=state, beam_width=5, shared_prefix=shared_prefix)
+    assert first.items.tolist() == second.items.tolist()
+    torch.testing.assert_close(first.scores, second.scores)
+    assert narrower.items.shape == (len(prompts), 5)
+    assert state.cache.get_seq_length() == ids.shape[1]  # the cache was not extended or repeated
+
+
+def _latent_prefix(model, head, prompts, steps, pad_id):
+    """A latent loop as LASAR runs it: after the prompt, each active row feeds head(last hidden) back
+    as the next input embedding; rows whose loop has ended get masked slots."""
+    from bench.generative.decoding import extend_prefix
+    from bench.generative.prompts import left_pad
+
+    ids, mask = left_pad(prompts, pad_id)
+    state = prefill(model, ids, mask, hidden=True)
+    n = torch.tensor(steps)
+    for t in range(int(n.max()) if len(steps) else 0):
+        state = extend_prefix(model, state, head(state.last_hidden), active=n > t)
+    return state
+
+
+@pytest.mark.parametrize("shared_prefix", [True, False])
+def test_variable_length_latent_prefix_decodes_batched_as_one_by_one(setup, shared_prefix):
+    codes, trie, bb, model, tt, prompts = setup
+    torch.manual_seed(0)
+    head = torch.nn.Linear(model.config.hidden_size, model.config.hidden_size)
+    steps = [0, 1, 3, 1]  # row 0 runs no latent step, row 2 three; finished rows are masked
+    with torch.no_grad():
+        batched = constrained_beam_search(model, tt, prefix=_latent_prefix(model, head, prompts, steps, bb.pad_id),
+                                          beam_width=12, shared_prefix=shared_prefix)
+        for r, (p, n) in enumerate(zip(prompts, steps)):
+            single = constrained_beam_search(model, tt, prefix=_latent_prefix(model, head, [p], [n], bb.pad_id),
+                                             beam_width=12, shared_prefix=shared_prefix)
+            assert batched.items[r].tolist() == single.items[0].tolist(), r
+            torch.testing.assert_close(batched.scores[r], single.scores[0], atol=1e-4, rtol=1e-4)
+        # the latent steps matter: without them row 2 ranks differently
+        plain = constrained_beam_search(model, tt, prompts=prompts, pad_id=bb.pad_id, beam_width=12)
+    assert plain.items[2].tolist() != batched.items[2].tolist() or not torch.allclose(plain.scores[2], batched.scores[2])
+    assert plain.items[0].tolist() == batched.items[0].tolist()  # N = 0: the prompt alone
+
+
+def test_log_probs_from_a_differentiable_latent_prefix(setup):
+    """GRPO on a latent method: completion log-probs after the latent loop, batched with variable N,
+    equal the per-row ones, and gradients reach the latent head."""
+    from bench.generative.grpo import prefix_completion_logprobs
+
+    codes, trie, bb, model, tt, prompts = setup
+    torch.manual_seed(1)
+    head = torch.nn.Linear(model.config.hidden_size, model.config.hidden_size)
+    steps = [2, 0, 1, 3]
+    comp = bb.sid_token_ids[torch.arange(L), torch.tensor(codes[:3])].unsqueeze(0).expand(len(prompts), -1, -1)
+    batched = prefix_completion_logprobs(model, _latent_prefix(model, head, prompts, steps, bb.pad_id), comp)
+    for r, (p, n) in enumerate(zip(prompts, steps)):
+        one = prefix_completion_logprobs(model, _latent_prefix(model, head, [p], [n], bb.pad_id), comp[r:r + 1])
+        torch.testing.assert_close(batched[r], one[0], atol=1e-4, rtol=1e-4)
+    batched.sum().backward()
+    assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0

@@ -58,7 +58,7 @@ def test_minionerec_records_sft_and_rl(toy_env, tmp_path):
     facts = res.training.model_extra
     assert facts["sft"]["steps"] > 0 and facts["rl"]["steps"] == 2 and facts["rl"]["prompts"] == 8
     assert -1.0 <= facts["rl"]["mean_reward"] <= 1.0
-    assert res.method_facts["beam_width"] == 50 and res.method_facts["parameters"] > 0
+    assert res.evaluation["inference"] == {"beam_width": 50} and res.method_facts["parameters"] > 0
     assert res.method_facts["config"]["rl"]["num_generations"] == 4
     sft_only = run(build_spec("minionerec", "toy", method_config={**cls.smoke_config, "rl": {"enabled": False}}),
                    tmp_path, progress=False, echo=False)
@@ -66,5 +66,5 @@ def test_minionerec_records_sft_and_rl(toy_env, tmp_path):
     # the SFT-only row reuses the SFT stage the SFT+RL run trained (identical SFT inputs)
     assert sft_only.training.model_extra["sft"]["reused"]
     assert sft_only.training.model_extra["sft"]["stage"] == facts["sft"]["stage"]
-    assert facts["rl"]["valid_before"].keys() == facts["rl"]["valid_after"].keys() == {"valid_ndcg10"}
+    assert facts["rl"]["valid_before"].keys() == facts["rl"]["valid_after"].keys() == {"valid_NDCG@10"}
     assert 0.0 <= facts["rl"]["group_hit_rate"] <= 1.0

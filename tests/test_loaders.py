@@ -41,13 +41,15 @@ def test_wrong_shape(tmp_path):
 
 
 def test_index_with_unknown_or_missing_items(tmp_path):
+    # extra entries are ignored and counted; missing items are an error only where the index is the
+    # SID source (sids.source=precomputed: tests/test_data_robustness.py)
     (tmp_path / "T.inter.json").write_text(json.dumps({"0": [1, 2, 3]}))
     (tmp_path / "T.index.json").write_text(json.dumps({"1": ["<a_1>"], "2": ["<a_2>"], "3": ["<a_3>"], "77": ["<a_0>"]}))
-    with pytest.raises(DataError, match="unknown item id '77'"):
-        load_raw(_card(tmp_path))
+    raw = load_raw(_card(tmp_path))
+    assert raw.sid_index() == {"1": ["<a_1>"], "2": ["<a_2>"], "3": ["<a_3>"]} and raw.index_extra_items == 1
     (tmp_path / "T.index.json").write_text(json.dumps({"1": ["<a_1>"], "2": ["<a_2>"]}))
-    with pytest.raises(DataError, match="no SID for item id '3'"):
-        load_raw(_card(tmp_path))
+    raw = load_raw(_card(tmp_path))
+    assert raw.sid_index() is not None and raw.index_missing_items == ["3"]
 
 
 def test_too_few_interactions(tmp_path, monkeypatch):

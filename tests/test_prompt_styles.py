@@ -179,9 +179,10 @@ def test_validation_picks_the_best_ndcg_epoch(toy_data, tmp_path):
     _, facts = _fit("minionerec", toy_data, tmp_path, rl={"enabled": False}, reuse_sft=False,
                     sft={"epochs": 3, "patience": 3})
     hist = facts["sft"]["history"]
-    assert all({"valid_ndcg10", "valid_hr10", "valid_loss", "tokens_per_second"} <= set(h) for h in hist)
-    best = max(hist, key=lambda h: h["valid_ndcg10"])
-    assert facts["sft"]["best_epoch"] == best["epoch"] and facts["sft"]["best_valid"] == pytest.approx(best["valid_ndcg10"], abs=1e-5)
+    assert all({"valid_NDCG@10", "valid_HR@10", "valid_loss", "tokens_per_second"} <= set(h) for h in hist)
+    best = max(hist, key=lambda h: h["valid_NDCG@10"])
+    assert facts["sft"]["best_epoch"] == best["epoch"] and facts["sft"]["best_valid"] == pytest.approx(best["valid_NDCG@10"], abs=1e-5)
+    assert facts["selection"]["metric"] == "NDCG@10" and facts["selection"]["split"] == "valid"
     assert facts["sft"]["tokens_per_second"] > 0
 
 

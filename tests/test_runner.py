@@ -5,7 +5,8 @@ import pytest
 
 from bench.method import Method, MethodConfig, MethodInfo, Recommendations
 from bench.registry import REGISTRY
-from bench.results import METRIC_KEYS, RunResult
+from bench.metrics import metric_names
+from bench.results import RunResult
 from bench.runner import build_spec, run, run_suite
 from bench.specs import SpecError, SuiteSpec
 
@@ -30,7 +31,7 @@ def test_every_registered_method_trains_and_ranks(name, style, toy_env, tmp_path
     res = _quiet(spec, tmp_path)
     if style:
         assert res.method_facts["prompt_style"] == style and res.training.model_extra["prompt_style"] == style
-    assert set(METRIC_KEYS) <= set(res.metrics)
+    assert set(metric_names(spec.eval.ks)) == set(res.metrics)
     assert all(0.0 <= v <= 1.0 for v in res.metrics.values())
     assert res.evaluation["invalid_items"] == 0
     assert res.latency.n_samples == res.data["stats"]["users"] and res.latency.seconds_per_sample > 0
@@ -53,8 +54,7 @@ def test_every_registered_method_saves_and_loads(name, toy_env, toy_data, tmp_pa
     (tmp_path / "fit").mkdir()
     fitted = cls(cfg)
     fitted.fit(toy_data, valid=toy_data.split("valid"), ctx=FitContext(workdir=tmp_path / "fit", seed=3,
-                                                                       beam_width=10, progress=False,
-                                                                       log=lambda *_: None))
+                                                                       progress=False, log=lambda *_: None))
     (tmp_path / "saved").mkdir()
     fitted.save(tmp_path / "saved")
     histories = toy_data.split("test").histories[:6]
@@ -107,7 +107,8 @@ def test_defaults_file_cli_precedence(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("seed: 3\nmethod_config: {epochs: 4, lr: 0.01}\neval: {max_users: 10}\n")
     spec = build_spec("sasrec", "toy", config_file=str(cfg), sets=["method_config.epochs=7", "eval.ks=[1, 5]"])
-    assert spec.seed == 3 and spec.method_config == {"epochs": 7, "lr": 0.01}
+    assert spec.seed == 3 and spec.method_config["epochs"] == 7 and spec.method_config["lr"] == 0.01
+    assert spec.method_config["patience"] == REGISTRY.get("sasrec").Config().patience  # defaults filled in
     assert spec.eval.max_users == 10 and spec.eval.ks == (1, 5)
 
 
@@ -200,7 +201,6 @@ def test_relative_out_dir_survives_chdir(toy_env, tmp_path, monkeypatch):
 def test_a_run_in_progress_elsewhere_is_not_entered(toy_env, tmp_path):
     import subprocess
     import sys
-    import time
 
     from bench.runner import RunInProgress
 
@@ -225,11 +225,11 @@ def test_a_run_in_progress_elsewhere_is_not_entered(toy_env, tmp_path):
 
 
 def test_recbole_run_ended_by_early_stopping_trains_no_more(toy_env, toy_data, tmp_path, monkeypatch):
-    from recbole.trainer import Trainer
-
     from bench.method import FitContext
 
-    monkeypatch.setattr(Trainer, "_valid_epoch", lambda self, *a, **k: (0.5, None))  # never improves after epoch 0
+    # never improves after epoch 0
+    monkeypatch.setattr(FitContext, "validate", lambda self, *a, **k: {"NDCG@10": 0.5, "HR@10": 0.5, "users": 1,
+                                                                         "score": 0.5})
     cls = REGISTRY.get("gru4rec")
     ctx = FitContext(workdir=tmp_path, progress=False, log=lambda *_: None)
     first = cls(cls.Config(epochs=10, patience=2, batch_size=64)).fit(toy_data, valid=toy_data.split("valid"), ctx=ctx)
@@ -260,8 +260,9 @@ def test_reevaluate_reuses_the_trained_model(name, toy_env, tmp_path):
     rank_b = dict(zip(b["users"], b["ranks"]))
     assert [rank_b[u] for u in a["users"]] == a["ranks"]
     log = (tmp_path / full.run_id / "run.log").read_text()
-    assert "copied the checkpoints" in log and "resumed" in log  # reloaded, not trained again
-    assert "epoch 0:" not in log and "epoch 1/" not in log
+    assert f"loaded the model trained in {first.run_id}" in log and "(no training)" in log
+    assert "epoch 0:" not in log and "epoch 1/" not in log and "trained in" not in log.replace("model trained in", "")
+    assert not (tmp_path / full.run_id / "checkpoints").exists()  # nothing was fitted
 
 
 def test_reevaluate_refuses_what_needs_training(toy_env, tmp_path):

@@ -20,12 +20,17 @@ from bench.generative.prompts import left_pad, positions
 
 @dataclass
 class PrefixState:
-    """Where decoding starts: a KV cache for B sequences and the logits for the first SID token."""
+    """Where decoding starts: a KV cache for B sequences and the logits for the first SID token.
+
+    Decoding never changes a state (it can be decoded twice, e.g. for the test ranking and a GRPO
+    rollout); :func:`extend_prefix` appends to it (latent steps) and returns the extended state.
+    Masked slots may sit anywhere (left padding, or the latent steps of rows that stopped early)."""
 
     cache: object                 # transformers Cache with batch B
     last_logits: torch.Tensor     # [B, V]
     attention_mask: torch.Tensor  # [B, T] (1 = attend)
     next_position: torch.Tensor   # [B] position id of the next token
+    last_hidden: torch.Tensor | None = None  # [B, d] final-layer hidden state of each row's last real token
 
 
 @dataclass
@@ -107,15 +112,19 @@ def _beam_prefix_layer_class():
 
 
 def _beam_prefix_cache(cache, beams: int, extra: int):
-    """Swap a prefilled DynamicCache's layers for preallocated beam layers; None if unsupported."""
+    """A copy of a prefilled DynamicCache whose layers are preallocated beam layers (the given cache is
+    left untouched, so its state can be decoded again); None if unsupported."""
+    import copy
+
     from transformers.cache_utils import DynamicLayer
 
     layers = getattr(cache, "layers", None)
     if not layers or not all(type(layer) is DynamicLayer and layer.is_initialized for layer in layers):
         return None
     layer_cls = _beam_prefix_layer_class()
-    cache.layers = [layer_cls(layer.keys, layer.values, beams, extra) for layer in layers]
-    return cache
+    beam_cache = copy.copy(cache)
+    beam_cache.layers = [layer_cls(layer.keys, layer.values, beams, extra) for layer in layers]
+    return beam_cache
 
 
 @contextlib.contextmanager
@@ -134,15 +143,39 @@ def native_gqa():
             os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] = old
 
 
-@torch.no_grad()
-def prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> PrefixState:
+def prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, grad: bool = False,
+            hidden: bool = False) -> PrefixState:
+    """Encode left-padded prompts into a :class:`PrefixState`. ``grad``: keep the graph (log-probs
+    from a differentiable prefix); ``hidden``: also return the last hidden state (latent loops)."""
     from transformers import DynamicCache
 
-    cache = DynamicCache(config=model.config)
-    with native_gqa():
+    cache = DynamicCache(config=getattr(model, "module", model).config)
+    with torch.set_grad_enabled(grad and torch.is_grad_enabled()), native_gqa():
         out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions(attention_mask),
-                    past_key_values=cache, use_cache=True, logits_to_keep=1)
-    return PrefixState(out.past_key_values, out.logits[:, -1], attention_mask, attention_mask.sum(-1))
+                    past_key_values=cache, use_cache=True, logits_to_keep=1, output_hidden_states=hidden)
+    return PrefixState(out.past_key_values, out.logits[:, -1], attention_mask, attention_mask.sum(-1),
+                       out.hidden_states[-1][:, -1] if hidden else None)
+
+
+def extend_prefix(model, state: PrefixState, inputs_embeds: torch.Tensor, active: torch.Tensor) -> PrefixState:
+    """One latent step: append ``inputs_embeds`` [B, d] as a new position of every *active* row.
+    Inactive rows (finished latent loops) get a masked slot and keep their logits, hidden state and
+    position, so rows with different numbers of steps decode batched exactly as one by one.
+    Differentiable when called with grad enabled. The state's cache is appended to (use the returned
+    state; decode the old one before extending if both are needed)."""
+    B = inputs_embeds.shape[0]
+    active = active.to(inputs_embeds.device).bool()
+    mask = torch.cat([state.attention_mask, active.long().unsqueeze(1).to(state.attention_mask.dtype)], 1)
+    with native_gqa():
+        out = model(inputs_embeds=inputs_embeds.view(B, 1, -1), attention_mask=mask,
+                    position_ids=state.next_position.view(B, 1), past_key_values=state.cache, use_cache=True,
+                    output_hidden_states=True)
+    a = active.view(B, 1)
+    logits = torch.where(a, out.logits[:, -1], state.last_logits)
+    hidden = out.hidden_states[-1][:, -1]
+    if state.last_hidden is not None:
+        hidden = torch.where(a, hidden, state.last_hidden)
+    return PrefixState(out.past_key_values, logits, mask, state.next_position + active.long(), hidden)
 
 
 @torch.no_grad()
@@ -186,6 +219,9 @@ def constrained_beam_search(model, trie: TrieTensors, *, prompts: list[list[int]
     pos0 = prefix.next_position.repeat_interleave(w, 0)
     mask = mask.repeat_interleave(w, 0)
     if shared is None:
+        import copy
+
+        cache = copy.deepcopy(cache)  # the caller's state stays decodable
         cache.batch_repeat_interleave(w)
         pos = pos0
     for level in range(1, L):

@@ -12,6 +12,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
+from bench.atomic import atomic_dir
 from bench.generative.backbone import BackboneConfig, add_embedding_dropout, build_backbone, load_backbone
 from bench.generative.grpo import GRPOConfig, GRPOLoss, beam_rollout
 from bench.generative.prompts import (ALPACA, SEQREC_TEMPLATE, START_TOKEN, Example, PromptEncoder, collate,
@@ -42,10 +43,11 @@ class GenerativeConfig(MethodConfig):
                                                                   "packed, prefixes otherwise; random subset)")
     max_alignment_per_task: int | None = Field(3000, ge=1, description="cap on each alignment task's examples")
     max_text_tokens: int = Field(48, ge=4, description="item text longer than this is cut (alignment tasks)")
-    valid_metric: Literal["ndcg@10", "loss"] = Field(
-        "ndcg@10", description="SFT model selection: NDCG@10 of the constrained decoder on a fixed validation "
-                               "subset, or the SFT loss on it")
-    valid_max_users: int = Field(2000, ge=1, description="fixed validation subset for SFT model selection")
+    valid_metric: Literal["protocol", "loss"] = Field(
+        "protocol", description="SFT model selection: 'protocol' = the run's selection metric (RunSpec.selection, "
+                                "NDCG@10 by default) of the constrained decoder through FitContext.validate, as every "
+                                "method; 'loss' = the SFT loss on the same users (cheaper: no decoding)")
+    valid_max_users: int = Field(2000, ge=1, description="fixed validation subset (decoding is expensive)")
     valid_beam_width: int = Field(20, ge=10, description="beam width of the validation decode")
     max_prompt_tokens: int = Field(512, ge=16, description="the paper's max sequence length")
     decode_batch_size: int = Field(64, ge=1, description="users per beam-search batch")
@@ -54,8 +56,18 @@ class GenerativeConfig(MethodConfig):
 
 
 class GenerativeMethod(Method):
+    """SFT (+ optional GRPO) on a SID-generating LM, ranked by the shared trie-constrained beam search.
+
+    A method with its own reasoning (LASAR's latent loop, GREAM's CoT) fills hooks and overrides no
+    core method: :meth:`sft_examples`, :meth:`sft_loss`, :meth:`extra_special_tokens`,
+    :meth:`attach_modules` (extra trainable modules, saved and reloaded with the backbone),
+    :meth:`prefix_state` (what ``recommend`` and GRPO rollouts decode from), :meth:`completion_logprobs`
+    (log-probs of SID completions from a differentiable prefix), :meth:`rl_extra_terms` (extra RL loss
+    terms that see the rollout and advantages) and :meth:`param_groups` (optimizer groups per stage).
+    Loss components returned as dicts are logged per epoch by the shared training loop."""
+
     Config: ClassVar = GenerativeConfig
-    rl_stage: ClassVar[bool] = False
+    inference_options: ClassVar[tuple[str, ...]] = ("beam_width",)
     #: config fields the SFT stage does not read (left out of its cache key)
     non_sft_fields: ClassVar[set[str]] = {"rl", "decode_batch_size", "reuse_sft"}
     #: which example builder the SFT stage uses (default: the method's name); methods whose SFT is
@@ -64,7 +76,49 @@ class GenerativeMethod(Method):
 
     # ------------------------------------------------------------ hooks for subclasses
     def sft_examples(self, data, enc: PromptEncoder, rng: random.Random) -> list[Example]:
+        """SFT supervision (default: seqrec, packed in the compact style)."""
         return self.seqrec_sft_examples(data, enc, rng)
+
+    def sft_loss(self, model, batch: dict):
+        """Loss of one collated SFT batch: a scalar tensor, or ``{"loss": total, name: part, ...}``
+        (parts logged per epoch). Default: cross-entropy on the response tokens."""
+        return causal_lm_loss(model, batch)
+
+    def extra_special_tokens(self) -> list[str]:
+        """Tokens added to the tokenizer besides the SID tokens (e.g. a think marker)."""
+        return [START_TOKEN] if self.style == "compact" else []
+
+    def attach_modules(self, model) -> dict:
+        """Create extra trainable modules (e.g. a policy head), attach them to ``model`` as submodules
+        (so they train, move and checkpoint with it) and return them by name; they are saved next to
+        the backbone and restored on load. Called once per built or loaded backbone."""
+        return {}
+
+    def prefix_state(self, model, histories: list[list[int]], *, grad: bool = False):
+        """The :class:`~bench.generative.decoding.PrefixState` that ranking and GRPO rollouts decode
+        from (default: the prompt, prefilled). ``grad``: keep the graph (RL log-probs)."""
+        from bench.generative.decoding import prefill
+        from bench.generative.prompts import left_pad
+
+        ids, mask = left_pad([self.prompt(h) for h in histories], self.bb.pad_id)
+        return prefill(model, ids.to(self.device), mask.to(self.device), grad=grad)
+
+    def completion_logprobs(self, model, histories: list[list[int]], tokens):
+        """Per-token log-probs [B, G, T] of G SID completions per history, differentiable (default:
+        from :meth:`prefix_state` with grad, the prompt's cache shared by the group)."""
+        from bench.generative.grpo import prefix_completion_logprobs
+
+        return prefix_completion_logprobs(model, self.prefix_state(model, histories, grad=True), tokens)
+
+    def rl_extra_terms(self, model, rollout, logp) -> dict:
+        """Extra GRPO loss terms ``{name: scalar tensor}`` added to the objective (and logged); they
+        see the rollout (items, rewards, advantages, reference log-probs) and the policy's log-probs."""
+        return {}
+
+    def param_groups(self, model, stage: str) -> list[dict] | None:
+        """Optimizer parameter groups for ``stage`` ("sft" or "rl"); None = every parameter at the
+        stage's learning rate."""
+        return None
 
     def uses_item_text(self) -> bool:
         """Whether the SFT examples contain item text (the preset tokenizer then learns its words)."""
@@ -86,6 +140,10 @@ class GenerativeMethod(Method):
             raise ValueError(f"{self.info.name}: pack_seqrec=true needs prompt_style=compact (the paper prompt puts "
                              "English text between history and answer); set pack_seqrec=false or null")
         return self.style == "compact" if p is None else p
+
+    def prompt(self, history: list[int]) -> list[int]:
+        """The seqrec prompt of a history, cut to ``max_prompt_tokens``."""
+        return self.enc.seqrec(history)[-self.config.max_prompt_tokens:]
 
     def seqrec_sft_examples(self, data, enc: PromptEncoder, rng: random.Random) -> list[Example]:
         """History -> next item supervision: packed windows (compact) or one example per prefix."""
@@ -109,35 +167,50 @@ class GenerativeMethod(Method):
         return PromptEncoder(self.bb.tokenizer, self.bb.sid_token_ids, data.codes, style=self.style,
                              sid_text=data.sid, max_text_tokens=self.config.max_text_tokens)
 
-    def _build(self, data, ctx) -> None:
+    def _adopt(self, bb, data, folder: Path | None = None) -> None:
+        """Make ``bb`` the method's backbone: attach the method's modules (restoring their saved
+        weights from ``folder``), move to the device, rebuild the encoder and the trie tensors."""
         import torch
 
-        from bench import distributed
         from bench.generative.decoding import TrieTensors
+
+        self.bb = bb
+        self.modules = self.attach_modules(bb.model)
+        if folder is not None and self.modules:
+            path = Path(folder) / MODULES_FILE
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: the saved extra modules ({', '.join(self.modules)}) are missing")
+            state = torch.load(path, weights_only=True)
+            for name, module in self.modules.items():
+                module.load_state_dict(state[name])
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.bb.model.to(self.device)
+        self.enc = self._encoder(data)
+        self.trie = TrieTensors(data.trie, self.bb.sid_token_ids, self.device)
+        self.sid_text, self.n_items = data.sid, data.n_items
+
+    def _build(self, data, ctx) -> None:
+        from bench import distributed
 
         _ = self.packed  # a contradictory setting fails before any work
         bb_dir = ctx.workdir / "backbone_init"
         with distributed.main_process_first():  # multi-process launch: every process loads the main one's
             if bb_dir.is_dir():  # resume: the same tokenizer and initial weights as the first attempt
-                self.bb = load_backbone(bb_dir, data.sid_levels, data.codebook_size)
+                self._adopt(load_backbone(bb_dir, data.sid_levels, data.codebook_size), data, bb_dir)
             else:
-                self.bb = build_backbone(self.config.backbone, sid_tokens=data.sid_vocabulary(),
-                                         levels=data.sid_levels, codebook_size=data.codebook_size,
-                                         corpus=self._corpus(data), seed=ctx.seed,
-                                         extra_tokens=[START_TOKEN] if self.style == "compact" else [])
-                self.bb.save(bb_dir)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.bb.model.to(self.device)
-        self.enc = self._encoder(data)
-        self.trie = TrieTensors(data.trie, self.bb.sid_token_ids, self.device)
-        self.sid_text = data.sid
-        self.n_items = data.n_items
+                bb = build_backbone(self.config.backbone, sid_tokens=data.sid_vocabulary(),
+                                    levels=data.sid_levels, codebook_size=data.codebook_size,
+                                    corpus=self._corpus(data), seed=ctx.seed, extra_tokens=self.extra_special_tokens())
+                self._adopt(bb, data)
+                if distributed.is_main():
+                    with atomic_dir(bb_dir) as tmp:
+                        self.save(tmp)
 
     def _collate(self, batch):
         return collate(batch, self.bb.pad_id, self.config.max_prompt_tokens)
 
     def _decode(self, model, histories, *, k: int, width: int, batch_size: int | None = None):
-        """Top-k items per history with the shared trie-constrained beam search (items, scores)."""
+        """Top-k items per history with the shared trie-constrained beam search from :meth:`prefix_state`."""
         import torch
 
         from bench.generative.decoding import constrained_beam_search
@@ -145,22 +218,23 @@ class GenerativeMethod(Method):
         width = max(width, k)
         out_items, out_scores = [], []
         bs = batch_size or self.config.decode_batch_size
-        for s in range(0, len(histories), bs):
-            prompts = [self.enc.seqrec(h)[-self.config.max_prompt_tokens:] for h in histories[s:s + bs]]
-            res = constrained_beam_search(model, self.trie, prompts=prompts, pad_id=self.bb.pad_id, beam_width=width)
-            out_items.append(res.items[:, :k].cpu())
-            out_scores.append(res.scores[:, :k].cpu())
+        with torch.no_grad():
+            for s in range(0, len(histories), bs):
+                state = self.prefix_state(model, histories[s:s + bs])
+                res = constrained_beam_search(model, self.trie, prefix=state, beam_width=width)
+                out_items.append(res.items[:, :k].cpu())
+                out_scores.append(res.scores[:, :k].cpu())
         return torch.cat(out_items).numpy(), torch.cat(out_scores).numpy()
 
-    def _valid_fn(self, data, valid):
-        """Model selection on a fixed validation subset: NDCG@10 of the constrained decoder (default)
-        or the negated SFT loss; both are recorded every epoch, so the two can be compared."""
+    def _valid_fn(self, data, valid, ctx):
+        """Model selection: the run's selection metric through ``ctx.validate`` (the protocol every
+        method uses) on a fixed subset of ``valid_max_users`` users, or the SFT loss on the same users
+        (``valid_metric: loss``); the loss is recorded every epoch either way."""
         import torch
 
-        from bench.metrics import evaluate
+        from bench.metrics import fixed_subset
 
-        rng = np.random.default_rng(0)
-        idx = np.sort(rng.choice(len(valid), min(self.config.valid_max_users, len(valid)), replace=False))
+        idx = fixed_subset(len(valid), self.config.valid_max_users)
         hist, tgt = [valid.histories[i] for i in idx], valid.targets[idx]
         examples = seqrec_examples(self.enc, data.sid, hist, tgt)
 
@@ -169,7 +243,8 @@ class GenerativeMethod(Method):
             with torch.no_grad():
                 for s in range(0, len(examples), 64):
                     batch = {k: v.to(self.device) for k, v in self._collate(examples[s:s + 64]).items()}
-                    total += float(causal_lm_loss(model, batch)) * len(batch["input_ids"])
+                    out = self.sft_loss(model, batch)
+                    total += float(out["loss"] if isinstance(out, dict) else out) * len(batch["input_ids"])
                     n += len(batch["input_ids"])
             return total / max(n, 1)
 
@@ -177,11 +252,12 @@ class GenerativeMethod(Method):
             was = model.training
             model.eval()
             out = {"valid_loss": round(loss(model), 5)}
-            if self.config.valid_metric == "ndcg@10":
-                items, _ = self._decode(model, hist, k=10, width=self.config.valid_beam_width)
-                m = evaluate(items, tgt, data.n_items, ks=(10,)).metrics
-                out.update(valid_ndcg10=round(m["NDCG@10"], 5), valid_hr10=round(m["HR@10"], 5))
-                out["score"] = m["NDCG@10"]
+            if self.config.valid_metric == "protocol":
+                got = ctx.validate(lambda h, k: self._decode(model, h, k=k, width=self.config.valid_beam_width)[0],
+                                   valid, data.n_items, max_users=self.config.valid_max_users,
+                                   batch_size=self.config.decode_batch_size)
+                out.update({f"valid_{m}": round(v, 5) for m, v in got.items() if "@" in m})
+                out["score"] = got["score"]
             else:
                 out["score"] = -out["valid_loss"]
             model.train(was)
@@ -189,12 +265,19 @@ class GenerativeMethod(Method):
 
         return score
 
+    def _selection(self, ctx, valid) -> dict:
+        if self.config.valid_metric == "loss":
+            return {"metric": "SFT loss (method_config.valid_metric=loss)", "split": "valid",
+                    "users": min(self.config.valid_max_users, len(valid))}
+        return ctx.selection(self.config.valid_max_users, len(valid))
+
     # ------------------------------------------------------------ the SFT stage (cached)
     def sft_stage(self, data, ctx) -> StageCache | None:
         if not self.config.reuse_sft:
             return None
         key = {"recipe": self.sft_recipe or self.info.name, "data": data.fingerprint, "prompt_style": self.style,
-               "config": self.config.model_dump(mode="json", exclude=self.non_sft_fields), "seed": ctx.seed}
+               "config": self.config.model_dump(mode="json", exclude=self.non_sft_fields), "seed": ctx.seed,
+               "selection": {"metric": ctx.selection_metric, "exclude_history": ctx.exclude_history}}
         return StageCache("sft", key)
 
     def _train_sft(self, data, valid, ctx, rng) -> dict:
@@ -205,10 +288,11 @@ class GenerativeMethod(Method):
                 f"vocab {len(self.bb.tokenizer):,}); prompt style {self.style}"
                 f"{' (packed seqrec)' if self.packed else ''}; {len(examples):,} SFT examples, {n_tok:,} tokens")
         t0 = time.time()
-        facts = train(self.bb.model, lambda m, b: causal_lm_loss(m, {k: v.to(self.device) for k, v in b.items()}),
+        groups = (lambda m: self.param_groups(m, "sft")) if self.param_groups(self.bb.model, "sft") else None
+        facts = train(self.bb.model, lambda m, b: self.sft_loss(m, {k: v.to(self.device) for k, v in b.items()}),
                       examples, self._collate, self.config.sft, workdir=ctx.workdir,
-                      valid_fn=self._valid_fn(data, valid), seed=ctx.seed, progress=ctx.progress, log=ctx.log,
-                      name="sft", lengths=[len(e.prompt) + len(e.response) for e in examples])
+                      valid_fn=self._valid_fn(data, valid, ctx), seed=ctx.seed, progress=ctx.progress, log=ctx.log,
+                      name="sft", lengths=[len(e.prompt) + len(e.response) for e in examples], param_groups=groups)
         facts["seconds"] = round(time.time() - t0, 1)
         facts["examples"] = len(examples)
         facts["tokens_per_epoch"] = n_tok
@@ -219,11 +303,11 @@ class GenerativeMethod(Method):
 
     def fit(self, data, *, valid, ctx):
         from bench import distributed
-        from bench.generative.decoding import TrieTensors
 
         self._build(data, ctx)
         rng = random.Random(ctx.seed)
-        facts: dict = {"prompt_style": self.style, "packed_seqrec": self.packed}
+        facts: dict = {"prompt_style": self.style, "packed_seqrec": self.packed,
+                       "selection": self._selection(ctx, valid)}
         stage = self.sft_stage(data, ctx)
         if stage is None:
             facts["sft"] = self._train_sft(data, valid, ctx, rng)
@@ -231,10 +315,7 @@ class GenerativeMethod(Method):
             with stage.lock(ctx.log) if distributed.is_main() else contextlib.nullcontext():
                 if stage.exists():
                     done = stage.facts()
-                    self.bb = load_backbone(stage.dir, data.sid_levels, data.codebook_size)
-                    self.bb.model.to(self.device)
-                    self.enc = self._encoder(data)
-                    self.trie = TrieTensors(data.trie, self.bb.sid_token_ids, self.device)
+                    self._adopt(load_backbone(stage.dir, data.sid_levels, data.codebook_size), data, stage.dir)
                     facts["sft"] = {**done["sft"], "reused": True}
                     facts["reused_seconds"] = done["sft"].get("seconds", 0.0)
                     ctx.log(f"{self.info.name}: SFT stage {stage.id} reused (trained by run {done.get('run_id')}, "
@@ -243,7 +324,7 @@ class GenerativeMethod(Method):
                     facts["sft"] = self._train_sft(data, valid, ctx, rng)
                     if distributed.is_main():
                         run_id = Path(ctx.workdir).parent.name
-                        stage.publish(self.bb.save, {"run_id": run_id, "sft": facts["sft"]})
+                        stage.publish(self.save, {"run_id": run_id, "sft": facts["sft"]})
                         ctx.log(f"{self.info.name}: SFT stage published as {stage.id}")
             facts["sft"]["stage"] = stage.id
             facts["started_from"] = {"stage": stage.id, "path": str(stage.dir)}
@@ -252,57 +333,62 @@ class GenerativeMethod(Method):
             t0 = time.time()
             facts["rl"] = self._grpo(data, valid, ctx, rl, rng)
             facts["rl"]["seconds"] = round(time.time() - t0, 1)
-        self.beam_width = ctx.beam_width
         self.bb.model.eval()
         return facts
 
     def _grpo(self, data, valid, ctx, rl: GRPOConfig, rng: random.Random) -> dict:
         train_s = data.train_samples(rl.max_prompts, seed=rng.randint(0, 2**31) + 1)
-        prompts = [(self.enc.seqrec(h)[-self.config.max_prompt_tokens:], int(t))
-                   for h, t in zip(train_s.histories, train_s.targets)]
-        valid_fn = self._valid_fn(data, valid)
+        batch = [(list(h), int(t)) for h, t in zip(train_s.histories, train_s.targets)]
+        valid_fn = self._valid_fn(data, valid, ctx)
         before = valid_fn(self.bb.model)
         ref = copy.deepcopy(self.bb.model).eval()
         for p in ref.parameters():
             p.requires_grad_(False)
-        loss = GRPOLoss(ref, rl, self.bb.pad_id, beam_rollout(self.trie, self.bb.pad_id))
+        loss = GRPOLoss(ref, rl, rollout=beam_rollout(self.trie, self.bb.pad_id, prefix_fn=self.prefix_state),
+                        logprobs=self.completion_logprobs, extra_terms=self.rl_extra_terms)
         cfg = TrainConfig(epochs=rl.epochs, lr=rl.lr, batch_size=rl.batch_prompts, patience=rl.epochs,
                           max_minutes=rl.max_minutes)
-        facts = train(self.bb.model, loss, prompts, lambda b: b, cfg, workdir=ctx.workdir,
+        groups = (lambda m: self.param_groups(m, "rl")) if self.param_groups(self.bb.model, "rl") else None
+        facts = train(self.bb.model, loss, batch, lambda b: b, cfg, workdir=ctx.workdir,
                       valid_fn=valid_fn, seed=ctx.seed, progress=ctx.progress, log=ctx.log,
-                      name="grpo", restore_best=False)  # the validation score is logged, not used to pick RL weights
+                      name="grpo", restore_best=False,  # the validation score is logged, not used to pick RL weights
+                      param_groups=groups, updates_per_batch=rl.updates_per_rollout)
         if loss.stats:
             facts["mean_reward"] = round(float(np.mean([s["reward"] for s in loss.stats])), 5)
             facts["group_hit_rate"] = round(float(np.mean([s["hit"] for s in loss.stats])), 5)
         after = facts["history"][-1] if facts["history"] else {}
-        key = "valid_ndcg10" if "valid_ndcg10" in before else "valid_loss"
+        key = next((k for k in before if k.startswith("valid_NDCG")), "valid_loss")
         facts["valid_before"] = {key: before[key]}
         facts["valid_after"] = {key: after.get(key)}
         ctx.log(f"grpo: group hit rate {facts.get('group_hit_rate')}, mean reward {facts.get('mean_reward')}, "
                 f"{key} {before[key]} -> {after.get(key)} on the same validation users")
-        facts["prompts"] = len(prompts)
+        facts["prompts"] = len(batch)
+        facts["updates_per_rollout"] = rl.updates_per_rollout
         return facts
 
-    def recommend(self, histories, *, k):
-        items, scores = self._decode(self.bb.model, histories, k=k, width=self.beam_width)
+    def recommend(self, histories, *, k, beam_width: int = 50):
+        items, scores = self._decode(self.bb.model, histories, k=k, width=beam_width)
         return Recommendations(items, scores)
 
     def describe(self):
         if not hasattr(self, "bb"):
             return {}
         return {"backbone": self.bb.source, "parameters": self.bb.n_parameters(), "prompt_style": self.style,
-                "packed_seqrec": self.packed,
-                "vocab_size": len(self.bb.tokenizer), "beam_width": getattr(self, "beam_width", None),
+                "packed_seqrec": self.packed, "vocab_size": len(self.bb.tokenizer),
+                "extra_modules": sorted(getattr(self, "modules", {}) or {}),
                 "decoder": "trie-constrained beam search (bench.generative.decoding)"}
 
     def save(self, path: Path) -> None:
+        """The backbone (weights + tokenizer) and the attached modules' weights."""
+        import torch
+
         self.bb.save(Path(path))
+        if getattr(self, "modules", None):
+            torch.save({name: m.state_dict() for name, m in self.modules.items()}, Path(path) / MODULES_FILE)
 
-    def load(self, path: Path, data, *, beam_width: int = 50) -> None:
-        from bench.generative.decoding import TrieTensors
-
-        self.bb = load_backbone(Path(path), data.sid_levels, data.codebook_size)
-        self.enc = self._encoder(data)
-        self.trie = TrieTensors(data.trie, self.bb.sid_token_ids)
-        self.sid_text, self.n_items, self.beam_width = data.sid, data.n_items, beam_width
+    def load(self, path: Path, data) -> None:
+        self._adopt(load_backbone(Path(path), data.sid_levels, data.codebook_size), data, Path(path))
         self.bb.model.eval()
+
+
+MODULES_FILE = "extra_modules.pt"

@@ -17,11 +17,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
+
+from bench.atomic import atomic_dir, atomic_write_text
 
 STAGE_FORMAT = 1
 
@@ -65,15 +64,8 @@ class StageCache:
 
     def publish(self, write: Callable[[Path], None], facts: dict) -> Path:
         """``write(folder)`` saves the model; then key and facts; then one atomic rename."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".{self.id}."))
-        try:
+        with atomic_dir(self.dir) as tmp:
             write(tmp)
-            (tmp / "key.json").write_text(json.dumps(self.key, indent=1, sort_keys=True, default=str))
-            (tmp / "facts.json").write_text(json.dumps(facts, indent=1, default=str))
-            if self.dir.exists():
-                shutil.rmtree(self.dir)
-            os.replace(tmp, self.dir)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            atomic_write_text(tmp / "key.json", json.dumps(self.key, indent=1, sort_keys=True, default=str))
+            atomic_write_text(tmp / "facts.json", json.dumps(facts, indent=1, default=str))
         return self.dir

@@ -10,12 +10,14 @@ import contextlib
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from bench.atomic import atomic_torch_save, atomic_write_json
+from bench.method import TrainingDiverged
 
 
 class TrainConfig(BaseModel):
@@ -31,12 +33,6 @@ class TrainConfig(BaseModel):
     max_steps: int | None = Field(None, ge=1, description="optimizer steps cap over the whole run")
     max_minutes: float | None = Field(None, gt=0, description="stop after the epoch that crosses this budget")
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-
-
-def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
 
 
 def _allow_mixed_precision(mixed_precision: str) -> None:
@@ -93,12 +89,20 @@ def _quiet_logger(name: str, level: int = logging.ERROR):
 def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate_fn: Callable, cfg: TrainConfig, *,
           workdir: Path, valid_fn: Callable[[Any], float | dict] | None = None, seed: int = 0, progress: bool = True,
           log: Callable[[str], None] = print, name: str = "train", restore_best: bool = True,
-          lengths: Sequence[int] | None = None) -> dict:
+          lengths: Sequence[int] | None = None, param_groups: Callable[[Any], list[dict]] | None = None,
+          updates_per_batch: int = 1) -> dict:
     """Train ``model`` in place; returns facts (epochs, best score, history, stop reason, tokens/s).
 
-    ``loss_fn(model, batch) -> scalar tensor``; ``valid_fn(model) -> float`` (higher is better), or a
-    dict with the score under ``"score"`` and other validation facts recorded in the history.
+    ``loss_fn(model, batch)`` returns a scalar tensor, or a dict with the total under ``"loss"`` and
+    named components (tensors or floats) whose epoch means are logged and recorded in the history.
+    A NaN or infinite loss stops training with :class:`~bench.method.TrainingDiverged`.
+    ``valid_fn(model) -> float`` (higher is better), or a dict with the score under ``"score"`` and
+    other validation facts recorded in the history.
     ``lengths`` (one per example) turns on length-bucketed batches.
+    ``param_groups(model) -> [{"params": [...], "lr": ...}, ...]``: optimizer parameter groups (e.g.
+    a head with its own learning rate); default: every trainable parameter at ``cfg.lr``.
+    ``updates_per_batch``: optimizer steps per loaded batch, each calling ``loss_fn`` with the same
+    batch object (GRPO's several updates per rollout: the loss keeps its rollout for that batch).
     After the call the model holds the best weights seen by ``valid_fn``, or the last weights when
     ``restore_best`` is False (RL, whose objective is not the validation score).
     """
@@ -123,10 +127,11 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
     else:
         loader = DataLoader(list(range(len(dataset))), batch_size=cfg.batch_size, shuffle=True, generator=gen,
                             collate_fn=lambda idx: collate_fn([dataset[i] for i in idx]))
-    steps_per_epoch = math.ceil(len(loader) / cfg.grad_accum)
+    steps_per_epoch = math.ceil(len(loader) * updates_per_batch / cfg.grad_accum)
     total = max(1, min(cfg.epochs * steps_per_epoch, cfg.max_steps or 10**12))
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                            weight_decay=cfg.weight_decay)
+    groups = param_groups(model) if param_groups is not None else [
+        {"params": [p for p in model.parameters() if p.requires_grad]}]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
     model, opt, loader, sched = acc.prepare(model, opt, loader, sched)
 
@@ -151,22 +156,36 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
         running, n, tokens, t_epoch = 0.0, 0, 0, time.time()
         bar = tqdm(loader, desc=f"{name} epoch {epoch + 1}/{cfg.epochs}", disable=not progress or not acc.is_main_process,
                    leave=False)
+        components: dict[str, float] = {}
         for batch in bar:
-            with acc.accumulate(model):
-                loss = loss_fn(model, batch)
-                acc.backward(loss)
-                if acc.sync_gradients:
-                    if cfg.max_grad_norm:
-                        acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                    st["step"] += 1
-                opt.step()
-                sched.step()
-                opt.zero_grad()
-            running += float(loss.detach())
-            n += 1
+            for _ in range(updates_per_batch):
+                with acc.accumulate(model):
+                    out = loss_fn(model, batch)
+                    loss = out["loss"] if isinstance(out, dict) else out
+                    value = float(loss.detach())
+                    if not math.isfinite(value):
+                        raise TrainingDiverged(
+                            f"{name}: the training loss is {value} at epoch {epoch + 1}, optimizer step {st['step'] + 1} "
+                            f"(lr {cfg.lr:g}); lower the learning rate or check the data. No result is written.")
+                    acc.backward(loss)
+                    if acc.sync_gradients:
+                        if cfg.max_grad_norm:
+                            acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                        st["step"] += 1
+                    opt.step()
+                    sched.step()
+                    opt.zero_grad()
+                running += value
+                n += 1
+                if isinstance(out, dict):
+                    for key, v in out.items():
+                        if key != "loss":
+                            components[key] = components.get(key, 0.0) + float(v.detach() if hasattr(v, "detach") else v)
+                if cfg.max_steps and st["step"] >= cfg.max_steps:
+                    break
             if isinstance(batch, dict) and "attention_mask" in batch:
                 tokens += int(batch["attention_mask"].sum())
-            bar.set_postfix(loss=f"{running / n:.4f}")
+            bar.set_postfix(loss=f"{running / max(n, 1):.4f}")
             if cfg.max_steps and st["step"] >= cfg.max_steps:
                 break
         train_seconds = time.time() - t_epoch
@@ -175,6 +194,8 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
         score = float(got["score"] if isinstance(got, dict) else got)
         rec = {"epoch": epoch, "train_loss": round(running / max(n, 1), 5), "valid_score": round(score, 5), **extra,
                "seconds": round(time.time() - t0, 1), "train_seconds": round(train_seconds, 1)}
+        if components:
+            rec["loss_components"] = {k: round(v / max(n, 1), 5) for k, v in components.items()}
         if tokens:
             rec["tokens"] = tokens * acc.num_processes
             rec["tokens_per_second"] = round(tokens * acc.num_processes / max(train_seconds, 1e-9), 1)
@@ -182,14 +203,13 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
         if score > st["best"]:
             st["best"], st["bad"] = score, 0
             if acc.is_main_process:
-                tmp = best_file.with_suffix(".tmp")
-                torch.save(acc.unwrap_model(model).state_dict(), tmp)
-                os.replace(tmp, best_file)
+                atomic_torch_save(acc.unwrap_model(model).state_dict(), best_file)
         else:
             st["bad"] += 1
         log(f"{name} epoch {epoch}: train loss {rec['train_loss']:.4f}, valid {score:.4f} (best {st['best']:.4f})"
             + (f", {rec['tokens_per_second']:,.0f} tokens/s" if "tokens_per_second" in rec else "")
-            + "".join(f", {k} {v}" for k, v in extra.items()))
+            + "".join(f", {k} {v}" for k, v in extra.items())
+            + "".join(f", {k} {v}" for k, v in rec.get("loss_components", {}).items()))
         if st["bad"] >= cfg.patience:
             stop = "early_stopping"
         elif cfg.max_steps and st["step"] >= cfg.max_steps:
@@ -202,7 +222,7 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
         with _quiet_logger("accelerate.utils.other"):  # "Removed shared tensor {'lm_head.weight'}": tied weights, expected
             acc.save_state(str(last_dir))
         if acc.is_main_process:
-            _atomic_json(state_file, st)
+            atomic_write_json(state_file, st, indent=1)
         if stop != "epochs":
             break
     model = acc.unwrap_model(model, keep_fp32_wrapper=False)  # inference outside the loop: no autocast

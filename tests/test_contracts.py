@@ -1,0 +1,414 @@
+"""Core contracts (issue 5): persistence, one config resolution, the metric schema, one validation
+protocol, inference settings in recommend, GRPO's clip, hooks, NaN and resume records, atomic writes.
+Each test recreates a reproduction from the issue; it fails on the code before the fix."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.config import build_spec, resolve_spec, suite_specs
+from bench.method import FitContext, Method, MethodConfig, MethodInfo, Recommendations
+from bench.registry import REGISTRY
+from bench.runner import reevaluate, run, run_suite
+from bench.specs import RunSpec, SpecError, SuiteSpec
+
+
+def _quiet(spec, out, **kw):
+    return run(spec, out, progress=False, echo=False, **kw)
+
+
+# ---------------------------------------------------------------- plugins used below
+
+class Counting(Method):
+    """An outside plugin with save/load whose fit cannot resume: re-evaluation must not call fit."""
+
+    info = MethodInfo(name="counting", family="baseline")
+    fits = 0
+
+    class Config(MethodConfig):
+        offset: int = 0
+
+    def fit(self, data, *, valid, ctx):
+        Counting.fits += 1
+        self.ranking = np.argsort(-data.item_popularity(), kind="stable")
+        return {"fits": Counting.fits}
+
+    def recommend(self, histories, *, k):
+        return Recommendations(np.tile(self.ranking[:k], (len(histories), 1)))
+
+    def save(self, path):
+        (Path(path) / "ranking.json").write_text(json.dumps(self.ranking.tolist()))
+
+    def load(self, path, data):
+        self.ranking = np.array(json.loads((Path(path) / "ranking.json").read_text()))
+
+
+class NoSave(Counting):
+    info = MethodInfo(name="nosave", family="baseline")
+    save = Method.save
+    load = Method.load
+
+
+class Beams(Counting):
+    """Declares an inference option: the runner passes eval.beam_width to recommend."""
+
+    info = MethodInfo(name="beams", family="baseline")
+    inference_options = ("beam_width",)
+    seen: list = []
+
+    def recommend(self, histories, *, k, beam_width):
+        Beams.seen.append(beam_width)
+        return super().recommend(histories, k=k)
+
+
+@pytest.fixture
+def plugins():
+    for cls in (Counting, NoSave, Beams):
+        REGISTRY.register()(cls)
+    Counting.fits = 0
+    yield
+    for cls in (Counting, NoSave, Beams):
+        REGISTRY.unregister(cls.info.name)
+
+
+# ---------------------------------------------------------------- 1. persistence
+
+def test_reevaluate_loads_an_outside_plugin_without_fitting(toy_env, tmp_path, plugins):
+    spec = build_spec("counting", "toy", sets=["eval.max_users=10"])
+    first = _quiet(spec, tmp_path)
+    assert Counting.fits == 1 and (tmp_path / spec.run_id() / "model" / "ranking.json").is_file()
+    again = reevaluate(tmp_path / spec.run_id(), ["eval.max_users=null"], progress=False, echo=False)
+    assert Counting.fits == 1, "re-evaluation called fit"
+    assert again.training.model_extra["trained_in"] == first.run_id
+    assert again.latency.n_samples > first.latency.n_samples
+
+
+def test_a_method_without_save_cannot_be_reevaluated(toy_env, tmp_path, plugins):
+    spec = build_spec("nosave", "toy", sets=["eval.max_users=10"])
+    res = _quiet(spec, tmp_path)
+    assert res.training.model_extra["model_saved"] is False
+    with pytest.raises(SpecError, match="does not implement save\\(\\) and load\\(\\)"):
+        reevaluate(tmp_path / spec.run_id(), ["eval.max_users=null"], progress=False, echo=False)
+
+
+# ---------------------------------------------------------------- 2. one config resolution
+
+def test_run_id_is_the_hash_of_the_resolved_spec(toy_env):
+    cls = REGISTRY.get("sasrec")
+    empty = build_spec("sasrec", "toy")
+    spelled = build_spec("sasrec", "toy", method_config=cls.Config().model_dump(mode="json"))
+    assert empty.run_id() == spelled.run_id()
+    assert empty.method_config == cls.Config().model_dump(mode="json")  # defaults filled in
+    assert empty.data["max_history"] == 5  # the card's data settings, resolved
+    assert resolve_spec(empty).run_id() == empty.run_id()  # idempotent
+
+
+def test_a_default_changed_in_code_changes_the_run_id(toy_env, plugins):
+    before = build_spec("counting", "toy").run_id()
+    assert build_spec("counting", "toy", method_config={"offset": 0}).run_id() == before
+
+    class CountingV2(Counting):  # the same plugin after a release that changed a default
+        class Config(MethodConfig):
+            offset: int = 1
+
+    REGISTRY.unregister("counting")
+    REGISTRY.register()(CountingV2)
+    assert build_spec("counting", "toy").run_id() != before
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "--method", "pop", "--dataset", "toy", "--set", "data.max_histroy=5"],
+    ["run", "--method", "pop", "--dataset", "toyy"],
+    ["run", "--method", "popp", "--dataset", "toy"],
+    ["run", "--method", "sasrec", "--dataset", "toy", "--set", "method_config.epoch=3"],
+    ["run", "--method", "pop", "--dataset", "toy", "--set", "selection.metric=MRR@10"],
+])
+def test_invalid_settings_leave_no_run_folder(toy_env, tmp_path, capsys, args):
+    from bench.cli import main
+
+    assert main([*args, "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "reasonrec: error:" in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_bad_data_setting_names_the_key(toy_env):
+    with pytest.raises(SpecError, match="unknown key 'data.max_histroy'; did you mean 'max_history'"):
+        build_spec("pop", "toy", sets=["data.max_histroy=5"])
+
+
+def test_missing_dataset_files_fail_before_a_run_folder(toy_env, tmp_path):
+    card = tmp_path / "gone.yaml"
+    card.write_text(f"name: gone\nformat: lcrec\nprefix: Gone\npath: {tmp_path / 'nowhere'}\n")
+    from bench.loaders import DataError
+
+    with pytest.raises(DataError, match="nowhere"):
+        _quiet(RunSpec(method="pop", dataset=str(card)), tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_card_given_by_path_keeps_the_run_folder_flat(toy_env, tmp_path):
+    from bench.leaderboard import build_site
+
+    card = toy_env["cards"] / "toy.yaml"
+    copy = tmp_path / "cards" / "mytoy.yaml"
+    copy.parent.mkdir()
+    copy.write_text(card.read_text())
+    spec = build_spec("pop", str(copy))
+    assert spec.dataset == "toy" and spec.dataset_card == str(copy.resolve())
+    assert spec.run_id() == build_spec("pop", "toy").run_id()
+    res = _quiet(spec, tmp_path / "runs")
+    assert (tmp_path / "runs" / res.run_id / "result.json").is_file()
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [res.run_id]
+    index = build_site([tmp_path / "runs"], tmp_path / "site")
+    assert index.is_file() and not list(tmp_path.glob(".site*"))
+
+
+def test_a_suite_with_an_unknown_dataset_runs_nothing(toy_env, tmp_path):
+    suite = SuiteSpec(methods=["pop", "random"], datasets=["toy", "toyy"], out=str(tmp_path / "runs"))
+    with pytest.raises(SpecError, match="unknown dataset 'toyy'"):
+        run_suite(suite, progress=False, echo=False)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_suite_entries_resolve_like_single_runs(toy_env):
+    suite = SuiteSpec(methods=[SuiteSpec.Entry(method="sasrec", method_config={"epochs": 3})], datasets=["toy"],
+                      eval={"max_users": 5}, selection={"metric": "HR@5"})
+    (spec,) = suite_specs(suite)
+    assert spec.run_id() == build_spec("sasrec", "toy", sets=["method_config.epochs=3", "eval.max_users=5",
+                                                              "selection.metric=HR@5"]).run_id()
+
+
+# ---------------------------------------------------------------- 3. one metric schema
+
+def test_any_ks_work_end_to_end(toy_env, tmp_path):
+    from bench.compare import compare
+    from bench.leaderboard import build_site
+
+    for m in ("pop", "random"):
+        _quiet(build_spec(m, "toy", sets=["eval.ks=[1, 5]"]), tmp_path / "runs")
+    res = _quiet(build_spec("pop", "toy", sets=["eval.ks=[3]", "label=pop3"]), tmp_path / "runs")
+    assert set(res.metrics) == {"NDCG@3", "HR@3"}
+    index = build_site([tmp_path / "runs"], tmp_path / "site")
+    html = index.read_text()
+    assert "N@1" in html and "HR@5" in html and "N@3" in html and "N@10" not in html
+    table = compare(tmp_path / "runs", None)
+    assert "| N@1 | N@3 | N@5 | HR@1 | HR@3 | HR@5 |" in table
+
+
+# ---------------------------------------------------------------- 4. one validation protocol
+
+def test_validation_protocol_uses_the_shared_evaluator(toy_data):
+    from bench.metrics import evaluate
+
+    valid = toy_data.split("valid")
+    ranking = np.argsort(-toy_data.item_popularity(), kind="stable")
+    ctx = FitContext(workdir=Path("."), selection_metric="HR@5")
+    got = ctx.validate(lambda h, k: np.tile(ranking[:k], (len(h), 1)), valid, toy_data.n_items)
+    want = evaluate(np.tile(ranking[:10], (len(valid), 1)), valid.targets, toy_data.n_items, ks=(5, 10)).metrics
+    assert got["score"] == pytest.approx(want["HR@5"]) and got["NDCG@10"] == pytest.approx(want["NDCG@10"])
+    sub = ctx.validate(lambda h, k: np.tile(ranking[:k], (len(h), 1)), valid, toy_data.n_items, max_users=7)
+    assert sub["users"] == 7
+
+
+@pytest.mark.parametrize("metric", ["NDCG@10", "HR@5"])
+def test_generative_sft_selects_by_the_run_selection_metric(toy_env, toy_data, tmp_path, metric):
+    cls = REGISTRY.get("minionerec")
+    cfg = cls.Config(**{**cls.smoke_config, "rl": {"enabled": False}, "reuse_sft": False,
+                        "sft": {"epochs": 2, "batch_size": 16}})
+    ctx = FitContext(workdir=tmp_path, progress=False, log=lambda *_: None, selection_metric=metric)
+    facts = cls(cfg).fit(toy_data, valid=toy_data.split("valid"), ctx=ctx)
+    assert facts["selection"]["metric"] == metric
+    hist = facts["sft"]["history"]
+    assert all(h["valid_score"] == pytest.approx(h[f"valid_{metric}"], abs=1e-5) for h in hist)
+    assert facts["sft"]["best_epoch"] == max(hist, key=lambda h: h["valid_score"])["epoch"]
+
+
+# ---------------------------------------------------------------- 5. inference settings reach recommend
+
+def test_beam_width_reaches_recommend_not_fit(toy_env, tmp_path, plugins):
+    Beams.seen = []
+    res = _quiet(build_spec("beams", "toy", sets=["eval.beam_width=7"]), tmp_path)
+    assert Beams.seen and set(Beams.seen) == {7}
+    assert res.evaluation["inference"] == {"beam_width": 7}
+    assert "beam_width" not in FitContext.__dataclass_fields__
+
+
+# ---------------------------------------------------------------- 6. GRPO: the clip binds with mu > 1
+
+def test_grpo_ratio_is_against_the_rollout_policy(toy_env, toy_data, tmp_path):
+    import copy
+
+    import torch
+
+    from bench.generative.grpo import GRPOConfig, GRPOLoss, beam_rollout, grpo_token_terms
+
+    cls = REGISTRY.get("minionerec")
+    m = cls(cls.Config(**cls.smoke_config))
+    m._build(toy_data, FitContext(workdir=tmp_path, progress=False, log=lambda *_: None))
+    model = m.bb.model.float()
+    ref = copy.deepcopy(model).eval()
+    cfg = GRPOConfig(num_generations=4, updates_per_rollout=2, clip_eps=0.05, beta=0.0)
+    loss = GRPOLoss(ref, cfg, rollout=beam_rollout(m.trie, m.bb.pad_id, prefix_fn=m.prefix_state),
+                    logprobs=m.completion_logprobs)
+    tr = toy_data.train_samples(6, seed=0)
+    batch = [(list(h), int(t)) for h, t in zip(tr.histories, tr.targets)]
+    first = loss(model, batch)
+    assert first["clip_fraction"] == 0.0  # on-policy: ratio 1
+    rollout = loss._rollout
+    with torch.no_grad():  # an optimizer step's worth of change
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    second = loss(model, batch)  # the same batch object: the same rollout, the ratio against its policy
+    assert loss._rollout is rollout and second["clip_fraction"] > 0
+    logp = m.completion_logprobs(model, rollout.prompts, rollout.tokens).flatten(0, 1)
+    mask = rollout.valid.reshape(-1, 1).expand_as(logp).float()
+    want = grpo_token_terms(logp, rollout.old_logp, rollout.ref_logp, rollout.advantages.reshape(-1), mask, 0.05, 0.0)
+    torch.testing.assert_close(second["loss"], want["loss"])
+    loss(model, list(batch))  # a new batch object: a new rollout
+    assert loss._rollout is not rollout
+
+
+# ---------------------------------------------------------------- 7. hooks: a latent plugin overrides no core method
+
+def test_latent_plugin_uses_every_hook_and_reloads(toy_env, tmp_path):
+    from tests.latent_plugin import LatentToy
+
+    from bench.generative.method import GenerativeMethod
+
+    for core in ("fit", "recommend", "_grpo", "save", "load", "_decode", "_train_sft"):
+        assert getattr(LatentToy, core) is getattr(GenerativeMethod, core), core
+    REGISTRY.register()(LatentToy)
+    LatentToy.calls = {}
+    try:
+        spec = build_spec("latent-toy", "toy", method_config=LatentToy.smoke_config, sets=["eval.max_users=12"])
+        res = _quiet(spec, tmp_path)
+        for hook in ("extra_special_tokens", "attach_modules", "sft_examples", "sft_loss", "prefix_state",
+                     "completion_logprobs", "rl_extra_terms", "param_groups_sft", "param_groups_rl"):
+            assert LatentToy.calls.get(hook), hook
+        sft_hist, rl_hist = res.training.model_extra["sft"]["history"], res.training.model_extra["rl"]["history"]
+        assert set(sft_hist[0]["loss_components"]) == {"lm", "head_l2"}
+        assert {"grpo", "kl", "clip_fraction", "terminal_kl"} <= set(rl_hist[0]["loss_components"])
+        assert res.method_facts["extra_modules"] == ["latent_head"]
+        again = reevaluate(tmp_path / spec.run_id(), ["eval.max_users=null"], progress=False, echo=False)
+        a = json.loads((tmp_path / res.run_id / "per_user.json").read_text())
+        b = json.loads((tmp_path / again.run_id / "per_user.json").read_text())
+        rank_b = dict(zip(b["users"], b["ranks"]))
+        assert [rank_b[u] for u in a["users"]] == a["ranks"]  # the head came back with the weights
+    finally:
+        REGISTRY.unregister("latent-toy")
+
+
+def test_latent_plugin_ranks_batched_as_one_by_one(toy_env, toy_data, tmp_path):
+    from tests.latent_plugin import LatentToy
+
+    m = LatentToy(LatentToy.Config(**LatentToy.smoke_config))
+    m._build(toy_data, FitContext(workdir=tmp_path, progress=False, log=lambda *_: None))
+    m.bb.model.eval()
+    hist = toy_data.split("test").histories[:8]
+    assert len({m.steps(h) for h in hist}) > 1  # several latent lengths in one batch
+    batched = m.recommend(hist, k=5, beam_width=8).items
+    single = np.concatenate([m.recommend([h], k=5, beam_width=8).items for h in hist])
+    assert np.array_equal(batched, single)
+
+
+# ---------------------------------------------------------------- 10. NaN, resume records
+
+@pytest.mark.parametrize("name", ["minionerec", "lcrec"])
+def test_a_nan_loss_stops_the_run_without_a_result(toy_env, tmp_path, name, capsys):
+    from bench.cli import main
+
+    cls = REGISTRY.get(name)
+    sets = [f"method_config.{k}={json.dumps(v)}" for k, v in cls.smoke_config.items()] + ["method_config.sft.lr=1e10",
+                                                                                          "method_config.reuse_sft=false"]
+    args = ["run", "--method", name, "--dataset", "toy", "--out", str(tmp_path), "--no-progress"]
+    for s in sets:
+        args += ["--set", s]
+    assert main(args) == 1
+    assert "training diverged" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("result.json"))
+    assert "TrainingDiverged" in next(tmp_path.rglob("error.txt")).read_text()
+
+
+class Flaky(Method):
+    """Crashes in its first attempt after some training time; resumes from its checkpoint."""
+
+    info = MethodInfo(name="flaky2", family="baseline")
+
+    class Config(MethodConfig):
+        pass
+
+    def fit(self, data, *, valid, ctx):
+        import time
+
+        time.sleep(0.3)
+        ckpt = ctx.workdir / "half.txt"
+        if not ckpt.exists():
+            ckpt.write_text("epoch 1 done")
+            raise RuntimeError("simulated crash")
+        self.n = data.n_items
+        return {}
+
+    def recommend(self, histories, *, k):
+        return Recommendations(np.tile(np.arange(min(k, self.n)), (len(histories), 1)))
+
+
+def test_a_resumed_run_records_its_attempts_and_total_time(toy_env, tmp_path):
+    REGISTRY.register()(Flaky)
+    try:
+        spec = build_spec("flaky2", "toy")
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            _quiet(spec, tmp_path)
+        res = _quiet(spec, tmp_path)
+    finally:
+        REGISTRY.unregister("flaky2")
+    t = res.training.model_extra
+    assert t["attempts"] == 2 and t["resumed"] is True
+    assert res.training.seconds >= 0.55 and t["this_attempt_seconds"] < res.training.seconds
+    log = (tmp_path / spec.run_id() / "run.log").read_text()
+    assert "resuming run" in log
+
+
+# ---------------------------------------------------------------- 11. atomic writes
+
+def test_a_failed_site_build_keeps_the_old_site(toy_env, tmp_path, monkeypatch):
+    from bench import leaderboard
+
+    _quiet(build_spec("pop", "toy"), tmp_path / "runs")
+    index = leaderboard.build_site([tmp_path / "runs"], tmp_path / "site")
+    before = index.read_text()
+
+    def broken(*a, **k):
+        raise RuntimeError("template exploded")
+
+    monkeypatch.setattr(leaderboard.shutil, "copy", broken)  # fails while the new site is being written
+    with pytest.raises(RuntimeError, match="exploded"):
+        leaderboard.build_site([tmp_path / "runs"], tmp_path / "site")
+    assert index.read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs", "site"]  # no temporary folder left
+
+
+# ---------------------------------------------------------------- robustness: long item texts
+
+def test_long_item_texts_train_end_to_end(toy_env, tmp_path):
+    """A catalog whose titles are far longer than max_prompt_tokens: alignment examples used to be cut
+    to the response alone and the loss crashed (batch-size mismatch) in epoch 1."""
+    from tests.conftest import write_toy
+
+    data = write_toy(tmp_path / "long")
+    items = json.loads((data / "Toy.item.json").read_text())
+    for i, rec in items.items():
+        rec["title"] = " ".join(f"word{(int(i) * 7 + j) % 50}" for j in range(300))
+    (data / "Toy.item.json").write_text(json.dumps(items))
+    card = tmp_path / "longtoy.yaml"
+    card.write_text(f"name: longtoy\nformat: lcrec\nprefix: Toy\npath: {data}\ntext_fields: [title]\n"
+                    "data:\n  kcore: 3\n  max_history: 5\n"
+                    "  sids: {source: rqkmeans, levels: 3, codebook_size: 4, embedding: collaborative}\n")
+    cls = REGISTRY.get("lcrec")
+    cfg = {**cls.smoke_config, "max_prompt_tokens": 24, "max_text_tokens": 200, "max_alignment_per_task": 16}
+    res = _quiet(build_spec("lcrec", str(card), method_config=cfg, sets=["eval.max_users=8"]), tmp_path / "runs")
+    assert res.training.model_extra["sft"]["steps"] > 0 and res.evaluation["invalid_items"] == 0
+    assert len(res.training.model_extra["sft"]["tasks"]) > 1  # text tasks with the long titles were trained

@@ -1,0 +1,130 @@
+"""RecBole methods (SASRec, GRU4Rec): the shared selection protocol and exact resume."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.method import FitContext, TrainingDiverged
+from bench.registry import REGISTRY
+
+TINY_SASREC = {"hidden_size": 16, "n_layers": 1, "n_heads": 1, "inner_size": 32, "batch_size": 16, "lr": 5e-3,
+               "patience": 10}  # default dropout (0.5): the random states matter
+TINY_GRU4REC = {"embedding_size": 16, "hidden_size": 16, "batch_size": 16, "lr": 5e-3, "patience": 10}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _ctx(workdir, logs=None, **kw):
+    return FitContext(workdir=workdir, progress=False, log=(logs.append if logs is not None else lambda *_: None),
+                      **kw)
+
+
+def _fit(name, cfg, data, workdir, logs=None, **ctx_kw):
+    cls = REGISTRY.get(name)
+    m = cls(cls.Config(**cfg))
+    facts = m.fit(data, valid=data.split("valid"), ctx=_ctx(workdir, logs, **ctx_kw))
+    return m, facts
+
+
+def _kill_in_epoch(monkeypatch, epoch):
+    """The first time RecBole trains epoch ``epoch``, the process "dies" at the end of that epoch's
+    training (after its batches moved the weights and the random states, before any checkpoint)."""
+    from recbole.trainer import Trainer
+
+    real, fired = Trainer._train_epoch, []
+
+    def train_epoch(self, train_data, epoch_idx, *a, **kw):
+        out = real(self, train_data, epoch_idx, *a, **kw)
+        if epoch_idx == epoch and not fired:
+            fired.append(epoch_idx)
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(Trainer, "_train_epoch", train_epoch)
+    return fired
+
+
+def _untimed(history):
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+
+def _assert_same_training(a, b, dir_a, dir_b):
+    for x, y in [(a.model.state_dict(), b.model.state_dict()),
+                 (torch.load(dir_a / "last.pth", weights_only=False)["model"],
+                  torch.load(dir_b / "last.pth", weights_only=False)["model"])]:
+        assert x.keys() == y.keys()
+        assert all(torch.equal(x[k], y[k]) for k in x), [k for k in x if not torch.equal(x[k], y[k])]
+
+
+@pytest.mark.parametrize("name,cfg,epochs,kill", [("sasrec", TINY_SASREC, 3, 1), ("gru4rec", TINY_GRU4REC, 2, 1)])
+def test_resume_after_a_kill_trains_exactly_as_without(name, cfg, epochs, kill, toy_env, toy_data, tmp_path,
+                                                        monkeypatch):
+    whole, interrupted = tmp_path / "whole", tmp_path / "interrupted"
+    ref, ref_facts = _fit(name, {**cfg, "epochs": epochs}, toy_data, whole)
+    assert ref_facts["epochs_run"] == epochs and ref_facts["stopped_by"] == "epochs"
+
+    fired = _kill_in_epoch(monkeypatch, kill)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(name, {**cfg, "epochs": epochs}, toy_data, interrupted)
+    assert fired == [kill]
+    logs = []
+    got, facts = _fit(name, {**cfg, "epochs": epochs}, toy_data, interrupted, logs)  # a fresh instance
+    assert any(f"resumed {name} at epoch {kill}" in m for m in logs), logs
+
+    assert _untimed(facts["history"]) == _untimed(ref_facts["history"])
+    assert facts["best_epoch"] == ref_facts["best_epoch"] and facts["best_valid"] == ref_facts["best_valid"]
+    _assert_same_training(got, ref, interrupted, whole)
+    valid = toy_data.split("valid")
+    assert (got.recommend(valid.histories, k=10).items == ref.recommend(valid.histories, k=10).items).all()
+
+
+@pytest.mark.parametrize("metric", ["NDCG@10", "HR@5"])
+def test_selection_is_the_runs_protocol(metric, toy_env, toy_data, tmp_path):
+    m, facts = _fit("sasrec", {**TINY_SASREC, "epochs": 3}, toy_data, tmp_path, selection_metric=metric)
+    valid = toy_data.split("valid")
+    assert facts["selection"] == _ctx(tmp_path, selection_metric=metric).selection(None, len(valid))
+    assert facts["selection"]["metric"] == metric and facts["selection"]["users"] == len(valid)
+    hist = facts["history"]
+    assert [h["epoch"] for h in hist] == [0, 1, 2]
+    assert all(h["valid_score"] == h[f"valid_{metric}"] for h in hist)
+    assert all({"valid_NDCG@10", "valid_HR@10"} <= h.keys() for h in hist)
+    best = max(hist, key=lambda h: h["valid_score"])
+    assert facts["best_epoch"] == best["epoch"] and facts["best_valid"] == pytest.approx(best["valid_score"], abs=1e-5)
+    # the model kept is the best epoch's, and recommend ranks as validation did
+    again = _ctx(tmp_path, selection_metric=metric).validate(lambda h, k: m.recommend(h, k=k).items, valid,
+                                                              toy_data.n_items)
+    assert again["score"] == pytest.approx(best["valid_score"], abs=1e-5)
+
+
+def test_recbole_config_has_no_valid_metric_of_its_own():
+    cls = REGISTRY.get("sasrec")
+    assert "valid_metric" not in cls.Config.model_fields
+    with pytest.raises(ValueError, match="valid_metric"):
+        cls.Config(valid_metric="NDCG@10")
+
+
+def test_nan_loss_is_training_diverged(toy_env, toy_data, tmp_path, monkeypatch):
+    from recbole.model.sequential_recommender.gru4rec import GRU4Rec
+
+    monkeypatch.setattr(GRU4Rec, "calculate_loss",
+                        lambda self, inter: torch.tensor(float("nan"), requires_grad=True))
+    with pytest.raises(TrainingDiverged, match=r"gru4rec.*NaN in epoch 0 \(lr 0.005\)"):
+        _fit("gru4rec", {**TINY_GRU4REC, "epochs": 1}, toy_data, tmp_path)
+    assert not (tmp_path / "last.pth").exists()
+
+
+def test_a_checkpoint_of_another_selection_is_not_resumed(toy_env, toy_data, tmp_path):
+    _fit("gru4rec", {**TINY_GRU4REC, "epochs": 1}, toy_data, tmp_path)
+    with pytest.raises(RuntimeError, match="HR@5"):
+        _fit("gru4rec", {**TINY_GRU4REC, "epochs": 2}, toy_data, tmp_path, selection_metric="HR@5")
+    state = torch.load(tmp_path / "last.pth", weights_only=False)
+    del state["rng"], state["selection"]  # as written before the shared protocol
+    torch.save(state, tmp_path / "last.pth")
+    with pytest.raises(RuntimeError, match="predates the shared selection protocol"):
+        _fit("gru4rec", {**TINY_GRU4REC, "epochs": 2}, toy_data, tmp_path)
