@@ -39,6 +39,10 @@ def atomic_write_text(path: Path, text: str) -> Path:
     return _atomic_file(path, lambda tmp: tmp.write_text(text))
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    return _atomic_file(path, lambda tmp: tmp.write_bytes(data))
+
+
 def atomic_write_json(path: Path, obj: Any, indent: int | None = 2) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=indent))
 

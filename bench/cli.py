@@ -126,6 +126,14 @@ def cmd_bench_sft(args) -> int:
     return 0
 
 
+def cmd_bench_latency(args) -> int:
+    from bench.benchmarks import bench_latency
+
+    bench_latency(args.model, dataset=args.dataset, users=args.users, batch_size=args.batch_size,
+                  beam_width=args.beam_width, repeats=args.repeats, out=args.out, threads=args.threads)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reasonrec", description="ReasonRec Bench: compare reasoning methods "
                                 "for generative recommendation on one protocol")
@@ -178,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--to", default="leaderboard/results")
     s.set_defaults(func=cmd_export)
 
-    s = sub.add_parser("bench", help="micro-benchmarks (decode: beam search vs HF generate; grpo: shared-prompt log-probs; sft: packed vs per-prefix)")
+    s = sub.add_parser("bench", help="micro-benchmarks (decode: beam search vs HF generate; grpo: shared-prompt log-probs; sft: packed vs per-prefix; latency: saved models side by side)")
     bsub = s.add_subparsers(dest="bench", required=True)
     b = bsub.add_parser("decode", help="trie-constrained beam search vs HF generate(num_beams, prefix_allowed_tokens_fn)"
                                        " and vs unconstrained beams, same model and inputs")
@@ -191,6 +199,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=3, help="best of N")
     b.add_argument("--out", help="write the JSON report here")
     b.set_defaults(func=cmd_bench_decode)
+    b = bsub.add_parser("latency", help="ranking latency per sample of saved models (e.g. LASAR vs MiniOneRec), "
+                                        "one process, same users, interleaved repeats")
+    b.add_argument("--model", action="append", required=True, metavar="METHOD=FOLDER",
+                   help="a run's model/ folder or a stage entry; repeat; ratios are to the first")
+    b.add_argument("--dataset", required=True)
+    b.add_argument("--users", type=int, default=1000)
+    b.add_argument("--batch-size", type=int, default=256)
+    b.add_argument("--beam-width", type=int, default=50)
+    b.add_argument("--repeats", type=int, default=3, help="median of N interleaved repeats")
+    b.add_argument("--out", help="write the JSON report here")
+    b.set_defaults(func=cmd_bench_latency)
     b = bsub.add_parser("grpo", help="GRPO log-prob pass: prompt encoded once per group vs once per completion")
     b.add_argument("--preset", default="small", choices=["tiny", "small", "medium", "base"])
     b.add_argument("--prompts", type=int, default=8)

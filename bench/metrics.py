@@ -152,3 +152,25 @@ def validate(recommend: Callable[[list[list[int]], int], np.ndarray], histories:
     items = np.concatenate(rows) if rows else np.zeros((0, k), dtype=np.int64)
     ev = evaluate(items, tgt, n_items, ks=sorted({10, k_sel}), histories=hist if exclude_history else None)
     return {**ev.metrics, "users": len(tgt), "score": ev.metrics[metric]}
+
+
+def grouped_metrics(ranks: np.ndarray, groups: np.ndarray, ks=(10,), max_groups: int = 32) -> dict | None:
+    """Metrics per value of an integer per-user statistic (e.g. LASAR's latent step count: the paper's
+    Fig. 5b): ``{value: {"users": n, "share": f, "HR@10": .., "NDCG@10": ..}}``. None when the statistic
+    is not integer-valued or has more than ``max_groups`` distinct values."""
+    groups = np.asarray(groups)
+    if groups.ndim != 1 or len(groups) != len(ranks) or not len(groups):
+        return None
+    if not np.issubdtype(groups.dtype, np.integer):
+        if not np.all(np.isfinite(groups)) or not np.all(groups == np.round(groups)):
+            return None
+        groups = groups.astype(np.int64)
+    values = np.unique(groups)
+    if len(values) > max_groups:
+        return None
+    out = {}
+    for v in values:
+        sel = groups == v
+        out[str(int(v))] = {"users": int(sel.sum()), "share": round(float(sel.mean()), 5),
+                            **{m: round(x, 6) for m, x in metrics_from_ranks(np.asarray(ranks)[sel], ks).items()}}
+    return out

@@ -25,6 +25,7 @@ BUILTIN: dict[str, str] = {
     "gru4rec": "methods.recbole_models",
     "minionerec": "methods.minionerec",
     "lcrec": "methods.lcrec",
+    "lasar": "methods.lasar",
 }
 
 

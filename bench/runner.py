@@ -24,7 +24,7 @@ from bench.config import (TRAINING_FIELDS, build_spec, load_suite, method_config
                           resolve_spec, suite_specs)
 from bench.data import SIDData, prepare
 from bench.method import FitContext, Method
-from bench.metrics import evaluate
+from bench.metrics import evaluate, grouped_metrics
 from bench.registry import get_method
 from bench.results import Latency, RunResult, Training
 from bench.specs import EvalSettings, RunSpec, SpecError, SuiteSpec
@@ -263,6 +263,13 @@ def _run_body(spec: RunSpec, run_dir: Path, *, main: bool, started: float, datas
                   histories=test.histories if spec.eval.exclude_history else None)
     log("test metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in ev.metrics.items()))
 
+    by_stat = {}
+    for name, v in stats.items():  # per-user integer statistics (e.g. latent steps): mean and per-value table
+        table = grouped_metrics(ev.ranks, np.asarray(v), ks=spec.eval.ks)
+        if table is not None:
+            by_stat[name] = {"mean": round(float(np.mean(v)), 4), "by_value": table}
+            log(f"{name}: mean {by_stat[name]['mean']}; " + ", ".join(
+                f"{k}: {t['share']:.1%} N@10 {t.get('NDCG@10', float('nan')):.4f}" for k, t in table.items()))
     atomic_write_json(run_dir / "per_user.json", {
         "users": test.users.tolist(), "targets": test.targets.tolist(), "ranks": ev.ranks.tolist(),
         "stats": {k: np.asarray(v).tolist() for k, v in stats.items()}})
@@ -273,7 +280,7 @@ def _run_body(spec: RunSpec, run_dir: Path, *, main: bool, started: float, datas
                     "beam_width": spec.eval.beam_width, "inference": options,
                     "exclude_history": spec.eval.exclude_history,
                     "max_history": data.max_history, "invalid_items": ev.invalid, "duplicate_items": ev.duplicates,
-                    "per_user_file": "per_user.json"},
+                    "per_user_file": "per_user.json", **({"by_stat": by_stat} if by_stat else {})},
         method_facts={"config": config.model_dump(mode="json"), **method.describe()},
         data={"name": data.name, "fingerprint": data.fingerprint, "stats": data.stats,
               "settings": data.settings.model_dump(mode="json")},

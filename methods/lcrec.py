@@ -67,7 +67,7 @@ class LCRec(GenerativeMethod):
     def uses_item_text(self) -> bool:
         return any(t in _MAPPING for t in self.config.tasks)
 
-    def extra_corpus(self):
+    def extra_corpus(self, data):
         if self.style == "compact":
             return [t for pool in LCREC_COMPACT_TASKS.values() for t in pool]
         return [f"{i} {x}" for i, x in SEQREC_POOL] + [f"{i} {x}" for pool in LCREC_TASKS.values() for i, x in pool]

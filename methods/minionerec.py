@@ -41,7 +41,7 @@ class MiniOneRec(GenerativeMethod):
     def uses_item_text(self) -> bool:
         return self._alignment_on()
 
-    def extra_corpus(self):
+    def extra_corpus(self, data):
         if self.style == "compact":
             return [t for pool in COMPACT_ALIGNMENT_TEMPLATES.values() for t in pool] if self._alignment_on() else []
         return [f"{i} {x}" for pool in ALIGNMENT_TEMPLATES.values() for i, x in pool]

@@ -149,6 +149,15 @@ def load_backbone(folder: Path, levels: int, codebook_size: int) -> Backbone:
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(folder)
+    from transformers.utils import logging as hf_logging
+
+    # a method's attached modules (a policy head) are saved with the model and restored by the method
+    # from extra_modules.pt; transformers reports them as unexpected keys: quiet, not an error
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     source = json.loads((folder / "backbone.json").read_text())["source"]
     return Backbone(model, tokenizer, sid_ids_tensor(tokenizer, levels, codebook_size), source)

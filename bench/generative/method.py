@@ -115,6 +115,27 @@ class GenerativeMethod(Method):
         see the rollout (items, rewards, advantages, reference log-probs) and the policy's log-probs."""
         return {}
 
+    def after_sft(self, data, valid, ctx, rng: random.Random) -> dict:
+        """Training phases between SFT and RL (LASAR's Stage 2); returns their facts (merged into the
+        training facts). Default: none."""
+        return {}
+
+    def rl_prompts(self, data, rng: random.Random, n: int) -> list[tuple]:
+        """GRPO's ``(prompt, target)`` pairs; a prompt is what :meth:`prefix_state` reads (default: the
+        histories of ``n`` random training samples)."""
+        train_s = data.train_samples(n, seed=rng.randint(0, 2**31) + 1)
+        return [(list(h), int(t)) for h, t in zip(train_s.histories, train_s.targets)]
+
+    def rollout_prefix_state(self, model, prompts):
+        """The prefix a GRPO rollout decodes from (default: :meth:`prefix_state`). A method that makes a
+        per-prompt choice for the rollout (LASAR samples its step count) makes it here; the log-prob
+        calls that follow on the same prompts reuse it."""
+        return self.prefix_state(model, prompts)
+
+    def rl_facts(self) -> dict:
+        """Facts of the RL phase a method's hooks collected (merged into ``training.rl``)."""
+        return {}
+
     def param_groups(self, model, stage: str) -> list[dict] | None:
         """Optimizer parameter groups for ``stage`` ("sft" or "rl"); None = every parameter at the
         stage's learning rate."""
@@ -124,7 +145,8 @@ class GenerativeMethod(Method):
         """Whether the SFT examples contain item text (the preset tokenizer then learns its words)."""
         return False
 
-    def extra_corpus(self) -> list[str]:
+    def extra_corpus(self, data) -> list[str]:
+        """Extra text the preset tokenizer learns its words from (besides item text)."""
         return []
 
     # ------------------------------------------------------------ shared machinery
@@ -161,15 +183,17 @@ class GenerativeMethod(Method):
     def _corpus(self, data) -> list[str]:
         texts = [t for t in data.item_text if t] if (self.style == "paper" or self.uses_item_text()) else []
         base = [ALPACA, SEQREC_TEMPLATE] if self.style == "paper" else []
-        return [*base, *self.extra_corpus(), *texts]
+        return [*base, *self.extra_corpus(data), *texts]
 
     def _encoder(self, data) -> PromptEncoder:
         return PromptEncoder(self.bb.tokenizer, self.bb.sid_token_ids, data.codes, style=self.style,
                              sid_text=data.sid, max_text_tokens=self.config.max_text_tokens)
 
-    def _adopt(self, bb, data, folder: Path | None = None) -> None:
+    def _adopt(self, bb, data, folder: Path | None = None, strict_modules: bool = True) -> None:
         """Make ``bb`` the method's backbone: attach the method's modules (restoring their saved
-        weights from ``folder``), move to the device, rebuild the encoder and the trie tensors."""
+        weights from ``folder``), move to the device, rebuild the encoder and the trie tensors.
+        ``strict_modules=False`` (a shared SFT stage, which does not train them): a module whose saved
+        shape differs from this configuration's (e.g. LASAR's head for another N_max) keeps its init."""
         import torch
 
         from bench.generative.decoding import TrieTensors
@@ -182,7 +206,11 @@ class GenerativeMethod(Method):
                 raise FileNotFoundError(f"{path}: the saved extra modules ({', '.join(self.modules)}) are missing")
             state = torch.load(path, weights_only=True)
             for name, module in self.modules.items():
-                module.load_state_dict(state[name])
+                saved = state.get(name)
+                if not strict_modules and (saved is None or any(
+                        v.shape != module.state_dict()[k].shape for k, v in saved.items())):
+                    continue
+                module.load_state_dict(saved)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.bb.model.to(self.device)
         self.enc = self._encoder(data)
@@ -217,6 +245,7 @@ class GenerativeMethod(Method):
 
         width = max(width, k)
         out_items, out_scores = [], []
+        self._decode_stats: dict[str, list] = {}
         bs = batch_size or self.config.decode_batch_size
         with torch.no_grad():
             for s in range(0, len(histories), bs):
@@ -224,7 +253,15 @@ class GenerativeMethod(Method):
                 res = constrained_beam_search(model, self.trie, prefix=state, beam_width=width)
                 out_items.append(res.items[:, :k].cpu())
                 out_scores.append(res.scores[:, :k].cpu())
+        self.last_decode_stats = {name: np.concatenate(v) for name, v in self._decode_stats.items()}
+        self._decode_stats = None
         return torch.cat(out_items).numpy(), torch.cat(out_scores).numpy()
+
+    def record_decode_stat(self, name: str, values) -> None:
+        """Called by :meth:`prefix_state` while decoding: a per-row statistic (e.g. LASAR's step count)
+        that ``recommend`` returns per user (the runner reports its mean and metrics per value)."""
+        if getattr(self, "_decode_stats", None) is not None:
+            self._decode_stats.setdefault(name, []).append(np.asarray(values))
 
     def _valid_fn(self, data, valid, ctx):
         """Model selection: the run's selection metric through ``ctx.validate`` (the protocol every
@@ -315,7 +352,8 @@ class GenerativeMethod(Method):
             with stage.lock(ctx.log) if distributed.is_main() else contextlib.nullcontext():
                 if stage.exists():
                     done = stage.facts()
-                    self._adopt(load_backbone(stage.dir, data.sid_levels, data.codebook_size), data, stage.dir)
+                    self._adopt(load_backbone(stage.dir, data.sid_levels, data.codebook_size), data, stage.dir,
+                                strict_modules=False)
                     facts["sft"] = {**done["sft"], "reused": True}
                     facts["reused_seconds"] = done["sft"].get("seconds", 0.0)
                     ctx.log(f"{self.info.name}: SFT stage {stage.id} reused (trained by run {done.get('run_id')}, "
@@ -328,6 +366,7 @@ class GenerativeMethod(Method):
                         ctx.log(f"{self.info.name}: SFT stage published as {stage.id}")
             facts["sft"]["stage"] = stage.id
             facts["started_from"] = {"stage": stage.id, "path": str(stage.dir)}
+        facts.update(self.after_sft(data, valid, ctx, rng) or {})
         rl: GRPOConfig | None = getattr(self.config, "rl", None)
         if rl is not None and rl.enabled:
             t0 = time.time()
@@ -337,14 +376,13 @@ class GenerativeMethod(Method):
         return facts
 
     def _grpo(self, data, valid, ctx, rl: GRPOConfig, rng: random.Random) -> dict:
-        train_s = data.train_samples(rl.max_prompts, seed=rng.randint(0, 2**31) + 1)
-        batch = [(list(h), int(t)) for h, t in zip(train_s.histories, train_s.targets)]
+        batch = self.rl_prompts(data, rng, rl.max_prompts)
         valid_fn = self._valid_fn(data, valid, ctx)
         before = valid_fn(self.bb.model)
         ref = copy.deepcopy(self.bb.model).eval()
         for p in ref.parameters():
             p.requires_grad_(False)
-        loss = GRPOLoss(ref, rl, rollout=beam_rollout(self.trie, self.bb.pad_id, prefix_fn=self.prefix_state),
+        loss = GRPOLoss(ref, rl, rollout=beam_rollout(self.trie, self.bb.pad_id, prefix_fn=self.rollout_prefix_state),
                         logprobs=self.completion_logprobs, extra_terms=self.rl_extra_terms)
         cfg = TrainConfig(epochs=rl.epochs, lr=rl.lr, batch_size=rl.batch_prompts, patience=rl.epochs,
                           max_minutes=rl.max_minutes)
@@ -364,11 +402,12 @@ class GenerativeMethod(Method):
                 f"{key} {before[key]} -> {after.get(key)} on the same validation users")
         facts["prompts"] = len(batch)
         facts["updates_per_rollout"] = rl.updates_per_rollout
+        facts.update(self.rl_facts())
         return facts
 
     def recommend(self, histories, *, k, beam_width: int = 50):
         items, scores = self._decode(self.bb.model, histories, k=k, width=beam_width)
-        return Recommendations(items, scores)
+        return Recommendations(items, scores, stats=dict(self.last_decode_stats))
 
     def describe(self):
         if not hasattr(self, "bb"):
