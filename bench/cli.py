@@ -134,6 +134,17 @@ def cmd_bench_latency(args) -> int:
     return 0
 
 
+def cmd_paired(args) -> int:
+    from bench.significance import paired_test
+
+    res = paired_test(Path(args.run_a), Path(args.run_b), metric=args.metric)
+    print(f"{args.metric} on {res['users']:,} users: A {res['a']:.4f}, B {res['b']:.4f}, A-B {res['mean_difference']:+.4f} "
+          f"(95% CI {res['ci95'][0]:+.4f} .. {res['ci95'][1]:+.4f}); paired t p={res['t_pvalue']:.3g}, "
+          f"Wilcoxon p={res['wilcoxon_pvalue']:.3g}; A better for {res['a_better_users']:,} users, "
+          f"B for {res['b_better_users']:,}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reasonrec", description="ReasonRec Bench: compare reasoning methods "
                                 "for generative recommendation on one protocol")
@@ -185,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--runs", required=True)
     s.add_argument("--to", default="leaderboard/results")
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("paired", help="paired significance of two runs on the same test users (per-user ranks)")
+    s.add_argument("run_a")
+    s.add_argument("run_b")
+    s.add_argument("--metric", default="NDCG@10")
+    s.set_defaults(func=cmd_paired)
 
     s = sub.add_parser("bench", help="micro-benchmarks (decode: beam search vs HF generate; grpo: shared-prompt log-probs; sft: packed vs per-prefix; latency: saved models side by side)")
     bsub = s.add_subparsers(dest="bench", required=True)

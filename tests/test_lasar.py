@@ -343,3 +343,21 @@ def test_bench_latency_times_saved_models_side_by_side(toy_env, tmp_path):
     assert all(len(v) == 2 for v in res["all_repeats"].values())
     assert list(res["stats"]) == [labels[1]]  # only LASAR reports latent steps
     assert json.loads((tmp_path / "lat.json").read_text())["setup"]["users"] == 8
+
+
+def test_paired_significance_on_hand_made_ranks(tmp_path):
+    from bench.significance import paired_test, per_user_gains
+
+    assert per_user_gains(np.array([1, 3, 0, 11]), "NDCG@10").tolist() == pytest.approx([1.0, 0.5, 0.0, 0.0])
+    assert per_user_gains(np.array([1, 3, 0, 11]), "HR@10").tolist() == [1.0, 1.0, 0.0, 0.0]
+    users, targets = list(range(40)), [0] * 40
+    for name, ranks in (("a", [1] * 20 + [0] * 20), ("b", [3] * 20 + [0] * 20), ("c", [1] * 40)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "per_user.json").write_text(json.dumps({"users": users, "targets": targets, "ranks": ranks}))
+    r = paired_test(tmp_path / "a", tmp_path / "b")
+    assert r["mean_difference"] == pytest.approx(0.25) and r["a_better_users"] == 20 and r["b_better_users"] == 0
+    assert r["t_pvalue"] < 1e-6 and r["ci95"][0] > 0
+    assert paired_test(tmp_path / "a", tmp_path / "a")["wilcoxon_pvalue"] == 1.0
+    (tmp_path / "c" / "per_user.json").write_text(json.dumps({"users": users[::-1], "targets": targets, "ranks": [1] * 40}))
+    with pytest.raises(ValueError, match="same users"):
+        paired_test(tmp_path / "a", tmp_path / "c")
