@@ -237,6 +237,24 @@ def _saved_config(path: Path) -> dict:
                             "stage entry is expected)")
 
 
+def _lenient_config(cls, values: dict, log=print):
+    """The method's config from saved values; fields an older version wrote that no longer validate
+    (renamed options) fall back to their defaults, named in the log (inference reads few fields)."""
+    from pydantic import ValidationError
+
+    values = dict(values)
+    while True:
+        try:
+            return cls.Config(**values)
+        except ValidationError as e:
+            bad = {str(err["loc"][0]) for err in e.errors() if err["loc"]} & set(values)
+            if not bad:
+                raise
+            log(f"{cls.info.name}: saved config field(s) {sorted(bad)} do not validate now; using the defaults")
+            for k in bad:
+                values.pop(k)
+
+
 def bench_latency(models: list[str], *, dataset: str, users: int = 1000, batch_size: int = 256,
                   beam_width: int = 50, k: int = 20, repeats: int = 3, threads: int | None = None,
                   out: str | None = None, log=print) -> dict:
@@ -262,7 +280,7 @@ def bench_latency(models: list[str], *, dataset: str, users: int = 1000, batch_s
         if not sep:
             raise ValueError(f"--model {spec!r}: expected METHOD=FOLDER")
         cls, path = get_method(name), Path(folder)
-        m = cls(cls.Config(**_saved_config(path)))
+        m = cls(_lenient_config(cls, _saved_config(path), log))
         m.load(path, data)
         options = {"beam_width": beam_width} if "beam_width" in cls.inference_options else {}
         m.recommend(batches[0][:8], k=k, **options)  # warm-up
