@@ -137,6 +137,7 @@ def test_gradients_reach_the_head_and_every_latent_step(lasar, toy_data):
 
     m.latent_prefix = spy
     m.init_replay(toy_data, 0)
+    m.init_stage2_pool(toy_data)
     with torch.no_grad():  # argmax N = 3 for every row
         last = m.modules["policy_head"][2]
         last.weight.mul_(0.01)
@@ -361,3 +362,17 @@ def test_paired_significance_on_hand_made_ranks(tmp_path):
     (tmp_path / "c" / "per_user.json").write_text(json.dumps({"users": users[::-1], "targets": targets, "ranks": [1] * 40}))
     with pytest.raises(ValueError, match="same users"):
         paired_test(tmp_path / "a", tmp_path / "c")
+
+
+def test_stage2_extra_samples_train_the_answer_only(lasar, toy_data):
+    m, model = lasar, lasar.bb.model
+    st = m._segments(toy_data, log=lambda *_: None)
+    st["anchors"] = torch.randn(len(st["cots"]), m.config.max_steps, model.config.hidden_size).half()
+    m.init_replay(toy_data, 0)
+    m.init_stage2_pool(toy_data)
+    n_cot = len(st["cots"])
+    assert len(st["stage2"]) == n_cot + SMOKE["stage2_extra_samples"]
+    extra_only = m.stage2_loss(model, [n_cot, n_cot + 1])
+    assert "ce" in extra_only and "align" not in extra_only and "policy" not in extra_only
+    mixed = m.stage2_loss(model, [0, n_cot])
+    assert {"ce", "align", "policy"} <= set(mixed)
