@@ -237,7 +237,17 @@ def _run_body(spec: RunSpec, run_dir: Path, *, main: bool, started: float, datas
         raise SpecError(f"method '{spec.method}' needs item text, dataset '{spec.dataset}' has none")
     set_seed(spec.seed)
     method: Method = cls(config)
-    if source is None:
+    trained = _finished_training(run_dir, data, log) if source is None else None
+    if trained is not None and not main:
+        return RunResult.from_disk(distributed.wait_for_result(run_dir, since=started))
+    if trained is not None:  # an earlier attempt trained and saved the model, then stopped while evaluating
+        t0 = time.perf_counter()
+        method.load(run_dir / "model", data)
+        fit_facts, train_seconds = trained["facts"], trained["seconds"]
+        fit_facts["evaluation_attempts"] = fit_facts.get("evaluation_attempts", 1) + 1
+        log(f"training finished in an earlier attempt ({train_seconds:.1f}s): reloaded {run_dir / 'model'} in "
+            f"{time.perf_counter() - t0:.1f}s, evaluating it (no training)")
+    elif source is None:
         fit_facts, train_seconds = _fit_and_save(method, spec, run_dir, data, main=main, progress=progress, log=log)
         if not main:  # the main process evaluates and writes the result
             return RunResult.from_disk(distributed.wait_for_result(run_dir, since=started))
@@ -318,7 +328,33 @@ def _fit_and_save(method: Method, spec: RunSpec, run_dir: Path, data: SIDData, *
     fit_facts["model_saved"] = (run_dir / "model").is_dir()
     log(f"trained in {seconds:.1f}s" + (f" over {clock.attempts} attempts" if clock.attempts > 1 else "")
         + f": { {k: v for k, v in fit_facts.items() if k != 'history'} }")
+    if fit_facts["model_saved"]:  # a run stopped during evaluation resumes from here, without training again
+        atomic_write_json(run_dir / TRAINED_FILE, {"seconds": round(seconds, 3), "facts": fit_facts,
+                                                  "data_fingerprint": data.fingerprint})
     return fit_facts, seconds
+
+
+#: written next to ``model/`` when training finished: the training facts a resumed evaluation reports
+TRAINED_FILE = "trained.json"
+
+
+def _finished_training(run_dir: Path, data: SIDData, log) -> dict | None:
+    """The saved training facts of a run whose training finished and whose model was saved, or None
+    (train). A record written for other data is ignored (with a log line): the run trains again."""
+    path = run_dir / TRAINED_FILE
+    if not (path.is_file() and (run_dir / "model").is_dir()):
+        return None
+    try:
+        trained = json.loads(path.read_text())
+        facts, seconds = dict(trained["facts"]), float(trained["seconds"])
+    except (ValueError, KeyError, TypeError) as e:
+        log(f"ignoring {path} ({type(e).__name__}: {e}): training again")
+        return None
+    if trained.get("data_fingerprint") != data.fingerprint:
+        log(f"{path} was written for data {trained.get('data_fingerprint')}, the prepared data is {data.fingerprint}:"
+            " training again")
+        return None
+    return {"facts": facts, "seconds": seconds}
 
 
 def _save_model(method: Method, path: Path, log) -> None:

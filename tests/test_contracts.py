@@ -372,6 +372,41 @@ def test_a_resumed_run_records_its_attempts_and_total_time(toy_env, tmp_path):
     assert "resuming run" in log
 
 
+class CrashesInEval(Counting):
+    """Trains and saves, then crashes in its first evaluation."""
+
+    info = MethodInfo(name="crashes_in_eval", family="baseline")
+    crashed = False
+
+    def recommend(self, histories, *, k):
+        if not CrashesInEval.crashed:
+            CrashesInEval.crashed = True
+            raise RuntimeError("simulated crash while evaluating")
+        return super().recommend(histories, k=k)
+
+
+def test_a_run_stopped_while_evaluating_resumes_from_its_saved_model(toy_env, tmp_path):
+    REGISTRY.register()(CrashesInEval)
+    Counting.fits, CrashesInEval.crashed = 0, False
+    try:
+        spec = build_spec("crashes_in_eval", "toy", sets=["eval.max_users=10"])
+        with pytest.raises(RuntimeError, match="simulated crash while evaluating"):
+            _quiet(spec, tmp_path)
+        assert Counting.fits == 1 and (tmp_path / spec.run_id() / "trained.json").is_file()
+        res = _quiet(spec, tmp_path)
+        assert Counting.fits == 1, "the resumed run trained again"
+        assert res.training.model_extra["fits"] == 1 and res.training.model_extra["evaluation_attempts"] == 2
+        assert "no training" in (tmp_path / spec.run_id() / "run.log").read_text()
+        # a record written for other data is not trusted: the run trains again
+        rec = tmp_path / spec.run_id() / "trained.json"
+        rec.write_text(json.dumps({**json.loads(rec.read_text()), "data_fingerprint": "other"}))
+        (tmp_path / spec.run_id() / "result.json").unlink()
+        _quiet(spec, tmp_path)
+        assert Counting.fits == 2
+    finally:
+        REGISTRY.unregister("crashes_in_eval")
+
+
 # ---------------------------------------------------------------- 11. atomic writes
 
 def test_a_failed_site_build_keeps_the_old_site(toy_env, tmp_path, monkeypatch):

@@ -307,6 +307,22 @@ def test_ablations_share_stage1_and_bad_settings_are_refused(toy_data, tmp_path)
         LASAR.Config(forced_steps=9)
 
 
+def test_force_n_is_an_inference_setting_sharing_the_stage2_entry(toy_data):
+    from bench.generative.stages import StageCache
+
+    ctx = FitContext(workdir=Path("/tmp"), seed=0)
+    keys = {StageCache("lasar-stage2", LASAR(LASAR.Config(**{**SMOKE, "forced_steps": n}))._stage2_key(
+        toy_data, ctx, "sft-x")).id for n in (None, 1, 2, 4)}
+    assert len(keys) == 1, "Force N rows must reuse the adaptive Stage 2"
+    assert LASAR(LASAR.Config(**{**SMOKE, "alignment": "mse"}))._stage2_key(toy_data, ctx, "sft-x") != \
+        LASAR(LASAR.Config(**SMOKE))._stage2_key(toy_data, ctx, "sft-x")
+    m = LASAR(LASAR.Config(**{**SMOKE, "forced_steps": 3}))
+    logits = torch.tensor([[5.0, 0, 0, 0], [0, 0, 0, 5.0]])
+    assert m.steps_for(logits).tolist() == [3, 3]  # inference: forced
+    m._in_stage2 = True
+    assert m.steps_for(logits).tolist() == [1, 4]  # Stage 2: the head's N
+
+
 def test_lasar_end_to_end_records_steps_and_reloads(toy_env, tmp_path):
     from bench.config import build_spec
     from bench.runner import reevaluate, run

@@ -73,7 +73,9 @@ class LASARConfig(GenerativeConfig):
     alignment: Literal["kl", "cosine", "mse", "none"] = "kl"
     align_weight: float = Field(0.1, ge=0, description="alpha_align")
     policy_weight: float = Field(0.1, ge=0, description="beta_policy")
-    forced_steps: int | None = Field(None, ge=1, description="every sample uses N = forced_steps (Fig. 4a ablation)")
+    forced_steps: int | None = Field(None, ge=1, description="Force N (Fig. 4a): every user decodes with N = "
+                                     "forced_steps (and RL rollouts use it); Stage 2 still trains the adaptive "
+                                     "head, so these rows share the Stage-2 entry")
     latent_samples: int = Field(8000, ge=1, description="training samples with teacher CoT and anchors "
                                                         "(Stage 2 data; random subset of all prefixes)")
     stage1_cot_samples: int = Field(1500, ge=0, description="CoT text examples in Stage 1 (the text pass)")
@@ -340,7 +342,7 @@ class LASAR(GenerativeMethod):
         import torch
 
         n = logits.argmax(-1) + 1
-        if self.config.forced_steps is not None:
+        if self.config.forced_steps is not None and not getattr(self, "_in_stage2", False):
             n = torch.full_like(n, self.config.forced_steps)
         if prompts is not None:
             fixed = [getattr(p, "steps", None) for p in prompts]
@@ -429,10 +431,9 @@ class LASAR(GenerativeMethod):
             align = (dist * valid).sum() / valid.sum().clamp(min=1)
             out["loss"] = out["loss"] + self.config.align_weight * align
             out["align"] = align
-        if self.config.forced_steps is None:
-            pol = torch.nn.functional.cross_entropy(aux["logits"].float(), labels - 1)
-            out["loss"] = out["loss"] + self.config.policy_weight * pol
-            out["policy"] = pol
+        pol = torch.nn.functional.cross_entropy(aux["logits"].float(), labels - 1)  # the head (always)
+        out["loss"] = out["loss"] + self.config.policy_weight * pol
+        out["policy"] = pol
         out["mean_steps"] = aux["steps"].float().mean().detach()
         return self._add_replay(model, out, len(hist))
 
@@ -468,7 +469,9 @@ class LASAR(GenerativeMethod):
 
     def _stage2_key(self, data, ctx, stage1: str | None) -> dict:
         return {"recipe": "lasar-stage2", "stage1": stage1, "data": data.fingerprint,
-                "config": self.config.model_dump(mode="json", exclude=self.non_stage2_fields), "seed": ctx.seed,
+                # Force N is an inference (and RL) setting: Stage 2 is the same for every forced_steps
+                "config": {**self.config.model_dump(mode="json", exclude=self.non_stage2_fields), "forced_steps": None},
+                "seed": ctx.seed,
                 "selection": {"metric": ctx.selection_metric, "exclude_history": ctx.exclude_history}}
 
     def after_sft(self, data, valid, ctx, rng):
@@ -519,11 +522,14 @@ class LASAR(GenerativeMethod):
         t0 = time.time()
         ctx.log(f"lasar: Stage 2 on {len(st['stage2']):,} samples ({len(st['cots']):,} with CoT; alignment "
                 f"{self.config.alignment}, "
-                f"{'two-stage' if self.config.two_stage else 'mixed, from the initial weights'}"
-                f"{', forced N=' + str(self.config.forced_steps) if self.config.forced_steps else ''})")
-        facts = train(self.bb.model, self.stage2_loss, list(range(len(st["stage2"]))), lambda b: list(b),
-                      self.config.stage2, workdir=ctx.workdir, valid_fn=self._stage2_valid_fn(data, valid, ctx),
-                      seed=ctx.seed, progress=ctx.progress, log=ctx.log, name="stage2")
+                f"{'two-stage' if self.config.two_stage else 'mixed, from the initial weights'})")
+        self._in_stage2 = True  # the head's N in training and in Stage-2 validation, whatever forced_steps
+        try:
+            facts = train(self.bb.model, self.stage2_loss, list(range(len(st["stage2"]))), lambda b: list(b),
+                          self.config.stage2, workdir=ctx.workdir, valid_fn=self._stage2_valid_fn(data, valid, ctx),
+                          seed=ctx.seed, progress=ctx.progress, log=ctx.log, name="stage2")
+        finally:
+            self._in_stage2 = False
         facts["seconds"] = round(time.time() - t0, 1)
         return facts
 
