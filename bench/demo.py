@@ -12,9 +12,21 @@ from bench.specs import SuiteSpec
 DEFAULT_DATASET = "ml-100k"
 
 
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def demo_suite(methods: list[str] | None = None, dataset: str = DEFAULT_DATASET) -> SuiteSpec:
     names = methods or REGISTRY.names()
-    entries = [SuiteSpec.Entry(method=n, method_config=REGISTRY.get(n).demo_config) for n in names]
+    entries = []
+    for n in names:
+        cls = REGISTRY.get(n)
+        rows = cls.demo_rows or {None: {}}
+        entries += [SuiteSpec.Entry(method=n, label=label, method_config=_merge(cls.demo_config, over))
+                    for label, over in rows.items()]
     return SuiteSpec(methods=entries, datasets=[dataset], seeds=[0])
 
 

@@ -98,6 +98,9 @@ class Method:
     Config: ClassVar[type[MethodConfig]] = MethodConfig
     #: small-budget overrides used by ``reasonrec demo`` and the registry-wide smoke test
     demo_config: ClassVar[dict[str, Any]] = {}
+    #: several demo rows (label -> overrides on top of ``demo_config``), e.g. a method's variants; empty =
+    #: one row with ``demo_config``
+    demo_rows: ClassVar[dict[str, dict[str, Any]]] = {}
     smoke_config: ClassVar[dict[str, Any]] = {}
     #: evaluation settings (``RunSpec.eval`` fields) the runner passes to :meth:`recommend` as keywords
     inference_options: ClassVar[tuple[str, ...]] = ()

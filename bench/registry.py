@@ -26,6 +26,8 @@ BUILTIN: dict[str, str] = {
     "minionerec": "methods.minionerec",
     "lcrec": "methods.lcrec",
     "lasar": "methods.lasar",
+    "rearec": "methods.rearec",
+    "gream": "methods.gream",
 }
 
 

@@ -276,10 +276,11 @@ def _run_body(spec: RunSpec, run_dir: Path, *, main: bool, started: float, datas
     by_stat = {}
     for name, v in stats.items():  # per-user integer statistics (e.g. latent steps): mean and per-value table
         table = grouped_metrics(ev.ranks, np.asarray(v), ks=spec.eval.ks)
-        if table is not None:
-            by_stat[name] = {"mean": round(float(np.mean(v)), 4), "by_value": table}
-            log(f"{name}: mean {by_stat[name]['mean']}; " + ", ".join(
-                f"{k}: {t['share']:.1%} N@10 {t.get('NDCG@10', float('nan')):.4f}" for k, t in table.items()))
+        by_stat[name] = {"mean": round(float(np.mean(v)), 4), "max": float(np.max(v)),
+                         **({"by_value": table} if table is not None else {})}  # a table for <= 32 values
+        log(f"{name}: mean {by_stat[name]['mean']}" + ("; " + ", ".join(
+            f"{k}: {t['share']:.1%} N@10 {t.get('NDCG@10', float('nan')):.4f}" for k, t in table.items())
+            if table is not None else ""))
     atomic_write_json(run_dir / "per_user.json", {
         "users": test.users.tolist(), "targets": test.targets.tolist(), "ranks": ev.ranks.tolist(),
         "stats": {k: np.asarray(v).tolist() for k, v in stats.items()}})

@@ -70,3 +70,14 @@ def toy_data(toy_env):
     from bench.data import prepare
 
     return prepare("toy", progress=False, log=lambda *_: None)
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (exact-resume comparisons, and faster on 2 busy cores)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

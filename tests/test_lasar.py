@@ -14,7 +14,7 @@ import torch
 from bench.method import FitContext
 from methods.lasar.method import LASAR, LatentPrompt, align_distance, bidir_kl, reinforce_loss
 from methods.lasar.segment import boundaries, segment_texts, sentences
-from methods.lasar.teacher import ItemFacts, Teacher, TeacherConfig, metadata_cot
+from bench.generative.teacher import ItemFacts, Teacher, TeacherConfig, metadata_cot
 
 SMOKE = {**LASAR.smoke_config, "max_steps": 4}
 

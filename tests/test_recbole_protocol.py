@@ -12,12 +12,7 @@ TINY_SASREC = {"hidden_size": 16, "n_layers": 1, "n_heads": 1, "inner_size": 32,
 TINY_GRU4REC = {"embedding_size": 16, "hidden_size": 16, "batch_size": 16, "lr": 5e-3, "patience": 10}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _ctx(workdir, logs=None, **kw):

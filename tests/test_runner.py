@@ -16,7 +16,9 @@ def _quiet(spec, out, **kw):
 
 
 def _generative(name):
-    return REGISTRY.get(name).info.family in ("generative", "latent", "explicit-cot")
+    from bench.generative.method import GenerativeMethod
+
+    return issubclass(REGISTRY.get(name), GenerativeMethod)  # has prompt styles (rearec, family latent, has not)
 
 
 SMOKE_CASES = [(n, None) for n in REGISTRY.names()] + [(n, s) for n in REGISTRY.names() if _generative(n)

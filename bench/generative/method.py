@@ -308,6 +308,25 @@ class GenerativeMethod(Method):
                     "users": min(self.config.valid_max_users, len(valid))}
         return ctx.selection(self.config.valid_max_users, len(valid))
 
+    def cached_phase(self, stage_name: str, key: dict | None, data, ctx, train_fn, facts_key: str) -> dict:
+        """A training phase after SFT (LASAR's Stage 2, GREAM's CoT-SFT) trained once per ``key`` and
+        reused from the stage cache by every row that shares it; ``key`` None trains it every time.
+        ``train_fn()`` trains ``self.bb`` in place and returns the phase's facts; returned with the
+        stage id (and ``reused: true`` when loaded)."""
+        if key is None:
+            return train_fn()
+        stage = StageCache(stage_name, key)
+        with stage.lock(ctx.log):
+            if stage.exists():
+                done = stage.facts()
+                self._adopt(load_backbone(stage.dir, data.sid_levels, data.codebook_size), data, stage.dir)
+                ctx.log(f"{self.info.name}: {stage_name} {stage.id} reused (trained by run {done.get('run_id')})")
+                return {**done[facts_key], "reused": True, "stage": stage.id}
+            facts = train_fn()
+            stage.publish(self.save, {"run_id": Path(ctx.workdir).parent.name, facts_key: facts})
+            ctx.log(f"{self.info.name}: {stage_name} published as {stage.id}")
+            return {**facts, "stage": stage.id}
+
     # ------------------------------------------------------------ the SFT stage (cached)
     def sft_stage(self, data, ctx) -> StageCache | None:
         if not self.config.reuse_sft:

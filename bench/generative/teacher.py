@@ -1,5 +1,6 @@
-"""Teacher CoT for LASAR: reasoning text per training sample, for alignment supervision only (never
-decoded at inference). Three teachers behind one interface (``teacher.kind``):
+"""Teacher CoT, shared by the methods that learn from reasoning text (LASAR: anchors and Stage 1;
+GREAM: CoT-SFT targets): reasoning text per training sample, written from the true next item but never
+naming it. Three teachers behind one interface (``teacher.kind``):
 
 - ``metadata`` (offline default): deterministic text in the App. E.2 structure (behavioural evidence
   -> latent preferences -> intent and goal -> recommendation formulation -> denoised sequence
@@ -12,7 +13,7 @@ decoded at inference). Three teachers behind one interface (``teacher.kind``):
   request-rate limit.
 - ``file``: a user's JSONL ``{"user": <user id>, "target": <item id>, "cot": "..."}`` (external ids).
 
-Every teacher's output is cached on disk per dataset and sample (``$REASONREC_CACHE/lasar/cot/``).
+Every teacher's output is cached on disk per dataset and sample (``$REASONREC_CACHE/lasar/cot/``, a path kept from when only LASAR used it).
 """
 from __future__ import annotations
 

@@ -1,0 +1,107 @@
+"""The teacher-CoT Stage 1 shared by the methods that learn from reasoning text (LASAR, GREAM).
+
+Stage 1 = the shared packed seqrec SFT plus a causal-LM pass over ``stage1_cot_samples`` teacher CoTs
+in the reasoning layout ``<rec> history <lat_s> CoT <lat_e> answer``, so that a backbone built from a
+config reads the CoT language (a pretrained LM already does: ``stage1_cot_samples: 0``). LASAR puts
+its latent loop between the two markers; GREAM generates the CoT text there. Both use the same recipe,
+fields and tokens, so they share one Stage-1 entry of the stage cache (tested).
+
+The CoT samples are ``latent_samples`` random training prefixes (a fixed seed) with their teacher CoT
+(:mod:`bench.generative.teacher`, cached on disk per dataset and sample).
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field
+
+from bench.generative.method import GenerativeConfig, GenerativeMethod
+from bench.generative.prompts import Example, PromptEncoder
+from bench.generative.teacher import Teacher, TeacherConfig
+from bench.generative.training import TrainConfig
+
+#: the reasoning region's start and end markers (the latent loop's for LASAR, the think block's for GREAM)
+REASON_START, REASON_END = "<lat_s>", "<lat_e>"
+#: the fields Stage 1 reads beyond the generative ones
+STAGE1_FIELDS = frozenset({"teacher", "latent_samples", "stage1_cot_samples", "max_cot_tokens"})
+#: the seed of the CoT sample draw (fixed: every method and run sees the same CoT samples)
+COT_SAMPLE_SEED = 12345
+
+
+class CoTConfig(GenerativeConfig):
+    teacher: TeacherConfig = TeacherConfig()
+    latent_samples: int = Field(8000, ge=1, description="training samples with a teacher CoT (LASAR: anchors and "
+                                                        "Stage 2; GREAM: CoT-SFT); random subset of all prefixes")
+    stage1_cot_samples: int = Field(1500, ge=0, description="CoT text examples in Stage 1 (the text pass)")
+    max_cot_tokens: int = Field(128, ge=8, description="teacher CoT longer than this is cut")
+    # Stage 1: the shared packed SFT plus the CoT text pass (~1.5x an epoch's tokens): fewer epochs, a
+    # longer guard than MiniOneRec's
+    sft: TrainConfig = TrainConfig(epochs=14, lr=2e-3, batch_size=64, patience=5, warmup_ratio=0.02,
+                                   max_minutes=45)
+
+
+def cot_non_sft_fields(config_cls: type[CoTConfig]) -> set[str]:
+    """A CoT method's fields Stage 1 does not read: everything its config adds to :class:`CoTConfig`,
+    and the generative fields SFT never reads. Methods listing them this way share Stage-1 entries."""
+    return set(config_cls.model_fields) - set(CoTConfig.model_fields) | set(GenerativeMethod.non_sft_fields)
+
+
+class CoTMethod(GenerativeMethod):
+    """A generative method trained on teacher CoT: Stage 1 (:meth:`sft_examples`) is the shared recipe
+    above; :meth:`cot_state` has the CoT samples, their text and the teacher."""
+
+    Config: ClassVar = CoTConfig
+    sft_recipe = "lasar-stage1"  # the recipe's name since LASAR introduced it (kept: cached entries)
+    non_sft_fields = cot_non_sft_fields(CoTConfig)
+
+    def extra_special_tokens(self):
+        return [*super().extra_special_tokens(), REASON_START, REASON_END]
+
+    def uses_item_text(self) -> bool:
+        return True
+
+    def extra_corpus(self, data):
+        return self.cot_state(data)["cots"] if self.config.stage1_cot_samples else []
+
+    def _tok(self, token: str) -> int:
+        return self.bb.tokenizer.convert_tokens_to_ids(token)
+
+    def cot_cache_dir(self) -> Path:
+        from bench.data import cache_root
+
+        return cache_root() / "lasar"  # teacher CoT under cot/ (the path since LASAR introduced it)
+
+    def cot_state(self, data) -> dict:
+        """The CoT samples (``samples``), their teacher CoT (``cots``) and the ``teacher``; cached on the
+        method per dataset. Methods add their own derived entries (segments, anchors)."""
+        st = getattr(self, "_cot_state", None)
+        if st is not None and st["fp"] == data.fingerprint:
+            return st
+        samples = data.train_samples(self.config.latent_samples, seed=COT_SAMPLE_SEED)
+        teacher = Teacher(self.config.teacher, data, self.cot_cache_dir() / "cot")
+        triples = [(int(u), list(h), int(t)) for u, h, t in zip(samples.users, samples.histories, samples.targets)]
+        cots = teacher.cots(triples, progress=False)
+        self._cot_state = {"fp": data.fingerprint, "samples": samples, "cots": cots, "teacher": teacher}
+        return self._cot_state
+
+    def reasoning_prompt(self, enc: PromptEncoder, history) -> list[int]:
+        """The seqrec prompt followed by the reasoning start marker."""
+        return [*enc.seqrec(history)[-(self.config.max_prompt_tokens - 1):], self._tok(REASON_START)]
+
+    def cot_text(self, enc: PromptEncoder, cot: str) -> list[int]:
+        return enc.text(cot)[: self.config.max_cot_tokens]
+
+    def sft_examples(self, data, enc, rng: random.Random):
+        """Stage 1: seqrec (packed in the compact style) + the CoT text pass."""
+        examples = self.seqrec_sft_examples(data, enc, rng)
+        n = min(self.config.stage1_cot_samples, self.config.latent_samples)
+        if n:
+            st = self.cot_state(data)
+            e_tok = self._tok(REASON_END)
+            for i in range(min(n, len(st["cots"]))):
+                h, t = st["samples"].histories[i], int(st["samples"].targets[i])
+                examples.append(Example(self.reasoning_prompt(enc, h),
+                                        [*self.cot_text(enc, st["cots"][i]), e_tok, *enc.answer(t)], "cot"))
+        return examples

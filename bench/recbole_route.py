@@ -1,0 +1,313 @@
+"""The RecBole route: a RecBole model class (built in, e.g. SASRec, or a custom one such as ReaRec's) trained
+by RecBole's trainer under the benchmark's protocol. The plugins are ``methods.recbole_models`` (SASRec,
+GRU4Rec) and ``methods.rearec``.
+
+The shared split is written as RecBole atomic files (one sequence per user, positions as
+timestamps), so RecBole's leave-one-out split equals ours and RecBole trains only on training
+positions. Training uses RecBole's trainer, one epoch at a time (``trainer._train_epoch``), so we own
+model selection, early stopping, the time budget and resumable checkpoints. RecBole's own evaluator is
+not used: each epoch is scored by the run's selection protocol (``FitContext.validate`` on every
+validation user) with the same ranking as ``recommend`` (``full_sort_predict`` on OUR histories), and
+the test metrics come from our evaluator.
+
+Resuming is exact: ``last.pth`` holds, besides the model and optimizer, every random state training
+draws on (python ``random``, numpy, torch CPU and CUDA, and the ``torch.Generator`` of RecBole's train
+dataloader, which shuffles each epoch), restored after the rebuild; a run interrupted after epoch e
+trains epoch e+1 exactly as an uninterrupted run does.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from bench.atomic import atomic_torch_save, atomic_write_text
+from bench.method import Method, MethodConfig, Recommendations, TrainingDiverged
+
+
+class RecBoleConfig(MethodConfig):
+    epochs: int = Field(50, ge=1)
+    patience: int = Field(5, ge=1, description="epochs without validation improvement before stopping")
+    batch_size: int = Field(2048, ge=1)
+    eval_batch_size: int = Field(4096, ge=1, description="users per ranking batch (validation and test)")
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    max_minutes: float | None = Field(None, gt=0, description="stop training after this many minutes")
+
+
+@contextlib.contextmanager
+def _in_dir(path: Path):
+    old = os.getcwd()
+    os.chdir(path)  # RecBole writes log_tensorboard/ and saved/ relative to the cwd
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def _rng_state(train_data) -> dict:
+    """Every random state a RecBole training epoch draws on: dropout (torch CPU / CUDA), the train
+    dataloader's own generator (the epoch's shuffle), and python / numpy for good measure."""
+    import random
+
+    import torch
+
+    gen = getattr(train_data, "generator", None)
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "loader": gen.get_state() if gen is not None else None}
+
+
+def _set_rng_state(state: dict, train_data) -> None:
+    import random
+
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if state["loader"] is not None:
+        train_data.generator.set_state(state["loader"])
+
+
+class RecBoleMethod(Method):
+    recbole_model: str = ""
+    demo_config = {"epochs": 2}
+    smoke_config = {"epochs": 1, "batch_size": 256}
+
+    def model_params(self) -> dict:
+        raise NotImplementedError
+
+    def _recbole_config(self, data, workdir: Path, seed: int) -> dict:
+        import torch
+
+        c = self.config
+        return {
+            "data_path": str(workdir / "recbole_data"),
+            "checkpoint_dir": str(workdir),
+            "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "TIME_FIELD": "timestamp",
+            "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+            "user_inter_num_interval": "[0,inf)", "item_inter_num_interval": "[0,inf)",
+            "MAX_ITEM_LIST_LENGTH": data.max_history,
+            # the leave-one-out split: RecBole's train dataset holds only the training positions
+            "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
+            "loss_type": "CE", "train_neg_sample_args": None,
+            "epochs": c.epochs, "train_batch_size": c.batch_size, "learning_rate": c.lr,
+            "weight_decay": c.weight_decay,
+            "seed": seed, "reproducibility": True, "use_gpu": torch.cuda.is_available(),
+            "show_progress": False, "save_dataset": False, "save_dataloaders": False,
+            **self.model_params(),
+        }
+
+    @staticmethod
+    def _write_inter(data, folder: Path, name: str) -> None:
+        lines = ["user_id:token\titem_id:token\ttimestamp:float\n"]
+        lines += [f"{u}\t{item}\t{pos}\n" for u, seq in enumerate(data.sequences) for pos, item in enumerate(seq)]
+        atomic_write_text(folder / f"{name}.inter", "".join(lines))
+
+    def _build(self, data, workdir: Path, seed: int):
+        """RecBole's config, model and train dataloader (RecBole's validation and test dataloaders are
+        not built: selection uses ``FitContext.validate``, the test our evaluator)."""
+        os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # RecBole pickles its checkpoints
+        from recbole.config import Config
+        from recbole.data import create_dataset
+        from recbole.data.utils import create_samplers, get_dataloader
+        from recbole.utils import get_model, init_seed
+
+        name = f"rr_{data.name.replace('-', '_')}"
+        self._write_inter(data, workdir / "recbole_data" / name, name)
+        import sys
+
+        argv, sys.argv = sys.argv, sys.argv[:1]  # RecBole's Config parses --key=value from the command line
+        try:
+            config = Config(model=self.recbole_model, dataset=name, config_dict=self._recbole_config(data, workdir, seed))
+        finally:
+            sys.argv = argv
+        init_seed(seed, True)
+        dataset = create_dataset(config)
+        # the train part of recbole.data.data_preparation: the same split and the same train dataloader
+        built = dataset.build()
+        train_sampler, _, _ = create_samplers(config, dataset, built)
+        train = get_dataloader(config, "train")(config, built[0], train_sampler, shuffle=config["shuffle"])
+        cls = get_model(config["model"]) if isinstance(self.recbole_model, str) else self.recbole_model  # custom
+        model = cls(config, train.dataset).to(config["device"])
+        # importing RecBole's sequential models runs sine.py's module-level
+        # `torch.autograd.set_detect_anomaly(True)`: process-wide anomaly mode, which made every later
+        # backward pass (RecBole's and any other method's in the same process) slower: `reasonrec --threads 1
+        # demo` before / after this line, minionerec SFT 17.8k / 40.4k tokens/s, gru4rec training 44 s / 25 s
+        import torch
+
+        torch.autograd.set_detect_anomaly(False)
+        # RecBole id -> our item id (RecBole id 0 is padding)
+        tokens = dataset.field2id_token["item_id"]
+        self.rb2ours = np.array([-1] + [int(t) for t in tokens[1:]], dtype=np.int64)
+        self.ours2rb = np.zeros(data.n_items, dtype=np.int64)
+        self.ours2rb[self.rb2ours[1:]] = np.arange(1, len(self.rb2ours))
+        self.device = config["device"]
+        return config, model, train
+
+    def _rank(self, model, histories, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` of ``full_sort_predict`` for each history: (our item ids, scores). Used by
+        ``recommend`` and by validation."""
+        import torch
+        from recbole.data.interaction import Interaction
+
+        if any(len(h) == 0 for h in histories):
+            raise ValueError(f"{self.info.name}.recommend: every history needs at least one item")
+        L = max(len(h) for h in histories)
+        seq = np.zeros((len(histories), L), dtype=np.int64)
+        for r, h in enumerate(histories):
+            seq[r, : len(h)] = self.ours2rb[np.asarray(h)]  # RecBole pads at the end
+        inter = Interaction({"item_id_list": torch.from_numpy(seq),
+                             "item_length": torch.tensor([len(h) for h in histories])}).to(self.device)
+        with torch.no_grad():
+            scores = model.full_sort_predict(inter).view(len(histories), -1)
+            scores[:, 0] = -torch.inf
+            top = torch.topk(scores, min(k, scores.shape[1] - 1), dim=1)
+        return self.rb2ours[top.indices.cpu().numpy()], top.values.cpu().numpy()
+
+    def _validate(self, model, data, valid, ctx) -> dict:
+        model.eval()
+        return ctx.validate(lambda h, k: self._rank(model, h, k)[0], valid, data.n_items,
+                            batch_size=self.config.eval_batch_size)
+
+    def _train_epoch(self, trainer, train_data, epoch: int) -> float:
+        c = self.config
+        try:
+            loss = trainer._train_epoch(train_data, epoch, show_progress=False)
+        except ValueError as e:  # RecBole's trainer: ValueError("Training loss is nan")
+            if str(e) != "Training loss is nan":
+                raise
+            raise TrainingDiverged(f"{self.info.name}: the training loss is NaN in epoch {epoch} (lr {c.lr:g}); "
+                                   "lower the learning rate or check the data. No result is written.") from e
+        loss = float(sum(loss) if isinstance(loss, tuple) else loss)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"{self.info.name}: the training loss is {loss} in epoch {epoch} (lr {c.lr:g}); "
+                                   "lower the learning rate or check the data. No result is written.")
+        return loss
+
+    def fit(self, data, *, valid, ctx):
+        import torch
+        from recbole.utils import get_trainer
+
+        from bench import distributed
+
+        if distributed.world_size() > 1:
+            raise RuntimeError(f"{self.info.name} trains with RecBole's own single-process trainer; run it without "
+                               "torchrun / accelerate launch (one process)")
+        c = self.config
+        metric = ctx.selection_metric
+        selection = ctx.selection(None, len(valid))
+        workdir = ctx.workdir.resolve()  # before the chdir below
+        workdir.mkdir(parents=True, exist_ok=True)
+        last, best_path = workdir / "last.pth", workdir / "best.pth"
+        with _in_dir(workdir):
+            config, model, train_data = self._build(data, workdir, ctx.seed)
+            trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+            start, best, best_epoch, bad, history, stopped = 0, -np.inf, None, 0, [], "epochs"
+            if last.is_file():
+                state = torch.load(last, map_location="cpu", weights_only=False)
+                if "rng" not in state:  # written before selection went through ctx.validate
+                    raise RuntimeError(f"{last} predates the shared selection protocol and exact resume (its epochs "
+                                       "were selected by RecBole's own validation); delete it to train from scratch")
+                if state["selection"] != selection:
+                    raise RuntimeError(f"{last} was selected by {state['selection']}, this run by {selection}; "
+                                       "delete it to train from scratch")
+                model.load_state_dict(state["model"])
+                trainer.optimizer.load_state_dict(state["optimizer"])
+                _set_rng_state(state["rng"], train_data)  # after the rebuild, which re-seeded everything
+                start, best, best_epoch = state["epoch"] + 1, state["best"], state["best_epoch"]
+                bad, history, stopped = state["bad"], state["history"], state["stopped"]
+                ctx.log(f"resumed {self.info.name} at epoch {start} (best {metric} {best:.4f})"
+                        + ("" if stopped == "epochs" else f"; training had ended ({stopped})"))
+                if stopped != "epochs":  # ended by early stopping or the time budget: no more epochs
+                    start = c.epochs
+            t0 = time.time()
+            from tqdm.auto import tqdm
+
+            bar = tqdm(range(start, c.epochs), desc=f"{self.info.name} epochs", disable=not ctx.progress,
+                       initial=start, total=c.epochs)
+            for epoch in bar:
+                te = time.time()
+                if hasattr(model, "set_epoch"):  # a custom model with epoch-dependent losses (warm-up)
+                    model.set_epoch(epoch)
+                loss = self._train_epoch(trainer, train_data, epoch)
+                got = self._validate(model, data, valid, ctx)
+                score = float(got["score"])
+                history.append({"epoch": epoch, "loss": round(loss, 4),
+                                **{f"valid_{m}": round(float(v), 5) for m, v in got.items() if "@" in m},
+                                "valid_score": round(score, 5), "seconds": round(time.time() - te, 1)})
+                if score > best:
+                    best, best_epoch, bad = score, epoch, 0
+                    atomic_torch_save(model.state_dict(), best_path)
+                else:
+                    bad += 1
+                if bad >= c.patience:
+                    stopped = "early_stopping"
+                elif c.max_minutes and (time.time() - t0) / 60 > c.max_minutes:
+                    stopped = "time_budget"
+                atomic_torch_save({"model": model.state_dict(), "optimizer": trainer.optimizer.state_dict(),
+                                   "rng": _rng_state(train_data), "epoch": epoch, "best": best,
+                                   "best_epoch": best_epoch, "bad": bad, "history": history, "stopped": stopped,
+                                   "selection": selection}, last)
+                bar.set_postfix(loss=f"{loss:.3f}", valid=f"{score:.4f}", best=f"{best:.4f}")
+                ctx.log(f"epoch {epoch}: loss {loss:.4f}, valid {metric} {score:.4f} (best {best:.4f})")
+                if stopped != "epochs":
+                    break
+        if best_path.is_file():
+            model.load_state_dict(torch.load(best_path, map_location=self.device, weights_only=False))
+        model.eval()
+        self.model = model
+        return {"epochs_run": len(history), "best_epoch": best_epoch, "best_valid": round(float(best), 5),
+                "selection": selection, "stopped_by": stopped, "history": history}
+
+    def recommend(self, histories, *, k):
+        items, scores = self._rank(self.model, histories, k)
+        return Recommendations(items, scores)
+
+    def describe(self):
+        n = sum(p.numel() for p in self.model.parameters()) if hasattr(self, "model") else None
+        name = self.recbole_model if isinstance(self.recbole_model, str) else self.recbole_model.__name__
+        return {"recbole_model": name, "parameters": n}
+
+    def save(self, path: Path) -> None:
+        atomic_torch_save(self.model.state_dict(), Path(path) / "model.pth")
+
+    def load(self, path: Path, data) -> None:
+        """Rebuilds the RecBole model (its dataset files go into ``path``) and loads the saved weights."""
+        import torch
+
+        path = Path(path).resolve()
+        with _in_dir(path):
+            _, model, _ = self._build(data, path, 0)
+        model.load_state_dict(torch.load(path / "model.pth", map_location=self.device, weights_only=False))
+        self.model = model.eval()
+
+
+class TransformerConfig(RecBoleConfig):
+    """The SASRec-style encoder's settings (RecBole's names in :meth:`RecBoleMethod.transformer_params`)."""
+    hidden_size: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    inner_size: int = 256
+    dropout: float = Field(0.5, ge=0, lt=1)
+    attn_dropout: float = Field(0.5, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _heads(self):
+        if self.hidden_size % self.n_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by n_heads {self.n_heads}")
+        return self
+
+
+def transformer_params(c: TransformerConfig) -> dict:
+    return {"hidden_size": c.hidden_size, "n_layers": c.n_layers, "n_heads": c.n_heads, "inner_size": c.inner_size,
+            "hidden_dropout_prob": c.dropout, "attn_dropout_prob": c.attn_dropout, "hidden_act": "gelu",
+            "layer_norm_eps": 1e-12, "initializer_range": 0.02}

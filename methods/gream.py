@@ -1,0 +1,159 @@
+"""Explicit CoT (GREAM, the "GRRM" public code): CoT-SFT on the shared teacher CoT, two inference modes.
+
+Training
+1. **Stage 1** is the teacher-CoT Stage 1 LASAR uses (:mod:`bench.generative.cot`: packed seqrec SFT + a
+   causal-LM pass over ``history <lat_s> CoT <lat_e> answer``): the same recipe, fields and tokens, so the
+   two methods share one Stage-1 entry of the stage cache.
+2. **CoT-SFT** (:meth:`after_sft`, cached as a stage both modes share): GREAM's target format on every CoT
+   sample -- the think block (teacher CoT), the rewritten history (the SIDs of the last ``rewrite_items``
+   history items: the released code copies the history verbatim), then the answer SID -- mixed with
+   ``direct_samples`` direct samples (history -> SID). In the compact layout the rewrite sits inside the
+   reasoning region, before its end marker, so that the answer follows the end marker directly:
+   ``<rec> history <lat_s> CoT rewrite <lat_e> SID``. Model selection: the run's protocol in the direct mode
+   (one selection for both rows).
+
+Inference (``mode``; two leaderboard rows from one trained model)
+- ``direct``: the shared constrained beam search straight after the prompt (the paper's Table 1 row);
+- ``reasoning``: greedy CoT generation on the KV cache after ``<lat_s>`` until the model writes ``<lat_e>``
+  or ``max_think_tokens`` (the end marker is then appended), then the shared constrained beam search
+  (beam 50) continues from that cache (the paper's Table 4 row). Each user's generated length is
+  recorded (``per_user.json`` and the result's ``evaluation.by_stat.cot_tokens``; its mean in the log).
+"""
+from __future__ import annotations
+
+import random
+import time
+from typing import Literal
+
+from pydantic import Field
+
+from bench.generative.cot import COT_SAMPLE_SEED, REASON_END, CoTConfig, CoTMethod, cot_non_sft_fields
+from bench.generative.prompts import Example, seqrec_examples
+from bench.generative.training import TrainConfig, causal_lm_loss, train
+from bench.method import MethodInfo
+from bench.registry import register
+
+
+class GREAMConfig(CoTConfig):
+    mode: Literal["direct", "reasoning"] = Field(
+        "direct", description="inference: direct = beam search after the prompt; reasoning = greedy CoT, then beams")
+    direct_samples: int = Field(16000, ge=0, description="direct (history -> SID) samples mixed into CoT-SFT")
+    rewrite_items: int = Field(10, ge=0, description="history items rewritten (as SIDs) after the CoT; 0 = none")
+    max_think_tokens: int = Field(160, ge=1, description="reasoning mode: cap on generated reasoning tokens")
+    cot_sft: TrainConfig = TrainConfig(epochs=3, lr=2e-4, batch_size=32, patience=2, warmup_ratio=0.05,
+                                       max_minutes=30)
+
+
+@register()
+class GREAM(CoTMethod):
+    info = MethodInfo(name="gream", family="explicit-cot", paper="GREAM (Hong et al.), 2025",
+                      description="explicit CoT: CoT-SFT on teacher reasoning + rewritten history + SID; "
+                                  "direct or reasoning inference", uses_sids=True, needs_text=False)
+    Config = GREAMConfig
+    non_sft_fields = cot_non_sft_fields(GREAMConfig)
+    #: CoT-SFT does not read these (both modes share the CoT-SFT entry)
+    non_cot_sft_fields = {"mode", "max_think_tokens", "decode_batch_size", "reuse_sft", "rl"}
+
+    demo_config = {"backbone": {"preset": "tiny", "max_vocab": 512}, "valid_metric": "loss",
+                   "latent_samples": 600, "stage1_cot_samples": 300, "direct_samples": 2400, "rewrite_items": 5,
+                   "max_think_tokens": 96,
+                   "sft": {"epochs": 6, "batch_size": 32, "lr": 5e-3, "patience": 3},
+                   "cot_sft": {"epochs": 2, "batch_size": 32, "lr": 5e-4, "patience": 2}}
+    demo_rows = {"GREAM (direct)": {"mode": "direct"}, "GREAM (reasoning)": {"mode": "reasoning"}}
+    smoke_config = {"backbone": {"preset": "tiny"}, "max_train_samples": 64, "valid_max_users": 16,
+                    "latent_samples": 32, "stage1_cot_samples": 16, "direct_samples": 16, "rewrite_items": 3,
+                    "max_think_tokens": 24, "sft": {"epochs": 1, "batch_size": 16},
+                    "cot_sft": {"epochs": 1, "batch_size": 16}, "decode_batch_size": 16}
+
+    # ------------------------------------------------------------ CoT-SFT
+    def cot_sft_examples(self, data) -> list[Example]:
+        st, enc = self.cot_state(data), self.enc
+        end = self._tok(REASON_END)
+        out = []
+        for h, t, cot in zip(st["samples"].histories, st["samples"].targets, st["cots"]):
+            rewrite = [x for i in list(h)[-self.config.rewrite_items:] for x in enc.sid_ids(int(i))] \
+                if self.config.rewrite_items else []
+            out.append(Example(self.reasoning_prompt(enc, h), [*self.cot_text(enc, cot), *rewrite, end,
+                                                               *enc.answer(int(t))], "cot"))
+        if self.config.direct_samples:
+            direct = data.train_samples(self.config.direct_samples, seed=COT_SAMPLE_SEED + 1)
+            out += seqrec_examples(enc, data.sid, direct.histories, direct.targets)
+        return out
+
+    def _cot_sft_key(self, data, ctx, stage1: str) -> dict:
+        return {"recipe": "gream-cot-sft", "stage1": stage1, "data": data.fingerprint,
+                "config": self.config.model_dump(mode="json", exclude=self.non_cot_sft_fields), "seed": ctx.seed,
+                "selection": {"metric": ctx.selection_metric, "exclude_history": ctx.exclude_history}}
+
+    def _train_cot_sft(self, data, valid, ctx) -> dict:
+        examples = self.cot_sft_examples(data)
+        n_tok = sum(len(e.prompt) + len(e.response) for e in examples)
+        ctx.log(f"gream: CoT-SFT on {len(examples):,} examples ({sum(e.task == 'cot' for e in examples):,} with CoT), "
+                f"{n_tok:,} tokens")
+        t0 = time.time()
+        self._training = True  # model selection decodes in the direct mode (one selection for both rows)
+        try:
+            facts = train(self.bb.model, lambda m, b: causal_lm_loss(m, {k: v.to(self.device) for k, v in b.items()}),
+                          examples, self._collate, self.config.cot_sft, workdir=ctx.workdir,
+                          valid_fn=self._valid_fn(data, valid, ctx), seed=ctx.seed, progress=ctx.progress,
+                          log=ctx.log, name="cot_sft", lengths=[len(e.prompt) + len(e.response) for e in examples])
+        finally:
+            self._training = False
+        facts.update(seconds=round(time.time() - t0, 1), examples=len(examples), tokens_per_epoch=n_tok)
+        return facts
+
+    def sft_examples(self, data, enc, rng: random.Random):
+        self._training = True
+        return super().sft_examples(data, enc, rng)
+
+    def after_sft(self, data, valid, ctx, rng):
+        self._training = True
+        stage1 = self.sft_stage(data, ctx)
+        key = self._cot_sft_key(data, ctx, stage1.id) if stage1 is not None else None
+        facts = {"cot_sft": self.cached_phase("gream-cot-sft", key, data, ctx,
+                                              lambda: self._train_cot_sft(data, valid, ctx), "cot_sft"),
+                 "mode": self.config.mode, "cot_samples": len(self.cot_state(data)["cots"])}
+        self._training = False
+        return facts
+
+    # ------------------------------------------------------------ inference
+    def prefix_state(self, model, histories, *, grad: bool = False):
+        if self.config.mode == "direct" or getattr(self, "_training", False):
+            return super().prefix_state(model, histories, grad=grad)
+        state, lengths = self.generate_reasoning(model, histories)
+        self.record_decode_stat("cot_tokens", lengths.cpu().numpy())
+        return state
+
+    def generate_reasoning(self, model, histories, cap: int | None = None):
+        """Greedy reasoning after ``<lat_s>`` on the KV cache: each row stops at ``<lat_e>`` (kept in its
+        cache) or after ``cap`` tokens (``<lat_e>`` is appended). Returns the prefix state the answer is
+        decoded from and each row's generated token count (the end marker included when generated)."""
+        import torch
+
+        from bench.generative.decoding import extend_prefix, prefill
+        from bench.generative.prompts import left_pad
+
+        cap = cap or self.config.max_think_tokens
+        core = getattr(model, "module", model)
+        emb = core.get_input_embeddings()
+        end = self._tok(REASON_END)
+        ids, mask = left_pad([self.reasoning_prompt(self.enc, h) for h in histories], self.bb.pad_id)
+        with torch.no_grad():
+            state = prefill(model, ids.to(self.device), mask.to(self.device))
+            active = torch.ones(len(histories), dtype=torch.bool, device=self.device)
+            lengths = torch.zeros(len(histories), dtype=torch.long, device=self.device)
+            for _ in range(cap):
+                nxt = state.last_logits.argmax(-1)
+                state = extend_prefix(model, state, emb(nxt), active)
+                lengths += active.long()
+                active = active & (nxt != end)
+                if not active.any():
+                    break
+            if active.any():  # the cap: close the reasoning block of the rows still open
+                state = extend_prefix(model, state, emb(torch.full_like(lengths, end)), active)
+        return state, lengths
+
+    def describe(self):
+        return {**super().describe(), "mode": self.config.mode, "max_think_tokens": self.config.max_think_tokens,
+                "rewrite_items": self.config.rewrite_items}
+

@@ -1,0 +1,127 @@
+"""ReaRec (ERL, PRL): K = 0 is RecBole's SASRec scoring, the KV-cached reasoning steps equal the
+uncached computation, both variants train through warm-up and past it, and every loss term is live."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.method import FitContext
+from bench.registry import REGISTRY
+
+TINY = {"hidden_size": 16, "n_layers": 2, "n_heads": 2, "inner_size": 24, "batch_size": 64, "epochs": 3,
+        "warmup_epochs": 1, "patience": 10}
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _build(data, tmp_path, **cfg):
+    cls = REGISTRY.get("rearec")
+    m = cls(cls.Config(**{**TINY, **cfg}))
+    (tmp_path / "w").mkdir(exist_ok=True)
+    config, model, train = m._build(data, tmp_path / "w", 0)
+    return m, config, model.eval(), train
+
+
+def _batch(data, m, n=12):
+    """RecBole's input layout (right padded) for n test users, in RecBole ids."""
+    h = data.split("test").histories[:n]
+    L = data.max_history
+    seq = torch.zeros(n, L, dtype=torch.long)
+    for r, x in enumerate(h):
+        x = list(x)[-L:]
+        seq[r, : len(x)] = torch.as_tensor(m.ours2rb[x])
+    return seq, torch.tensor([min(len(x), L) for x in h])
+
+
+def test_k0_is_recbole_sasrec_scoring(toy_data, tmp_path):
+    from recbole.data.interaction import Interaction
+    from recbole.model.sequential_recommender import SASRec
+
+    m, config, rea, train = _build(toy_data, tmp_path, reason_steps=0)
+    config["hidden_act"], config["initializer_range"] = "gelu", 0.02
+    sas = SASRec(config, train.dataset).eval()
+    ours = rea.state_dict()
+    mapped = {"item_embedding.weight": ours["item_embedding.weight"],
+              "position_embedding.weight": ours["position_embedding.weight"],
+              "LayerNorm.weight": ours["LayerNorm.weight"], "LayerNorm.bias": ours["LayerNorm.bias"]}
+    for i in range(TINY["n_layers"]):
+        a, b = f"trm_encoder.layer.{i}.", f"layers.{i}."
+        for theirs, mine in [("multi_head_attention.query", "query"), ("multi_head_attention.key", "key"),
+                             ("multi_head_attention.value", "value"), ("multi_head_attention.dense", "dense"),
+                             ("multi_head_attention.LayerNorm", "ln1"), ("feed_forward.dense_1", "ff1"),
+                             ("feed_forward.dense_2", "ff2"), ("feed_forward.LayerNorm", "ln2")]:
+            for p in ("weight", "bias"):
+                mapped[f"{a}{theirs}.{p}"] = ours[f"{b}{mine}.{p}"]
+    assert set(mapped) == set(sas.state_dict())
+    sas.load_state_dict(mapped)
+    seq, lens = _batch(toy_data, m)
+    inter = Interaction({"item_id_list": seq, "item_length": lens})
+    with torch.no_grad():
+        want = sas.full_sort_predict(inter)
+        got = rea.full_sort_predict(inter) * rea.tau
+    assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
+
+
+@pytest.mark.parametrize("variant", ["erl", "prl"])
+def test_kv_cached_reasoning_equals_the_uncached_computation(toy_data, tmp_path, variant):
+    m, _, rea, _ = _build(toy_data, tmp_path, reason_steps=3, variant=variant)
+    seq, lens = _batch(toy_data, m)
+    with torch.no_grad():
+        cached, uncached = rea.encode(seq, lens), rea.encode_uncached(seq, lens)
+    assert cached.shape == (len(seq), 4, TINY["hidden_size"])
+    assert torch.allclose(cached, uncached, atol=1e-5)
+    # the steps are not copies of each other (the reasoning embedding and the cache matter)
+    assert (cached[:, 1] - cached[:, 0]).abs().max() > 1e-3
+    # scoring: ERL ranks by the mean of the K+1 outputs, PRL by the last
+    with torch.no_grad():
+        h = rea(seq, lens)
+    assert torch.allclose(h, cached.mean(1) if variant == "erl" else cached[:, -1], atol=1e-6)
+
+
+def test_loss_terms_switch_on_after_warmup(toy_data, tmp_path):
+    for variant, late in [("erl", {"ce", "kl"}), ("prl", {"ce", "progressive", "contrastive"})]:
+        m, _, rea, _ = _build(toy_data, tmp_path, reason_steps=2, variant=variant)
+        seq, lens = _batch(toy_data, m)
+        target = seq[:, 0].clone()
+        rea.train()
+        rea.set_epoch(0)
+        early = rea.loss_terms(seq, lens, target)
+        rea.set_epoch(1)
+        after = rea.loss_terms(seq, lens, target)
+        assert set(after) == late and "kl" not in early and "contrastive" not in early, (variant, early, after)
+        total = sum(after.values())
+        total.backward()
+        assert rea.reason_embedding.weight.grad.abs().sum() > 0  # the reasoning steps are trained
+        if variant == "erl":
+            assert after["kl"] < 0  # the diversity term is subtracted
+
+
+@pytest.mark.parametrize("variant", ["erl", "prl"])
+def test_both_variants_train_through_warmup_and_past_it(toy_data, tmp_path, variant):
+    cls = REGISTRY.get("rearec")
+    m = cls(cls.Config(**{**TINY, "variant": variant}))
+    facts = m.fit(toy_data, valid=toy_data.split("valid"), ctx=FitContext(workdir=tmp_path, progress=False))
+    assert facts["epochs_run"] == 3 and all(h["loss"] == h["loss"] for h in facts["history"])  # no NaN
+    recs = m.recommend(toy_data.split("test").histories[:5], k=10)
+    assert recs.items.shape == (5, 10) and (recs.items >= 0).all()
+    # the saved model reloads to the same ranking
+    m.save(tmp_path)
+    again = cls(m.config)
+    again.load(tmp_path, toy_data)
+    assert (again.recommend(toy_data.split("test").histories[:5], k=10).items == recs.items).all()
+
+
+def test_bad_head_count_is_refused():
+    cls = REGISTRY.get("rearec")
+    with pytest.raises(ValueError, match="hidden_size 10 is not divisible by n_heads 4"):
+        cls.Config(hidden_size=10, n_heads=4)
+
+
+def test_the_demo_has_a_row_per_variant():
+    from bench.demo import demo_suite
+
+    rows = [(e.label, e.method_config) for e in demo_suite(["rearec", "pop"]).methods]
+    assert [r[0] for r in rows] == ["ReaRec-ERL", "ReaRec-PRL", None]
+    assert rows[0][1]["variant"] == "erl" and rows[1][1]["variant"] == "prl"
+    assert rows[0][1]["epochs"] == rows[1][1]["epochs"] == REGISTRY.get("rearec").demo_config["epochs"]
