@@ -224,6 +224,85 @@ def bench_sft(*, dataset: str = "ml-100k", preset: str = "medium", batch_size: i
     return res
 
 
+def bench_rearec(*, dataset: str = "ml-100k", variant: str = "erl", batches: int = 4, threads: int | None = None,
+                 seed: int = 0, out: str | None = None, log=print, **config) -> dict:
+    """ReaRec training throughput, one process, same model and losses (past warm-up): ``per_prefix``
+    (RecBole's dataloader, one sample per training prefix padded to the max history, the public code's
+    route) vs ``packed`` (user windows, every prefix in one pass). Each route times ``batches`` batches of
+    about ``batch_size`` targets (forward, backward, Adam step); reported: seconds per target, the estimated
+    minutes of one epoch over every training prefix, and the ratio."""
+    import tempfile
+
+    import torch
+
+    from bench.data import prepare
+    from bench.generative.prompts import training_windows
+    from bench.registry import REGISTRY
+
+    if threads:
+        torch.set_num_threads(threads)
+    data = prepare(dataset, progress=False, log=lambda *_: None)
+    cls = REGISTRY.get("rearec")
+    m = cls(cls.Config(variant=variant, **config))
+    res: dict = {"setup": {"dataset": dataset, "variant": variant, "batches": batches, "config": config,
+                           "batch_size": m.config.batch_size, "torch_threads": torch.get_num_threads()}, "routes": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        _, model, train_data = m._build(data, Path(tmp), seed)
+    model.set_epoch(m.config.warmup_epochs)  # every loss term
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=m.config.lr)
+
+    def step(loss_fn):
+        t0 = time.perf_counter()
+        loss = loss_fn()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return time.perf_counter() - t0
+
+    total_targets = len(train_data.dataset)
+    it = iter(train_data)
+    dt = tgt = 0
+    for i in range(batches + 1):
+        inter = next(it)
+        sec = step(lambda: model.calculate_loss(inter))
+        if i:  # the first is a warm-up
+            dt, tgt = dt + sec, tgt + len(inter)
+    res["routes"]["per_prefix"] = {"targets_per_epoch": total_targets, "seconds_per_target": dt / tgt,
+                                   "epoch_minutes": round(dt / tgt * total_targets / 60, 2)}
+    log(f"per_prefix: {res['routes']['per_prefix']}")
+    windows = training_windows(data.train_sequences(), data.max_history)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(windows))
+    dt = tgt = 0
+    pos, i = 0, 0
+    while i <= batches:
+        batch, n = [], 0
+        while n < m.config.batch_size and pos < len(order):
+            batch.append(windows[order[pos]])
+            n, pos = n + len(batch[-1]) - 1, pos + 1
+        T = max(len(x) for x in batch)
+        seq = torch.zeros(len(batch), T, dtype=torch.long)
+        for r, x in enumerate(batch):
+            seq[r, :len(x)] = torch.as_tensor(m.ours2rb[np.asarray(x)])
+        lens = torch.tensor([len(x) for x in batch])
+        sec = step(lambda: sum(model.packed_terms(seq, lens).values()))
+        if i:
+            dt, tgt = dt + sec, tgt + n
+        i += 1
+    packed_targets = sum(len(w) - 1 for w in windows)
+    res["routes"]["packed"] = {"targets_per_epoch": packed_targets, "seconds_per_target": dt / tgt,
+                               "epoch_minutes": round(dt / tgt * packed_targets / 60, 2)}
+    log(f"packed: {res['routes']['packed']}")
+    res["epoch_speedup_packed_vs_per_prefix"] = round(res["routes"]["per_prefix"]["epoch_minutes"]
+                                                      / res["routes"]["packed"]["epoch_minutes"], 2)
+    log(json.dumps(res, indent=2))
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(res, indent=2))
+    return res
+
+
 def _saved_config(path: Path) -> dict:
     """The method config a saved model was trained with: the run's ``spec.json`` beside ``model/``, or
     a stage entry's ``key.json`` (its stage fields; the rest are defaults)."""

@@ -126,6 +126,13 @@ def cmd_bench_sft(args) -> int:
     return 0
 
 
+def cmd_bench_rearec(args) -> int:
+    from bench.benchmarks import bench_rearec
+
+    bench_rearec(dataset=args.dataset, variant=args.variant, batches=args.batches, out=args.out, threads=args.threads)
+    return 0
+
+
 def cmd_bench_latency(args) -> int:
     from bench.benchmarks import bench_latency
 
@@ -242,6 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batches", type=int, default=12, help="timed batches per route")
     b.add_argument("--out", help="write the JSON report here")
     b.set_defaults(func=cmd_bench_sft)
+
+    b = bsub.add_parser("rearec", help="ReaRec training: one sample per prefix (RecBole) vs packed user windows "
+                                       "(seconds per target, minutes per epoch, ratio)")
+    b.add_argument("--dataset", default="ml-100k")
+    b.add_argument("--variant", default="erl", choices=["erl", "prl"])
+    b.add_argument("--batches", type=int, default=4, help="timed batches per route")
+    b.add_argument("--out", help="write the JSON report here")
+    b.set_defaults(func=cmd_bench_rearec)
 
     s = sub.add_parser("demo", help="every registered method, small budgets, on ml-100k; builds the leaderboard")
     s.add_argument("--out", default="reasonrec-demo")

@@ -79,6 +79,37 @@ def test_kv_cached_reasoning_equals_the_uncached_computation(toy_data, tmp_path,
     assert torch.allclose(h, cached.mean(1) if variant == "erl" else cached[:, -1], atol=1e-6)
 
 
+@pytest.mark.parametrize("variant", ["erl", "prl"])
+def test_packed_prefixes_equal_each_prefix_alone(toy_data, tmp_path, variant):
+    """One packed pass over windows == encode() on every prefix separately (eval mode), and the packed
+    loss == the per-prefix loss over the same (prefix, next item) samples."""
+    m, _, rea, _ = _build(toy_data, tmp_path, reason_steps=2, variant=variant, cl_weight=0.0)
+    seqs = [s[:toy_data.max_history] for s in toy_data.train_sequences() if len(s) >= 3][:4]
+    T = max(len(x) for x in seqs)
+    win = torch.zeros(len(seqs), T, dtype=torch.long)
+    for r, x in enumerate(seqs):
+        win[r, :len(x)] = torch.as_tensor(m.ours2rb[x])
+    lens = torch.tensor([len(x) for x in seqs])
+    with torch.no_grad():
+        packed, _ = rea.encode_packed(win, lens)
+        hist, tgt, want = [], [], []
+        for r, x in enumerate(seqs):
+            for i in range(len(x)):
+                seq = torch.zeros(1, T, dtype=torch.long)
+                seq[0, :i + 1] = win[r, :i + 1]
+                want.append(rea.encode(seq, torch.tensor([i + 1]))[0])
+                assert torch.allclose(packed[r, i], want[-1], atol=1e-5), (r, i)
+                if i + 1 < len(x):
+                    hist.append(seq[0]), tgt.append(int(win[r, i + 1]))
+        rea.set_epoch(5)  # past warm-up: every term
+        per_prefix = rea.loss_terms(torch.stack(hist), torch.tensor([int((h > 0).sum()) for h in hist]),
+                                    torch.tensor(tgt))
+        together = rea.packed_terms(win, lens)
+    assert set(per_prefix) == set(together)
+    for k in per_prefix:
+        assert torch.allclose(per_prefix[k], together[k], atol=1e-5), k
+
+
 def test_loss_terms_switch_on_after_warmup(toy_data, tmp_path):
     for variant, late in [("erl", {"ce", "kl"}), ("prl", {"ce", "progressive", "contrastive"})]:
         m, _, rea, _ = _build(toy_data, tmp_path, reason_steps=2, variant=variant)
@@ -97,10 +128,10 @@ def test_loss_terms_switch_on_after_warmup(toy_data, tmp_path):
             assert after["kl"] < 0  # the diversity term is subtracted
 
 
-@pytest.mark.parametrize("variant", ["erl", "prl"])
-def test_both_variants_train_through_warmup_and_past_it(toy_data, tmp_path, variant):
+@pytest.mark.parametrize("variant,packed", [("erl", True), ("prl", True), ("erl", False), ("prl", False)])
+def test_both_variants_train_through_warmup_and_past_it(toy_data, tmp_path, variant, packed):
     cls = REGISTRY.get("rearec")
-    m = cls(cls.Config(**{**TINY, "variant": variant}))
+    m = cls(cls.Config(**{**TINY, "variant": variant, "packed": packed}))
     facts = m.fit(toy_data, valid=toy_data.split("valid"), ctx=FitContext(workdir=tmp_path, progress=False))
     assert facts["epochs_run"] == 3 and all(h["loss"] == h["loss"] for h in facts["history"])  # no NaN
     recs = m.recommend(toy_data.split("test").histories[:5], k=10)
