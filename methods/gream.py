@@ -14,10 +14,12 @@ Training
 
 Inference (``mode``; two leaderboard rows from one trained model)
 - ``direct``: the shared constrained beam search straight after the prompt (the paper's Table 1 row);
-- ``reasoning``: greedy CoT generation on the KV cache after ``<lat_s>`` until the model writes ``<lat_e>``
-  or ``max_think_tokens`` (the end marker is then appended), then the shared constrained beam search
-  (beam 50) continues from that cache (the paper's Table 4 row). Each user's generated length is
-  recorded (``per_user.json`` and the result's ``evaluation.by_stat.cot_tokens``; its mean in the log).
+- ``reasoning``: greedy CoT text generation on the KV cache after ``<lat_s>`` (no repeated 4-grams) until the
+  model writes ``<lat_e>`` or a SID token (where the rewrite starts) or ``max_think_tokens`` (default: the
+  longest CoT text CoT-SFT trains + 8); the rewrite -- by definition the copy of the history's last items --
+  and ``<lat_e>`` are then fed through the cache, and the shared constrained beam search (beam 50) continues
+  from it (the paper's Table 4 row). Each user's generated text length is recorded (``per_user.json`` and the
+  result's ``evaluation.by_stat.cot_tokens``).
 """
 from __future__ import annotations
 
@@ -37,9 +39,16 @@ from bench.registry import register
 class GREAMConfig(CoTConfig):
     mode: Literal["direct", "reasoning"] = Field(
         "direct", description="inference: direct = beam search after the prompt; reasoning = greedy CoT, then beams")
+    cot_sft_samples: int | None = Field(None, ge=1, description="CoT samples in CoT-SFT; None = Stage 1's CoT samples "
+                                                                "(latent_samples), else a draw of this size")
     direct_samples: int = Field(16000, ge=0, description="direct (history -> SID) samples mixed into CoT-SFT")
     rewrite_items: int = Field(10, ge=0, description="history items rewritten (as SIDs) after the CoT; 0 = none")
-    max_think_tokens: int = Field(160, ge=1, description="reasoning mode: cap on generated reasoning tokens")
+    max_think_tokens: int | None = Field(
+        None, ge=1, description="reasoning mode: cap on generated CoT text tokens; None = the longest CoT text "
+                                "CoT-SFT trains (max_cot_tokens) + 8")
+    no_repeat_ngram: int = Field(4, ge=0, description="reasoning mode: greedy decoding never repeats an n-gram of "
+                                                      "this size (HF's no_repeat_ngram_size; 0 = off): a small model's "
+                                                      "greedy text otherwise loops and never closes the think block")
     cot_sft: TrainConfig = TrainConfig(epochs=3, lr=2e-4, batch_size=32, patience=2, warmup_ratio=0.05,
                                        max_minutes=30)
 
@@ -52,11 +61,10 @@ class GREAM(CoTMethod):
     Config = GREAMConfig
     non_sft_fields = cot_non_sft_fields(GREAMConfig)
     #: CoT-SFT does not read these (both modes share the CoT-SFT entry)
-    non_cot_sft_fields = {"mode", "max_think_tokens", "decode_batch_size", "reuse_sft", "rl"}
+    non_cot_sft_fields = {"mode", "max_think_tokens", "no_repeat_ngram", "decode_batch_size", "reuse_sft", "rl"}
 
     demo_config = {"backbone": {"preset": "tiny", "max_vocab": 512}, "valid_metric": "loss",
                    "latent_samples": 600, "stage1_cot_samples": 300, "direct_samples": 2400, "rewrite_items": 5,
-                   "max_think_tokens": 96,
                    "sft": {"epochs": 6, "batch_size": 32, "lr": 5e-3, "patience": 3},
                    "cot_sft": {"epochs": 2, "batch_size": 32, "lr": 5e-4, "patience": 2}}
     demo_rows = {"GREAM (direct)": {"mode": "direct"}, "GREAM (reasoning)": {"mode": "reasoning"}}
@@ -68,12 +76,14 @@ class GREAM(CoTMethod):
     # ------------------------------------------------------------ CoT-SFT
     def cot_sft_examples(self, data) -> list[Example]:
         st, enc = self.cot_state(data), self.enc
+        samples, cots = st["samples"], st["cots"]
+        if self.config.cot_sft_samples is not None:
+            samples = data.train_samples(self.config.cot_sft_samples, seed=COT_SAMPLE_SEED + 2)
+            cots = self.teacher_cots(data, samples)
         end = self._tok(REASON_END)
         out = []
-        for h, t, cot in zip(st["samples"].histories, st["samples"].targets, st["cots"]):
-            rewrite = [x for i in list(h)[-self.config.rewrite_items:] for x in enc.sid_ids(int(i))] \
-                if self.config.rewrite_items else []
-            out.append(Example(self.reasoning_prompt(enc, h), [*self.cot_text(enc, cot), *rewrite, end,
+        for h, t, cot in zip(samples.histories, samples.targets, cots):
+            out.append(Example(self.reasoning_prompt(enc, h), [*self.cot_text(enc, cot), *self.rewrite(h), end,
                                                                *enc.answer(int(t))], "cot"))
         if self.config.direct_samples:
             direct = data.train_samples(self.config.direct_samples, seed=COT_SAMPLE_SEED + 1)
@@ -124,36 +134,79 @@ class GREAM(CoTMethod):
         self.record_decode_stat("cot_tokens", lengths.cpu().numpy())
         return state
 
+    @property
+    def think_cap(self) -> int:
+        c = self.config
+        if c.max_think_tokens is not None:
+            return c.max_think_tokens
+        return c.max_cot_tokens + 8
+
+    def rewrite(self, history) -> list[int]:
+        """The rewritten history that closes the think block: the SIDs of the last ``rewrite_items`` items."""
+        return [x for i in list(history)[-self.config.rewrite_items:] for x in self.enc.sid_ids(int(i))] \
+            if self.config.rewrite_items else []
+
     def generate_reasoning(self, model, histories, cap: int | None = None):
-        """Greedy reasoning after ``<lat_s>`` on the KV cache: each row stops at ``<lat_e>`` (kept in its
-        cache) or after ``cap`` tokens (``<lat_e>`` is appended). Returns the prefix state the answer is
-        decoded from and each row's generated token count (the end marker included when generated)."""
+        """Greedy reasoning text after ``<lat_s>`` on the KV cache. A row's text ends when it writes ``<lat_e>``
+        or a SID token (the start of the rewrite), or after ``cap`` tokens; then its rewrite -- by definition
+        the copy of its last history items, so appended rather than sampled -- and ``<lat_e>`` go into the
+        cache. Returns the prefix state the answer is decoded from and each row's generated text length."""
         import torch
 
         from bench.generative.decoding import extend_prefix, prefill
         from bench.generative.prompts import left_pad
 
-        cap = cap or self.config.max_think_tokens
+        cap = cap or self.think_cap
         core = getattr(model, "module", model)
         emb = core.get_input_embeddings()
         end = self._tok(REASON_END)
+        B = len(histories)
+        stops = torch.zeros(len(self.bb.tokenizer), dtype=torch.bool, device=self.device)
+        stops[self.bb.sid_token_ids.flatten().to(self.device)] = True
+        stops[end] = True
         ids, mask = left_pad([self.reasoning_prompt(self.enc, h) for h in histories], self.bb.pad_id)
         with torch.no_grad():
             state = prefill(model, ids.to(self.device), mask.to(self.device))
-            active = torch.ones(len(histories), dtype=torch.bool, device=self.device)
-            lengths = torch.zeros(len(histories), dtype=torch.long, device=self.device)
+            active = torch.ones(B, dtype=torch.bool, device=self.device)
+            lengths = torch.zeros(B, dtype=torch.long, device=self.device)
+            gen = torch.zeros(B, 0, dtype=torch.long, device=self.device)
             for _ in range(cap):
-                nxt = state.last_logits.argmax(-1)
-                state = extend_prefix(model, state, emb(nxt), active)
-                lengths += active.long()
-                active = active & (nxt != end)
+                logits = state.last_logits
+                n = self.config.no_repeat_ngram
+                if n and gen.shape[1] >= n:
+                    logits = logits.masked_fill(repeated_ngram_mask(gen, n, logits.shape[1], keep=end), float("-inf"))
+                nxt = logits.argmax(-1)
+                active = active & ~stops[nxt]  # a stop token ends the text and is not kept
                 if not active.any():
                     break
-            if active.any():  # the cap: close the reasoning block of the rows still open
-                state = extend_prefix(model, state, emb(torch.full_like(lengths, end)), active)
+                gen = torch.cat([gen, nxt.unsqueeze(1)], 1)
+                state = extend_prefix(model, state, emb(nxt), active)
+                lengths += active.long()
+            # every row: its rewrite, then the end marker (rows with shorter rewrites are masked meanwhile)
+            tails = [[*self.rewrite(h), end] for h in histories]
+            for t in range(max(len(x) for x in tails)):
+                tok = torch.tensor([x[t] if t < len(x) else end for x in tails], device=self.device)
+                on = torch.tensor([t < len(x) for x in tails], device=self.device)
+                state = extend_prefix(model, state, emb(tok), on)
         return state, lengths
 
     def describe(self):
-        return {**super().describe(), "mode": self.config.mode, "max_think_tokens": self.config.max_think_tokens,
+        return {**super().describe(), "mode": self.config.mode,
+                "max_think_tokens": self.think_cap,
                 "rewrite_items": self.config.rewrite_items}
 
+
+def repeated_ngram_mask(gen, n: int, vocab: int, keep: int | None = None):
+    """[B, vocab] True where the token would complete an n-gram already in ``gen`` [B, t] (each row's
+    generated tokens): HF's ``no_repeat_ngram_size``, vectorized. ``keep`` is never banned."""
+    import torch
+
+    B, t = gen.shape
+    ban = torch.zeros(B, vocab, dtype=torch.long, device=gen.device)
+    if t >= n:
+        windows = gen.unfold(1, n - 1, 1)[:, :-1]                        # [B, t-n+1] earlier (n-1)-grams
+        match = (windows == gen[:, t - n + 1:].unsqueeze(1)).all(-1)     # ... equal to the last n-1 tokens
+        ban.scatter_reduce_(1, gen[:, n - 1:], match.long(), "amax")     # the token that followed each match
+    if keep is not None:
+        ban[:, keep] = 0
+    return ban.bool()

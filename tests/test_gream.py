@@ -10,7 +10,7 @@ import torch
 
 from bench.generative.cot import REASON_END, REASON_START
 from bench.method import FitContext
-from methods.gream import GREAM
+from methods.gream import GREAM, repeated_ngram_mask
 from methods.lasar.method import LASAR
 
 SMOKE = dict(GREAM.smoke_config)
@@ -42,21 +42,23 @@ def _force_next(model, token_id: int, after: int):
     return model.register_forward_hook(hook)
 
 
-def test_generation_stops_at_the_end_marker_or_the_cap(built, toy_data):
+def test_generation_stops_at_the_end_marker_a_sid_token_or_the_cap(built, toy_data):
     hist = [list(h) for h in toy_data.split("test").histories[:3]]
     end = built._tok(REASON_END)
-    # an untrained model rarely writes the end marker: force it as the 3rd generated token
-    handle = _force_next(built.bb.model, end, after=2)
-    try:
-        _, lengths = built.generate_reasoning(built.bb.model, hist, cap=10)
-    finally:
-        handle.remove()
-    assert lengths.tolist() == [3, 3, 3]
-    # without the marker every row runs to the cap, and the marker is appended
-    state, lengths = built.generate_reasoning(built.bb.model, hist, cap=4)
-    prompt_len = len(built.reasoning_prompt(built.enc, hist[0]))
+    sid = int(built.bb.sid_token_ids.flatten()[5])
+    for stop in (end, sid):  # force the stop token as the 3rd generated token: 2 text tokens are kept
+        handle = _force_next(built.bb.model, stop, after=2)
+        try:
+            state, lengths = built.generate_reasoning(built.bb.model, hist, cap=10)
+        finally:
+            handle.remove()
+        assert lengths.tolist() == [2, 2, 2]
+    # the cache holds prompt + text + rewrite + end marker
+    for r, h in enumerate(hist):
+        want = len(built.reasoning_prompt(built.enc, h)) + 2 + len(built.rewrite(h)) + 1
+        assert int(state.attention_mask[r].sum()) == want
+    _, lengths = built.generate_reasoning(built.bb.model, hist, cap=4)
     assert (lengths <= 4).all()
-    assert int(state.attention_mask[0].sum()) == prompt_len + int(lengths[0]) + (1 if lengths[0] == 4 else 0)
 
 
 def test_reasoning_answer_decode_equals_the_decoder_on_the_same_prefix_from_scratch(built, toy_data):
@@ -64,8 +66,24 @@ def test_reasoning_answer_decode_equals_the_decoder_on_the_same_prefix_from_scra
 
     hist = [list(h) for h in toy_data.split("test").histories[:4]]
     model = built.bb.model
+    stops = set(built.bb.sid_token_ids.flatten().tolist()) | {built._tok(REASON_END)}
+    idx = torch.tensor(sorted(stops))
+
+    def no_stops(_m, _inp, out):  # an untrained model: keep it writing text (every forward, both routes)
+        out.logits[..., idx] -= 30.0
+        return out
+
+    handle = model.register_forward_hook(no_stops)  # on for every forward below (cached and from scratch)
+    try:
+        _compare(built, model, hist, stops, constrained_beam_search)
+    finally:
+        handle.remove()
+
+
+def _compare(built, model, hist, stops, constrained_beam_search):
     with torch.no_grad():
         state, lengths = built.generate_reasoning(model, hist, cap=6)
+        assert lengths.tolist() == [6, 6, 6, 6]  # text up to the cap
         cached = constrained_beam_search(model, built.trie, prefix=state, beam_width=8)
     # the generated prefix as plain token ids, decoded from scratch (no reuse of the generation cache)
     for r, h in enumerate(hist):
@@ -75,17 +93,30 @@ def test_reasoning_answer_decode_equals_the_decoder_on_the_same_prefix_from_scra
         for _ in range(6):
             with torch.no_grad():
                 logits = model(input_ids=torch.tensor([ids + gen])).logits[0, -1]
-            gen.append(int(logits.argmax()))
-            if gen[-1] == built._tok(REASON_END):
+            if len(gen) >= built.config.no_repeat_ngram:  # the same no-repeat rule as the cached run
+                ban = repeated_ngram_mask(torch.tensor([gen]), built.config.no_repeat_ngram, len(logits),
+                                          keep=built._tok(REASON_END))[0]
+                logits = logits.masked_fill(ban, float("-inf"))
+            if int(logits.argmax()) in stops:
                 break
+            gen.append(int(logits.argmax()))
         assert len(gen) == int(lengths[r])  # the cached greedy run generated as many tokens
-        if gen[-1] != built._tok(REASON_END):
-            gen.append(built._tok(REASON_END))
+        gen += [*built.rewrite(h), built._tok(REASON_END)]
         with torch.no_grad():
             scratch = constrained_beam_search(model, built.trie, prompts=[ids + gen], pad_id=built.bb.pad_id,
                                               beam_width=8)
         assert cached.items[r].tolist() == scratch.items[0].tolist()
         assert torch.allclose(cached.scores[r], scratch.scores[0], atol=1e-4)
+
+
+def test_repeated_ngram_mask_by_hand():
+    gen = torch.tensor([[1, 2, 3, 1, 2], [4, 4, 4, 4, 5]])
+    ban = repeated_ngram_mask(gen, 3, 8)
+    assert ban[0].nonzero().flatten().tolist() == [3]   # "1 2" was followed by 3
+    assert ban[1].nonzero().flatten().tolist() == []    # "4 5" never occurred before
+    ban = repeated_ngram_mask(gen[:, :4], 2, 8, keep=4)
+    assert ban[0].nonzero().flatten().tolist() == [2]   # "1" was followed by 2
+    assert ban[1].nonzero().flatten().tolist() == []    # "4" -> 4, but 4 is kept (the end marker)
 
 
 def test_cot_sft_targets_have_think_rewrite_and_answer(built, toy_data):
@@ -101,6 +132,9 @@ def test_cot_sft_targets_have_think_rewrite_and_answer(built, toy_data):
     assert e.response[end - len(rewrite):end] == rewrite  # the rewritten history closes the think block
     assert e.response[end + 1:] == built.enc.answer(t)     # the answer follows the end marker
     assert built._tok(REASON_START) not in direct[0].prompt
+    more = GREAM(built.config.model_copy(update={"cot_sft_samples": 40}))
+    more.bb, more.enc, more._cot_state = built.bb, built.enc, built._cot_state
+    assert sum(e.task == "cot" for e in more.cot_sft_examples(toy_data)) == 40  # its own, larger draw
 
 
 def test_gream_shares_lasars_stage1_and_its_modes_share_cot_sft(toy_data):
@@ -126,4 +160,4 @@ def test_gream_end_to_end_both_modes_share_training(toy_env, tmp_path):
     assert reasoning.training.model_extra["cot_sft"]["reused"] is True
     assert "by_stat" not in direct.evaluation
     cot = reasoning.evaluation["by_stat"]["cot_tokens"]
-    assert 1 <= cot["mean"] <= SMOKE["max_think_tokens"]
+    assert 1 <= cot["mean"] <= cot["max"] <= SMOKE["max_think_tokens"]

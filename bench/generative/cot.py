@@ -81,10 +81,15 @@ class CoTMethod(GenerativeMethod):
             return st
         samples = data.train_samples(self.config.latent_samples, seed=COT_SAMPLE_SEED)
         teacher = Teacher(self.config.teacher, data, self.cot_cache_dir() / "cot")
-        triples = [(int(u), list(h), int(t)) for u, h, t in zip(samples.users, samples.histories, samples.targets)]
-        cots = teacher.cots(triples, progress=False)
-        self._cot_state = {"fp": data.fingerprint, "samples": samples, "cots": cots, "teacher": teacher}
+        self._cot_state = {"fp": data.fingerprint, "samples": samples, "teacher": teacher}
+        self._cot_state["cots"] = self.teacher_cots(data, samples)
         return self._cot_state
+
+    def teacher_cots(self, data, samples) -> list[str]:
+        """The teacher's CoT for any training samples (a :class:`~bench.data.Split`), cached like the rest."""
+        teacher = self.cot_state(data)["teacher"]
+        return teacher.cots([(int(u), list(h), int(t)) for u, h, t in
+                             zip(samples.users, samples.histories, samples.targets)], progress=False)
 
     def reasoning_prompt(self, enc: PromptEncoder, history) -> list[int]:
         """The seqrec prompt followed by the reasoning start marker."""
