@@ -357,6 +357,7 @@ def test_bench_latency_times_saved_models_side_by_side(toy_env, tmp_path):
                         batch_size=4, repeats=2, out=str(tmp_path / "lat.json"), log=lambda *_: None)
     labels = list(res["seconds_per_sample"])
     assert res["ratio_to_first"][labels[0]] == 1.0 and res["ratio_to_first"][labels[1]] > 0
+    assert res["ratio_to_first_min"][labels[0]] == 1.0 and res["min_seconds_per_sample"][labels[1]] > 0
     assert all(len(v) == 2 for v in res["all_repeats"].values())
     assert list(res["stats"]) == [labels[1]]  # only LASAR reports latent steps
     assert json.loads((tmp_path / "lat.json").read_text())["setup"]["users"] == 8
