@@ -88,7 +88,7 @@ def cmd_leaderboard(args) -> int:
 def cmd_export(args) -> int:
     from bench.results import export_results
 
-    for path in export_results(Path(args.runs), Path(args.to)):
+    for path in export_results(Path(args.runs), Path(args.to), allow_dirty=args.allow_dirty):
         print(path)
     return 0
 
@@ -202,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("export", help="copy result files of complete runs (no checkpoints) for committing")
     s.add_argument("--runs", required=True)
     s.add_argument("--to", default="leaderboard/results")
+    s.add_argument("--allow-dirty", action="store_true",
+                   help="also export runs made from a checkout with uncommitted changes")
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("paired", help="paired significance of two runs on the same test users (per-user ranks)")

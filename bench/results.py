@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.atomic import atomic_write_json
-from bench.specs import RunSpec
+from bench.specs import RunSpec, SpecError
 
 SCHEMA_VERSION = 1
 
@@ -68,13 +68,22 @@ def load_results(runs_dir: Path) -> list[RunResult]:
     return out
 
 
-def export_results(runs_dir: Path, dest: Path) -> list[Path]:
+def export_results(runs_dir: Path, dest: Path, allow_dirty: bool = False) -> list[Path]:
     """Copy the result files (result.json, spec.json, per_user.json; never checkpoints or data) of
-    every complete run under ``runs_dir`` to ``dest/<dataset>/<run_id>/``, for committing."""
+    every complete run under ``runs_dir`` to ``dest/<dataset>/<run_id>/``, for committing. A run made
+    from a checkout with uncommitted changes (``environment.git_commit`` ending in ``-dirty``) cannot be
+    reproduced from its commit: refused (all of them named) unless ``allow_dirty``."""
     import shutil
 
+    results = load_results(runs_dir)
+    if not results:
+        raise SpecError(f"no complete run (result.json) under {runs_dir}")
+    dirty = [r.run_id for r in results if str(r.environment.get("git_commit") or "").endswith("-dirty")]
+    if dirty and not allow_dirty:
+        raise SpecError(f"{len(dirty)} run(s) were made from a checkout with uncommitted changes: "
+                         f"{', '.join(dirty)}; rerun them from a clean commit, or pass --allow-dirty")
     written = []
-    for res in load_results(runs_dir):
+    for res in results:
         src = next(Path(runs_dir).rglob(f"{res.run_id}/result.json")).parent
         out = Path(dest) / res.spec.dataset / res.run_id
         out.mkdir(parents=True, exist_ok=True)

@@ -31,9 +31,20 @@ def test_cli_end_to_end(toy_env, tmp_path, capsys):
     assert "4 runs complete" in capsys.readouterr().out
     assert len(list(runs.glob("*/result.json"))) == 4  # pop seed 0 was reused, not duplicated
 
-    assert main(["export", "--runs", str(runs), "--to", str(tmp_path / "exported")]) == 0
+    # --allow-dirty: the checkout under test may have uncommitted changes (a clean clone in CI)
+    assert main(["export", "--runs", str(runs), "--to", str(tmp_path / "exported"), "--allow-dirty"]) == 0
     exported = sorted((tmp_path / "exported" / "toy").glob("*/result.json"))
     assert len(exported) == 4 and not list((tmp_path / "exported").rglob("checkpoints"))
+    # a run made from a dirty checkout is refused by name; an empty folder is an error
+    one = sorted(runs.rglob("result.json"))[0]
+    data = json.loads(one.read_text())
+    data["environment"]["git_commit"] = "abc123-dirty"
+    one.write_text(json.dumps(data))
+    assert main(["export", "--runs", str(runs), "--to", str(tmp_path / "again")]) == 2
+    assert data["run_id"] in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["export", "--runs", str(tmp_path / "empty"), "--to", str(tmp_path / "again")]) == 2
+    assert "no complete run" in capsys.readouterr().err
 
     site = tmp_path / "site"
     assert main(["leaderboard", "--runs", str(runs), "--out", str(site)]) == 0
