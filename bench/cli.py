@@ -52,9 +52,12 @@ def cmd_run(args) -> int:
 
     spec = build_spec(args.method, args.dataset, config_file=args.config, sets=args.set or [], seed=args.seed,
                       dataset_path=args.dataset_path)
+    from bench.report import results_table
+
     res = run(spec, args.out, dataset_path=args.dataset_path, progress=not args.no_progress)
     print(f"run {res.run_id}: " + "  ".join(f"{k} {v:.4f}" for k, v in res.metrics.items()))
     print(f"latency {res.latency.seconds_per_sample * 1000:.3f} ms/sample; result: {Path(args.out) / res.run_id / 'result.json'}")
+    print("\n" + results_table([res]))
     return 0
 
 
@@ -63,8 +66,11 @@ def cmd_evaluate(args) -> int:
 
     res = reevaluate(args.run_dir, args.set or [], args.out, dataset_path=args.dataset_path,
                      progress=not args.no_progress)
+    from bench.report import results_table
+
     print(f"run {res.run_id} (trained in {res.training.model_dump().get('trained_in')}): "
           + "  ".join(f"{k} {v:.4f}" for k, v in res.metrics.items()))
+    print("\n" + results_table([res]))
     return 0
 
 
@@ -72,8 +78,10 @@ def cmd_suite(args) -> int:
     from bench.config import load_suite
     from bench.runner import run_suite
 
+    from bench.report import results_table
+
     results = run_suite(load_suite(args.file), args.out, dataset_path=args.dataset_path, progress=not args.no_progress)
-    print(f"{len(results)} runs complete")
+    print(f"{len(results)} runs complete\n\n" + results_table(results))
     return 0
 
 
@@ -96,7 +104,11 @@ def cmd_export(args) -> int:
 def cmd_demo(args) -> int:
     from bench.demo import demo
 
+    from bench.report import results_table
+    from bench.results import load_results
+
     index = demo(Path(args.out), methods=args.methods, progress=not args.no_progress)
+    print("\n" + results_table(load_results(Path(args.out) / "runs")))
     print(f"\nleaderboard ready: {index}\nopen it in a browser: file://{index.resolve()}")
     return 0
 

@@ -116,6 +116,11 @@ class RecBoleMethod(Method):
         """RecBole's config, model and train dataloader (RecBole's validation and test dataloaders are
         not built: selection uses ``FitContext.validate``, the test our evaluator)."""
         os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # RecBole pickles its checkpoints
+        import warnings
+
+        # RecBole 1.2.1 on pandas 2 / torch 2.x: FutureWarnings (fillna inplace, torch.cuda.amp.GradScaler) on
+        # every run, nothing a user can act on
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole(\..*)?")
         from recbole.config import Config
         from recbole.data import create_dataset
         from recbole.data.utils import create_samplers, get_dataloader

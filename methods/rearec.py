@@ -350,7 +350,7 @@ class ReaRec(RecBoleMethod):
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total, n, batch, targets = total + float(loss), n + 1, [], 0
+            total, n, batch, targets = total + float(loss.detach()), n + 1, [], 0
         return total / max(n, 1)
 
     def model_params(self):

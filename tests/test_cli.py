@@ -28,7 +28,11 @@ def test_cli_end_to_end(toy_env, tmp_path, capsys):
     suite.write_text(f"methods: [pop, {{method: random, label: Random ranker}}]\ndatasets: [toy]\nseeds: [0, 1]\n"
                      f"out: {runs}\n")
     assert main(["suite", str(suite), "--no-progress"]) == 0
-    assert "4 runs complete" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "4 runs complete" in out
+    table = out.split("4 runs complete")[1].strip().splitlines()  # the closing results table: header, rule, 4 runs
+    assert table[0].split()[:4] == ["method", "dataset", "seed", "NDCG@10"] and len(table) == 6
+    assert sum("Random ranker" in line for line in table) == 2 and sum(line.startswith("pop ") for line in table) == 2
     assert len(list(runs.glob("*/result.json"))) == 4  # pop seed 0 was reused, not duplicated
 
     # --allow-dirty: the checkout under test may have uncommitted changes (a clean clone in CI)

@@ -1,0 +1,37 @@
+"""Plain-text results tables for the terminal: ``run``, ``suite``, ``evaluate`` and ``demo`` end with one."""
+from __future__ import annotations
+
+from bench.metrics import order_metrics, primary_metric
+from bench.results import RunResult
+
+
+def training_seconds(r: RunResult) -> float:
+    """Every phase: this run's training plus a stage it reused from the stage cache (e.g. the SFT of an
+    SFT+RL row)."""
+    return float(r.training.seconds) + float((r.training.model_extra or {}).get("reused_seconds") or 0.0)
+
+
+def _minutes(s: float) -> str:
+    return f"{s:.1f}s" if s < 120 else (f"{s / 60:.1f}min" if s < 7200 else f"{s / 3600:.2f}h")
+
+
+def results_table(results: list[RunResult], metrics: list[str] | None = None) -> str:
+    """One line per run, grouped by dataset and sorted by the primary metric: label, dataset, seed, the
+    metrics (default: every @10 metric the runs report), ms per user, training time, run id."""
+    if not results:
+        return "(no results)"
+    have = order_metrics({m for r in results for m in r.metrics})
+    metrics = metrics or [m for m in have if m.endswith("@10")] or have
+    key = primary_metric(metrics)
+    rows = sorted(results, key=lambda r: (r.spec.dataset, -(r.metrics.get(key, -1.0) if key else 0.0)))
+    head = ["method", "dataset", "seed", *metrics, "ms/user", "training", "run"]
+    body = [[r.display_name, r.spec.dataset, str(r.spec.seed),
+             *[f"{r.metrics[m]:.4f}" if m in r.metrics else "-" for m in metrics],
+             f"{r.latency.seconds_per_sample * 1000:.2f}", _minutes(training_seconds(r)), r.run_id] for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    right = {i for i, h in enumerate(head) if h in metrics or h in ("seed", "ms/user", "training")}
+
+    def line(cells):
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return "\n".join(x.rstrip() for x in [line(head), line(["-" * w for w in widths]), *map(line, body)])
