@@ -15,6 +15,7 @@ from pathlib import Path
 from bench import assets
 from bench.atomic import atomic_dir
 from bench.metrics import order_metrics, primary_metric, short_name
+from bench.report import human_seconds, training_seconds
 from bench.results import RunResult, load_results
 
 TEMPLATES = assets.TEMPLATES_DIR  # leaderboard/templates/ in a checkout, bench/_assets/templates/ when installed
@@ -99,14 +100,6 @@ def table1(runs_by_name: dict[str, list[RunResult]], columns: list[str] | None =
     return rows
 
 
-def _human_seconds(s: float) -> str:
-    if s < 120:
-        return f"{s:.1f}s"
-    if s < 7200:
-        return f"{s / 60:.1f}min"
-    return f"{s / 3600:.2f}h"
-
-
 def table4(runs_by_name: dict[str, list[RunResult]]) -> list[Row]:
     rows = []
     for name, runs in runs_by_name.items():
@@ -114,12 +107,12 @@ def table4(runs_by_name: dict[str, list[RunResult]]) -> list[Row]:
         sps, sps_std = _stats([r.latency.seconds_per_sample for r in runs])
         tot, _ = _stats([r.latency.total_seconds for r in runs])
         # a stage reused from the stage cache (e.g. the SFT of an SFT+RL row) counts: training covers every phase
-        reused = [float((r.training.model_extra or {}).get("reused_seconds", 0.0)) for r in runs]
-        train, _ = _stats([r.training.seconds + x for r, x in zip(runs, reused)])
+        train, _ = _stats([training_seconds(r) for r in runs])
         row.cells["seconds_per_sample"] = {"mean": sps, "std": sps_std, "text": _fmt(sps * 1000, None if sps_std is None else sps_std * 1000, 3)}
-        row.cells["total_seconds"] = {"mean": tot, "std": None, "text": _human_seconds(tot)}
-        row.cells["train_seconds"] = {"mean": train, "std": None, "text": _human_seconds(train)
-                                      + (" (incl. reused SFT)" if any(reused) else "")}
+        row.cells["total_seconds"] = {"mean": tot, "std": None, "text": human_seconds(tot)}
+        row.cells["train_seconds"] = {"mean": train, "std": None, "text": human_seconds(train)
+                                      + (" (incl. reused SFT)" if any(training_seconds(r) > r.training.seconds
+                                                                     for r in runs) else "")}
         r0 = runs[0]
         row.cells["n"] = {"mean": r0.latency.n_samples, "std": None, "text": f"{r0.latency.n_samples:,}"}
         facts = r0.method_facts

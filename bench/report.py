@@ -11,8 +11,12 @@ def training_seconds(r: RunResult) -> float:
     return float(r.training.seconds) + float((r.training.model_extra or {}).get("reused_seconds") or 0.0)
 
 
-def _minutes(s: float) -> str:
-    return f"{s:.1f}s" if s < 120 else (f"{s / 60:.1f}min" if s < 7200 else f"{s / 3600:.2f}h")
+def human_seconds(s: float) -> str:
+    if s < 120:
+        return f"{s:.1f}s"
+    if s < 7200:
+        return f"{s / 60:.1f}min"
+    return f"{s / 3600:.2f}h"
 
 
 def results_table(results: list[RunResult], metrics: list[str] | None = None) -> str:
@@ -27,7 +31,7 @@ def results_table(results: list[RunResult], metrics: list[str] | None = None) ->
     head = ["method", "dataset", "seed", *metrics, "ms/user", "training", "run"]
     body = [[r.display_name, r.spec.dataset, str(r.spec.seed),
              *[f"{r.metrics[m]:.4f}" if m in r.metrics else "-" for m in metrics],
-             f"{r.latency.seconds_per_sample * 1000:.2f}", _minutes(training_seconds(r)), r.run_id] for r in rows]
+             f"{r.latency.seconds_per_sample * 1000:.2f}", human_seconds(training_seconds(r)), r.run_id] for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     right = {i for i, h in enumerate(head) if h in metrics or h in ("seed", "ms/user", "training")}
 
