@@ -236,7 +236,6 @@ def bench_rearec(*, dataset: str = "ml-100k", variant: str = "erl", batches: int
     import torch
 
     from bench.data import prepare
-    from bench.generative.prompts import training_windows
     from bench.registry import REGISTRY
 
     if threads:
@@ -271,7 +270,7 @@ def bench_rearec(*, dataset: str = "ml-100k", variant: str = "erl", batches: int
     res["routes"]["per_prefix"] = {"targets_per_epoch": total_targets, "seconds_per_target": dt / tgt,
                                    "epoch_minutes": round(dt / tgt * total_targets / 60, 2)}
     log(f"per_prefix: {res['routes']['per_prefix']}")
-    windows = training_windows(data.train_sequences(), data.max_history)
+    windows = cls.training_windows(data.train_sequences(), data.max_history)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(windows))
     dt = tgt = 0
@@ -280,17 +279,13 @@ def bench_rearec(*, dataset: str = "ml-100k", variant: str = "erl", batches: int
         batch, n = [], 0
         while n < m.config.batch_size and pos < len(order):
             batch.append(windows[order[pos]])
-            n, pos = n + len(batch[-1]) - 1, pos + 1
-        T = max(len(x) for x in batch)
-        seq = torch.zeros(len(batch), T, dtype=torch.long)
-        for r, x in enumerate(batch):
-            seq[r, :len(x)] = torch.as_tensor(m.ours2rb[np.asarray(x)])
-        lens = torch.tensor([len(x) for x in batch])
-        sec = step(lambda: sum(model.packed_terms(seq, lens).values()))
+            n, pos = n + len(batch[-1][0]) - batch[-1][1], pos + 1
+        seq, lens, first = cls.packed_batch(batch, m.ours2rb)
+        sec = step(lambda: sum(model.packed_terms(seq, lens, first).values()))
         if i:
             dt, tgt = dt + sec, tgt + n
         i += 1
-    packed_targets = sum(len(w) - 1 for w in windows)
+    packed_targets = sum(len(w) - f for w, f in windows)
     res["routes"]["packed"] = {"targets_per_epoch": packed_targets, "seconds_per_target": dt / tgt,
                                "epoch_minutes": round(dt / tgt * packed_targets / 60, 2)}
     log(f"packed: {res['routes']['packed']}")

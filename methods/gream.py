@@ -14,6 +14,8 @@ Training
 
 Inference (``mode``; two leaderboard rows from one trained model)
 - ``direct``: the shared constrained beam search straight after the prompt (the paper's Table 1 row);
+  the target's English scaffolding ("Let's rewrite user's purchase history:", ``<answer>`` tags) is not
+  used in either prompt style: the reasoning markers and the SIDs delimit the parts
 - ``reasoning``: greedy CoT text generation on the KV cache after ``<lat_s>`` (no repeated 4-grams) until the
   model writes ``<lat_e>`` or a SID token (where the rewrite starts) or ``max_think_tokens`` (default: the
   longest CoT text CoT-SFT trains + 8); the rewrite -- by definition the copy of the history's last items --
@@ -23,7 +25,6 @@ Inference (``mode``; two leaderboard rows from one trained model)
 """
 from __future__ import annotations
 
-import random
 import time
 from typing import Literal
 
@@ -100,36 +101,34 @@ class GREAM(CoTMethod):
         n_tok = sum(len(e.prompt) + len(e.response) for e in examples)
         ctx.log(f"gream: CoT-SFT on {len(examples):,} examples ({sum(e.task == 'cot' for e in examples):,} with CoT), "
                 f"{n_tok:,} tokens")
-        t0 = time.time()
-        self._training = True  # model selection decodes in the direct mode (one selection for both rows)
-        try:
-            facts = train(self.bb.model, lambda m, b: causal_lm_loss(m, {k: v.to(self.device) for k, v in b.items()}),
-                          examples, self._collate, self.config.cot_sft, workdir=ctx.workdir,
-                          valid_fn=self._valid_fn(data, valid, ctx), seed=ctx.seed, progress=ctx.progress,
-                          log=ctx.log, name="cot_sft", lengths=[len(e.prompt) + len(e.response) for e in examples])
-        finally:
-            self._training = False
+        t0 = time.time()  # model selection decodes in the direct mode (fit sets _training): one for both rows
+        facts = train(self.bb.model, lambda m, b: causal_lm_loss(m, {k: v.to(self.device) for k, v in b.items()}),
+                      examples, self._collate, self.config.cot_sft, workdir=ctx.workdir,
+                      valid_fn=self._valid_fn(data, valid, ctx), seed=ctx.seed, progress=ctx.progress,
+                      log=ctx.log, name="cot_sft", lengths=[len(e.prompt) + len(e.response) for e in examples])
         facts.update(seconds=round(time.time() - t0, 1), examples=len(examples), tokens_per_epoch=n_tok)
         return facts
 
-    def sft_examples(self, data, enc, rng: random.Random):
-        self._training = True
-        return super().sft_examples(data, enc, rng)
+    def fit(self, data, *, valid, ctx):
+        self._training = True  # Stage 1 and CoT-SFT select on the direct mode
+        try:
+            return super().fit(data, valid=valid, ctx=ctx)
+        finally:
+            self._training = False
 
     def after_sft(self, data, valid, ctx, rng):
-        self._training = True
         stage1 = self.sft_stage(data, ctx)
         key = self._cot_sft_key(data, ctx, stage1.id) if stage1 is not None else None
-        facts = {"cot_sft": self.cached_phase("gream-cot-sft", key, data, ctx,
-                                              lambda: self._train_cot_sft(data, valid, ctx), "cot_sft"),
-                 "mode": self.config.mode, "cot_samples": len(self.cot_state(data)["cots"])}
-        self._training = False
-        return facts
+        return {"cot_sft": self.cached_phase("gream-cot-sft", key, data, ctx,
+                                             lambda: self._train_cot_sft(data, valid, ctx), "cot_sft"),
+                "mode": self.config.mode, "cot_samples": len(self.cot_state(data)["cots"])}
 
     # ------------------------------------------------------------ inference
     def prefix_state(self, model, histories, *, grad: bool = False):
         if self.config.mode == "direct" or getattr(self, "_training", False):
             return super().prefix_state(model, histories, grad=grad)
+        if grad:
+            raise NotImplementedError("gream: the reasoning mode's prefix is generated text (no gradient through it)")
         state, lengths = self.generate_reasoning(model, histories)
         self.record_decode_stat("cot_tokens", lengths.cpu().numpy())
         return state
@@ -161,12 +160,15 @@ class GREAM(CoTMethod):
         emb = core.get_input_embeddings()
         end = self._tok(REASON_END)
         B = len(histories)
-        stops = torch.zeros(len(self.bb.tokenizer), dtype=torch.bool, device=self.device)
-        stops[self.bb.sid_token_ids.flatten().to(self.device)] = True
-        stops[end] = True
         ids, mask = left_pad([self.reasoning_prompt(self.enc, h) for h in histories], self.bb.pad_id)
         with torch.no_grad():
             state = prefill(model, ids.to(self.device), mask.to(self.device))
+            stops = torch.zeros(state.last_logits.shape[-1], dtype=torch.bool, device=self.device)
+            stops[self.bb.sid_token_ids.flatten().to(self.device)] = True
+            stops[end] = True
+            eos = self.bb.tokenizer.eos_token_id
+            if eos is not None:
+                stops[eos] = True  # an end of sequence inside the think block ends the text too
             active = torch.ones(B, dtype=torch.bool, device=self.device)
             lengths = torch.zeros(B, dtype=torch.long, device=self.device)
             gen = torch.zeros(B, 0, dtype=torch.long, device=self.device)

@@ -20,10 +20,22 @@ no contrastive term); after it, the full losses. (The public code crashes at exa
 ERL reads an unset noise factor after warm-up, PRL an unbound contrastive loss during it; here the
 terms are defined in both phases and a test trains through both.)
 
+Training routes. ``packed: true`` (default): user windows with every prefix in one pass -- pass 0 is
+the causal pass over the items, pass k appends one reasoning token per position that attends to that
+position's items and its own earlier tokens; a user's first ``max_history + 1`` items form one window and
+every later target its own window of the ``max_history`` items before it, so each target sees exactly
+the history RecBole's per-prefix sample gives it (outputs and losses equal, tested). ``packed: false``:
+RecBole's trainer, one sample per prefix. The only difference between the two: PRL's InfoNCE negatives
+are the other samples of the batch, and a packed batch holds several prefixes of one user, which are
+masked out of each other's negatives (near-copies of the positive).
+
 Differences from the released code, by choice: positions are counted from the first item as in SASRec
 (so ``reason_steps: 0`` is exactly RecBole's SASRec scoring / tau, tested); the fed-back token passes
-through the same LayerNorm and dropout as an item token; selection uses the benchmark's protocol
-(NDCG@10 on the validation users), not NDCG@20.
+through the same LayerNorm and dropout as an item token; the history cap is the benchmark's
+``max_history`` (20 on Beauty, one protocol for every method), not 50; PRL's InfoNCE contrasts the last
+reasoning state of the clean and the noisy view (one direction, temperature ``tau``); ERL adds no noise
+(the released code reads an unset noise factor after warm-up: one of its two crashes); selection uses
+the benchmark's protocol (NDCG@10 on the validation users), not NDCG@20.
 """
 from __future__ import annotations
 
@@ -218,21 +230,27 @@ def _model_class():
             outs = self.reason(h0, caches, keys)
             return self.terms(outs, target, lambda: self.reason(h0, caches, keys, noise=self.noise_std)[:, -1])
 
-        def packed_terms(self, windows, lengths) -> dict:
-            """The losses of every prefix of every window (targets: the next item in the window)."""
+        def packed_terms(self, windows, lengths, first=None) -> dict:
+            """The losses of the prefixes of every window: the target at window position t >= ``first``
+            (per row; default 1: every item but the first) is predicted from positions 0..t-1."""
             inputs, n_in = windows[:, :-1], lengths - 1  # a window's last item is only a target
             outs, items = self.encode_packed(inputs, n_in)
-            has_target = torch.arange(inputs.shape[1], device=windows.device).unsqueeze(0) < n_in.unsqueeze(1)
+            pos = torch.arange(inputs.shape[1], device=windows.device).unsqueeze(0)
+            first = torch.ones_like(lengths) if first is None else first
+            has_target = (pos < n_in.unsqueeze(1)) & (pos >= (first - 1).unsqueeze(1))
             target = windows[:, 1:][has_target]
+            groups = torch.arange(len(windows), device=windows.device).unsqueeze(1).expand_as(has_target)[has_target]
 
             def noisy():
                 return self.encode_packed(inputs, n_in, noise=self.noise_std, items=items)[0][has_target][:, -1]
 
-            return self.terms(outs[has_target], target, noisy)
+            return self.terms(outs[has_target], target, noisy, groups)
 
-        def terms(self, outs, target, noisy) -> dict:
+        def terms(self, outs, target, noisy, groups=None) -> dict:
             """The variant's loss terms from the step outputs [N, K+1, d] of N samples; ``noisy()`` gives the
-            last reasoning state of a noisy view (PRL's contrastive term)."""
+            last reasoning state of a noisy view (PRL's contrastive term). ``groups``: samples of one group
+            (one user window, packed) are not each other's InfoNCE negatives: in a per-prefix batch the
+            negatives are other users' prefixes, and a window's neighbouring prefixes are near-copies."""
             F = nn.functional
             terms = {}
             if self.variant == "erl":
@@ -254,6 +272,10 @@ def _model_class():
             if self.K and not self.warm and self.cl_weight:
                 a, b = F.normalize(outs[:, -1], dim=-1), F.normalize(noisy(), dim=-1)
                 sim = a @ b.T / self.tau
+                if groups is not None:
+                    same = (groups.unsqueeze(0) == groups.unsqueeze(1)) & ~torch.eye(len(a), dtype=torch.bool,
+                                                                                     device=a.device)
+                    sim = sim.masked_fill(same, float("-inf"))
                 terms["contrastive"] = self.cl_weight * F.cross_entropy(sim, torch.arange(len(a), device=a.device))
             return terms
 
@@ -305,18 +327,24 @@ class ReaRec(RecBoleMethod):
         noise_std: float = Field(0.01, ge=0, description="PRL: Gaussian noise on the fed-back states (contrastive view)")
         warmup_epochs: int = Field(1, ge=0, description="epochs on the CE terms only, before the KL / contrastive terms")
         packed: bool = Field(True, description="train on user windows, every prefix in one pass (SASRec's trick, with "
-                                               "K reasoning tokens per position); false = RecBole's trainer on one "
-                                               "sample per prefix (same losses, ~10x the encoder work on Beauty)")
+                                               "K reasoning tokens per position; the same samples and losses, "
+                                               "tested); false = RecBole's trainer on one sample per prefix")
 
     @property
     def recbole_model(self):
         return rearec_model_class()
 
+    @staticmethod
+    def training_windows(sequences, max_history: int):
+        return rearec_windows(sequences, max_history)
+
+    @staticmethod
+    def packed_batch(batch, ours2rb):
+        return packed_batch(batch, ours2rb)
+
     def fit(self, data, *, valid, ctx):
         if self.config.packed:
-            from bench.generative.prompts import training_windows
-
-            self._windows = training_windows(data.train_sequences(), data.max_history)
+            self._windows = rearec_windows(data.train_sequences(), data.max_history)
             self._seed = ctx.seed
         return super().fit(data, valid=valid, ctx=ctx)
 
@@ -335,15 +363,11 @@ class ReaRec(RecBoleMethod):
         total, n, batch, targets = 0.0, 0, [], 0
         for pos, w in enumerate(order):
             batch.append(self._windows[w])
-            targets += len(self._windows[w]) - 1
+            targets += len(self._windows[w][0]) - self._windows[w][1]
             if targets < c.batch_size and pos < len(order) - 1:
                 continue
-            T = max(len(x) for x in batch)
-            seq = torch.zeros(len(batch), T, dtype=torch.long)
-            for r, x in enumerate(batch):
-                seq[r, :len(x)] = torch.as_tensor(self.ours2rb[np.asarray(x)])
-            lens = torch.tensor([len(x) for x in batch])
-            loss = sum(model.packed_terms(seq.to(self.device), lens.to(self.device)).values())
+            seq, lens, first = packed_batch(batch, self.ours2rb)
+            loss = sum(model.packed_terms(seq.to(self.device), lens.to(self.device), first.to(self.device)).values())
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"rearec: the training loss is {float(loss)} in epoch {epoch} (lr {c.lr:g}); "
                                        "lower the learning rate. No result is written.")
@@ -361,3 +385,30 @@ class ReaRec(RecBoleMethod):
 
     def describe(self):
         return {**super().describe(), "variant": self.config.variant, "reason_steps": self.config.reason_steps}
+
+
+def rearec_windows(sequences, max_history: int) -> list[tuple[list[int], int]]:
+    """Training windows with exactly the per-prefix route's supervision: ``(window, first)`` pairs whose
+    targets are the window items at positions >= ``first``. A user's first ``max_history + 1`` items form
+    one window (every target with its whole history); each later item t gets its own window of the
+    ``max_history`` items before it, with its one target (so every target sees its last ``max_history``
+    items, as RecBole's per-prefix samples do, and the positions count from that history's first item)."""
+    out = []
+    for seq in sequences:
+        seq = list(seq)
+        if len(seq) < 2:
+            continue
+        out.append((seq[:max_history + 1], 1))
+        out += [(seq[t - max_history:t + 1], max_history) for t in range(max_history + 1, len(seq))]
+    return out
+
+
+def packed_batch(batch, ours2rb):
+    """Right-padded RecBole-id windows, their lengths and first target positions."""
+    import torch
+
+    T = max(len(w) for w, _ in batch)
+    seq = torch.zeros(len(batch), T, dtype=torch.long)
+    for r, (w, _) in enumerate(batch):
+        seq[r, :len(w)] = torch.as_tensor(ours2rb[np.asarray(w)])
+    return seq, torch.tensor([len(w) for w, _ in batch]), torch.tensor([f for _, f in batch])

@@ -61,6 +61,49 @@ def test_generation_stops_at_the_end_marker_a_sid_token_or_the_cap(built, toy_da
     assert (lengths <= 4).all()
 
 
+def test_rows_stop_at_their_own_step_and_short_histories_get_short_rewrites(built, toy_data):
+    """Batched generation == each row alone, when rows stop at different steps and one history is
+    shorter than the rewrite. A hook makes row r write text until step stop[r], then the end marker."""
+    from bench.generative.decoding import constrained_beam_search
+
+    model, end = built.bb.model, built._tok(REASON_END)
+    hist = [list(h) for h in toy_data.split("test").histories[:3]]
+    hist[1] = hist[1][-1:]  # one item: a shorter rewrite than rewrite_items
+    assert len(built.rewrite(hist[1])) < len(built.rewrite(hist[0]))
+    stops = sorted(set(built.bb.sid_token_ids.flatten().tolist()) | {end})
+    rule = {"stop": [], "call": 0}
+
+    def hook(_m, _inp, out):  # call g's logits give generated token g (the prefill is call 0)
+        g, rule["call"] = rule["call"], rule["call"] + 1
+        for r, s in enumerate(rule["stop"]):
+            if g >= s:
+                out.logits[r, -1, end] += 60.0
+            else:
+                out.logits[r, -1, stops] -= 30.0
+        return out
+
+    def generate(rows, stop):
+        rule.update(stop=stop, call=0)
+        handle = model.register_forward_hook(hook)
+        try:
+            state, lengths = built.generate_reasoning(model, rows, cap=8)
+        finally:
+            handle.remove()
+        with torch.no_grad():
+            return constrained_beam_search(model, built.trie, prefix=state, beam_width=8), lengths, state
+
+    batch, lengths, state = generate(hist, [1, 3, 5])
+    assert lengths.tolist() == [1, 3, 5]
+    for r, h in enumerate(hist):
+        alone, n, _ = generate([h], [[1, 3, 5][r]])
+        assert int(n[0]) == int(lengths[r])
+        assert batch.items[r].tolist() == alone.items[0].tolist()
+        assert torch.allclose(batch.scores[r], alone.scores[0], atol=1e-4)
+        # the cache holds prompt + text + this row's rewrite + the end marker
+        want = len(built.reasoning_prompt(built.enc, h)) + int(n[0]) + len(built.rewrite(h)) + 1
+        assert int(state.attention_mask[r].sum()) == want
+
+
 def test_reasoning_answer_decode_equals_the_decoder_on_the_same_prefix_from_scratch(built, toy_data):
     from bench.generative.decoding import constrained_beam_search
 

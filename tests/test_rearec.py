@@ -79,35 +79,66 @@ def test_kv_cached_reasoning_equals_the_uncached_computation(toy_data, tmp_path,
     assert torch.allclose(h, cached.mean(1) if variant == "erl" else cached[:, -1], atol=1e-6)
 
 
+def test_training_windows_by_hand():
+    from methods.rearec import rearec_windows
+
+    got = rearec_windows([[1, 2, 3, 4, 5, 6], [7], [8, 9]], max_history=3)
+    # the first 4 items: targets 2, 3, 4 with their whole history; then 5 and 6, each with its last 3 items
+    assert got == [([1, 2, 3, 4], 1), ([2, 3, 4, 5], 3), ([3, 4, 5, 6], 3), ([8, 9], 1)]
+
+
 @pytest.mark.parametrize("variant", ["erl", "prl"])
-def test_packed_prefixes_equal_each_prefix_alone(toy_data, tmp_path, variant):
-    """One packed pass over windows == encode() on every prefix separately (eval mode), and the packed
-    loss == the per-prefix loss over the same (prefix, next item) samples."""
-    m, _, rea, _ = _build(toy_data, tmp_path, reason_steps=2, variant=variant, cl_weight=0.0)
-    seqs = [s[:toy_data.max_history] for s in toy_data.train_sequences() if len(s) >= 3][:4]
-    T = max(len(x) for x in seqs)
-    win = torch.zeros(len(seqs), T, dtype=torch.long)
-    for r, x in enumerate(seqs):
-        win[r, :len(x)] = torch.as_tensor(m.ours2rb[x])
-    lens = torch.tensor([len(x) for x in seqs])
+def test_packed_windows_equal_each_prefix_alone(toy_data, tmp_path, variant):
+    """The packed route over full-length training sequences == one sample per prefix (RecBole's samples:
+    each target with its last max_history items): step outputs and every loss term (PRL's contrastive
+    term with a noise-free view, so that both routes' views are defined alike)."""
+    from bench.split import train_prefixes
+    from methods.rearec import packed_batch, rearec_windows
+
+    m, _, rea, _ = _build(toy_data, tmp_path, reason_steps=2, variant=variant, noise_std=0.0)
+    seqs = [list(s) for s in toy_data.train_sequences() if len(s) >= 2][:6]
+    assert max(len(s) for s in seqs) > toy_data.max_history + 1, "needs users longer than one window"
+    windows = rearec_windows(seqs, toy_data.max_history)
+    seq, lens, first = packed_batch(windows, m.ours2rb)
+    hist, tgt = [], []
+    for s in seqs:
+        for h, t in train_prefixes(s + [0, 0], toy_data.max_history):  # train_prefixes drops valid + test
+            row = torch.zeros(toy_data.max_history, dtype=torch.long)
+            row[:len(h)] = torch.as_tensor(m.ours2rb[h])
+            hist.append(row), tgt.append(int(m.ours2rb[t]))
+    lengths = torch.tensor([int((h > 0).sum()) for h in hist])
     with torch.no_grad():
-        packed, _ = rea.encode_packed(win, lens)
-        hist, tgt, want = [], [], []
-        for r, x in enumerate(seqs):
-            for i in range(len(x)):
-                seq = torch.zeros(1, T, dtype=torch.long)
-                seq[0, :i + 1] = win[r, :i + 1]
-                want.append(rea.encode(seq, torch.tensor([i + 1]))[0])
-                assert torch.allclose(packed[r, i], want[-1], atol=1e-5), (r, i)
-                if i + 1 < len(x):
-                    hist.append(seq[0]), tgt.append(int(win[r, i + 1]))
+        packed, _ = rea.encode_packed(seq[:, :-1], lens - 1)
+        one = rea.encode(torch.stack(hist), lengths)
+        pos = torch.arange(seq.shape[1] - 1).unsqueeze(0)
+        mask = (pos < (lens - 1).unsqueeze(1)) & (pos >= (first - 1).unsqueeze(1))
+        assert mask.sum() == len(hist)
+        assert torch.allclose(packed[mask], one, atol=1e-5)
         rea.set_epoch(5)  # past warm-up: every term
-        per_prefix = rea.loss_terms(torch.stack(hist), torch.tensor([int((h > 0).sum()) for h in hist]),
-                                    torch.tensor(tgt))
-        together = rea.packed_terms(win, lens)
-    assert set(per_prefix) == set(together)
+        per_prefix = rea.loss_terms(torch.stack(hist), lengths, torch.tensor(tgt))
+        together = rea.packed_terms(seq, lens, first)
+    assert set(per_prefix) == set(together) == ({"ce", "kl"} if variant == "erl" else {"ce", "progressive",
+                                                                                           "contrastive"})
     for k in per_prefix:
-        assert torch.allclose(per_prefix[k], together[k], atol=1e-5), k
+        if k != "contrastive":
+            assert torch.allclose(per_prefix[k], together[k], atol=1e-5), k
+    if variant == "prl":  # one window's prefixes are not each other's negatives; one per window: equal
+        single = [(w, f) for w, f in windows if len(w) - f == 1]
+        s1, l1, f1 = packed_batch(single, m.ours2rb)
+        with torch.no_grad():
+            a = rea.packed_terms(s1, l1, f1)["contrastive"]
+            b = rea.loss_terms(*_prefix_batch(single, m, toy_data.max_history))["contrastive"]
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def _prefix_batch(single, m, max_history):
+    rows, lens, tgt = [], [], []
+    for w, _ in single:
+        h = w[:-1][-max_history:]
+        row = torch.zeros(max_history, dtype=torch.long)
+        row[:len(h)] = torch.as_tensor(m.ours2rb[h])
+        rows.append(row), lens.append(len(h)), tgt.append(int(m.ours2rb[w[-1]]))
+    return torch.stack(rows), torch.tensor(lens), torch.tensor(tgt)
 
 
 def test_loss_terms_switch_on_after_warmup(toy_data, tmp_path):

@@ -9,6 +9,9 @@ from bench.registry import REGISTRY
 
 TINY_SASREC = {"hidden_size": 16, "n_layers": 1, "n_heads": 1, "inner_size": 32, "batch_size": 16, "lr": 5e-3,
                "patience": 10}  # default dropout (0.5): the random states matter
+# packed route, PRL (dropout, noise and the contrastive term after its warm-up epoch: every random state)
+TINY_REAREC = {"variant": "prl", "hidden_size": 16, "n_layers": 1, "n_heads": 1, "inner_size": 32, "batch_size": 16,
+               "lr": 5e-3, "patience": 10, "warmup_epochs": 1}
 TINY_GRU4REC = {"embedding_size": 16, "hidden_size": 16, "batch_size": 16, "lr": 5e-3, "patience": 10}
 
 
@@ -27,12 +30,27 @@ def _fit(name, cfg, data, workdir, logs=None, **ctx_kw):
     return m, facts
 
 
-def _kill_in_epoch(monkeypatch, epoch):
-    """The first time RecBole trains epoch ``epoch``, the process "dies" at the end of that epoch's
-    training (after its batches moved the weights and the random states, before any checkpoint)."""
+def _kill_in_epoch(monkeypatch, epoch, name="sasrec"):
+    """The first time epoch ``epoch`` trains, the process "dies" at the end of that epoch's training
+    (after its batches moved the weights and the random states, before any checkpoint): in RecBole's
+    trainer, or in ReaRec's packed epoch."""
+    fired = []
+    if name == "rearec":
+        cls = REGISTRY.get("rearec")
+        real = cls._train_epoch
+
+        def packed_epoch(self, trainer, train_data, epoch_idx):
+            out = real(self, trainer, train_data, epoch_idx)
+            if epoch_idx == epoch and not fired:
+                fired.append(epoch_idx)
+                raise KeyboardInterrupt
+            return out
+
+        monkeypatch.setattr(cls, "_train_epoch", packed_epoch)
+        return fired
     from recbole.trainer import Trainer
 
-    real, fired = Trainer._train_epoch, []
+    real = Trainer._train_epoch
 
     def train_epoch(self, train_data, epoch_idx, *a, **kw):
         out = real(self, train_data, epoch_idx, *a, **kw)
@@ -57,14 +75,15 @@ def _assert_same_training(a, b, dir_a, dir_b):
         assert all(torch.equal(x[k], y[k]) for k in x), [k for k in x if not torch.equal(x[k], y[k])]
 
 
-@pytest.mark.parametrize("name,cfg,epochs,kill", [("sasrec", TINY_SASREC, 3, 1), ("gru4rec", TINY_GRU4REC, 2, 1)])
+@pytest.mark.parametrize("name,cfg,epochs,kill", [("sasrec", TINY_SASREC, 3, 1), ("gru4rec", TINY_GRU4REC, 2, 1),
+                                                  ("rearec", TINY_REAREC, 3, 1)])
 def test_resume_after_a_kill_trains_exactly_as_without(name, cfg, epochs, kill, toy_env, toy_data, tmp_path,
                                                         monkeypatch):
     whole, interrupted = tmp_path / "whole", tmp_path / "interrupted"
     ref, ref_facts = _fit(name, {**cfg, "epochs": epochs}, toy_data, whole)
     assert ref_facts["epochs_run"] == epochs and ref_facts["stopped_by"] == "epochs"
 
-    fired = _kill_in_epoch(monkeypatch, kill)
+    fired = _kill_in_epoch(monkeypatch, kill, name)
     with pytest.raises(KeyboardInterrupt):
         _fit(name, {**cfg, "epochs": epochs}, toy_data, interrupted)
     assert fired == [kill]
