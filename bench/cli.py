@@ -80,7 +80,8 @@ def cmd_suite(args) -> int:
 
     from bench.report import results_table
 
-    results = run_suite(load_suite(args.file), args.out, dataset_path=args.dataset_path, progress=not args.no_progress)
+    results = run_suite(load_suite(args.file), args.out, dataset_path=args.dataset_path, progress=not args.no_progress,
+                        jobs=args.jobs)
     print(f"{len(results)} runs complete\n\n" + results_table(results))
     return 0
 
@@ -107,7 +108,7 @@ def cmd_demo(args) -> int:
     from bench.report import results_table
     from bench.results import load_results
 
-    index = demo(Path(args.out), methods=args.methods, progress=not args.no_progress)
+    index = demo(Path(args.out), methods=args.methods, progress=not args.no_progress, jobs=args.jobs)
     print("\n" + results_table(load_results(Path(args.out) / "runs")))
     print(f"\nleaderboard ready: {index}\nopen it in a browser: file://{index.resolve()}")
     return 0
@@ -202,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("suite", help="methods x datasets x seeds from a YAML file; skips done runs, resumes others")
     s.add_argument("file")
     s.add_argument("--out", help="runs folder (default: the suite's 'out')")
+    s.add_argument("--jobs", type=int, default=1, help="runs at once, each its own process (default 1)")
     _common_run_args(s)
     s.set_defaults(func=cmd_suite)
 
@@ -275,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="every registered method, small budgets, on ml-100k; builds the leaderboard")
     s.add_argument("--out", default="reasonrec-demo")
     s.add_argument("--methods", nargs="*", help="subset of methods (default: all registered)")
+    s.add_argument("--jobs", type=int, default=2, help="runs at once, one process and one torch thread each "
+                                                       "(default 2: a 2-core machine; 1 = one after another)")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_demo)
     return p
@@ -290,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.loaders import DataError
     from bench.method import TrainingDiverged
     from bench.registry import RegistryError
-    from bench.runner import RunInProgress
+    from bench.runner import RunInProgress, SuiteFailed
     from bench.specs import SpecError
 
     try:
@@ -300,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except TrainingDiverged as e:
         print(f"reasonrec: training diverged: {e}", file=sys.stderr)
+        return 1
+    except SuiteFailed as e:
+        print(f"reasonrec: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\nreasonrec: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -22,6 +22,9 @@ def _merge(base: dict, over: dict) -> dict:
 def demo_suite(methods: list[str] | None = None, dataset: str = DEFAULT_DATASET) -> SuiteSpec:
     names = methods or REGISTRY.names()
     entries = []
+    # longest first, so that parallel workers finish together; a method that reuses another's stage
+    # (GREAM: LASAR's Stage 1) declares a lower priority and starts once that stage is likely done
+    names = sorted(names, key=lambda n: -REGISTRY.get(n).demo_priority)
     for n in names:
         cls = REGISTRY.get(n)
         rows = cls.demo_rows or {None: {}}
@@ -30,7 +33,7 @@ def demo_suite(methods: list[str] | None = None, dataset: str = DEFAULT_DATASET)
     return SuiteSpec(methods=entries, datasets=[dataset], seeds=[0])
 
 
-def demo(out: Path, methods: list[str] | None = None, progress: bool = True) -> Path:
+def demo(out: Path, methods: list[str] | None = None, progress: bool = True, jobs: int = 2) -> Path:
     suite = demo_suite(methods)
-    run_suite(suite, out / "runs", progress=progress)
+    run_suite(suite, out / "runs", progress=progress, jobs=jobs)
     return build_site([out / "runs"], out / "site", title="ReasonRec Bench demo (ml-100k, small budgets)")

@@ -101,6 +101,8 @@ class Method:
     #: several demo rows (label -> overrides on top of ``demo_config``), e.g. a method's variants; empty =
     #: one row with ``demo_config``
     demo_rows: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: demo order: higher first (the longest rows first, so parallel demo workers finish together)
+    demo_priority: ClassVar[int] = 0
     smoke_config: ClassVar[dict[str, Any]] = {}
     #: evaluation settings (``RunSpec.eval`` fields) the runner passes to :meth:`recommend` as keywords
     inference_options: ClassVar[tuple[str, ...]] = ()

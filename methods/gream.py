@@ -64,6 +64,7 @@ class GREAM(CoTMethod):
     #: CoT-SFT does not read these (both modes share the CoT-SFT entry)
     non_cot_sft_fields = {"mode", "max_think_tokens", "no_repeat_ngram", "decode_batch_size", "reuse_sft", "rl"}
 
+    demo_priority = 5
     demo_config = {"backbone": {"preset": "tiny", "max_vocab": 512}, "valid_metric": "loss",
                    "latent_samples": 600, "stage1_cot_samples": 300, "direct_samples": 2400, "rewrite_items": 5,
                    "sft": {"epochs": 6, "batch_size": 32, "lr": 5e-3, "patience": 3},

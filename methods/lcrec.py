@@ -59,6 +59,7 @@ class LCRec(GenerativeMethod):
 
     # the demo selects on the validation loss (no decode per epoch) and keeps a 512-word vocabulary: with
     # d64 the output projection over a 2k-word vocabulary is most of an epoch's work
+    demo_priority = 20
     demo_config = {"backbone": {"preset": "tiny", "max_vocab": 512}, "valid_metric": "loss",
                    "max_alignment_per_task": 300, "sft": {"epochs": 6, "batch_size": 32, "lr": 5e-3, "patience": 3}}
     smoke_config = {"backbone": {"preset": "tiny"}, "max_train_samples": 64, "valid_max_users": 16,

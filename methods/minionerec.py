@@ -27,6 +27,7 @@ class MiniOneRec(GenerativeMethod):
         rl: GRPOConfig = GRPOConfig(max_prompts=512, lr=5e-5)
 
     # the demo selects on the validation loss (no decode per epoch: it has minutes, not hours)
+    demo_priority = 20
     demo_config = {"backbone": {"preset": "tiny"}, "valid_metric": "loss",
                    "sft": {"epochs": 10, "batch_size": 32, "lr": 5e-3, "patience": 3},
                    "rl": {"num_generations": 8, "max_prompts": 32, "batch_prompts": 8}}

@@ -309,6 +309,7 @@ def rearec_model_class():
 class ReaRec(RecBoleMethod):
     info = MethodInfo(name="rearec", family="latent", paper="Tang et al., 2025 (ReaRec)",
                       description="SASRec-style encoder + K KV-cached latent reasoning steps (ERL or PRL)")
+    demo_priority = 10
     # ml-100k, measured: 3 epochs at batch 512 gave test N@10 0.0472 (ERL) and 0.0423 (PRL), 2 epochs valid 0.048 / 0.043
     demo_config = {"epochs": 2, "hidden_size": 64, "inner_size": 128, "batch_size": 512}
     demo_rows = {"ReaRec-ERL": {"variant": "erl"}, "ReaRec-PRL": {"variant": "prl"}}

@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from bench.cli import main
 
 
@@ -83,3 +85,23 @@ def test_cli_evaluate_reuses_a_finished_run(toy_env, tmp_path, capsys):
     assert len(list(runs.glob("*/result.json"))) == 2
     assert main(["evaluate", str(src), "--set", "seed=3"]) == 2
     assert "evaluation settings only" in capsys.readouterr().err
+
+
+def test_parallel_suite_equals_the_sequential_one_and_names_failures(toy_env, tmp_path, capsys):
+    from bench.registry import REGISTRY
+    from bench.runner import SuiteFailed, run_suite
+    from bench.specs import SuiteSpec
+
+    suite = SuiteSpec(methods=["pop", "random"], datasets=["toy"], seeds=[0, 1])
+    seq = run_suite(suite, tmp_path / "seq", progress=False, echo=False)
+    par = run_suite(suite, tmp_path / "par", progress=False, jobs=2)
+    assert [r.run_id for r in par] == [r.run_id for r in seq]
+    assert [r.metrics for r in par] == [r.metrics for r in seq]
+    assert "4 to run, 2 at a time" in capsys.readouterr().out
+    # a run that fails (a diverging lr) is named after the others finished; the others are complete
+    bad = {**REGISTRY.get("minionerec").smoke_config, "sft": {"epochs": 1, "batch_size": 16, "lr": 1e10},
+           "reuse_sft": False}
+    failing = SuiteSpec(methods=[SuiteSpec.Entry(method="minionerec", method_config=bad), "pop"], datasets=["toy"])
+    with pytest.raises(SuiteFailed, match=r"1 run\(s\) failed: minionerec-toy-s0-\w+ \(TrainingDiverged"):
+        run_suite(failing, tmp_path / "fail", progress=False, echo=False, jobs=2)
+    assert len(list((tmp_path / "fail").glob("pop-*/result.json"))) == 1

@@ -183,7 +183,7 @@ def test_bad_head_count_is_refused():
 def test_the_demo_has_a_row_per_variant():
     from bench.demo import demo_suite
 
-    rows = [(e.label, e.method_config) for e in demo_suite(["rearec", "pop"]).methods]
-    assert [r[0] for r in rows] == ["ReaRec-ERL", "ReaRec-PRL", None]
+    rows = [(e.label, e.method_config) for e in demo_suite(["pop", "rearec"]).methods]
+    assert [r[0] for r in rows] == ["ReaRec-ERL", "ReaRec-PRL", None]  # longest (demo_priority) first
     assert rows[0][1]["variant"] == "erl" and rows[1][1]["variant"] == "prl"
     assert rows[0][1]["epochs"] == rows[1][1]["epochs"] == REGISTRY.get("rearec").demo_config["epochs"]

@@ -157,6 +157,7 @@ class LASAR(CoTMethod):
     #: of those, the fields Stage 2 does not read
     non_stage2_fields = {"rl", "decode_batch_size", "reuse_sft"}
 
+    demo_priority = 30
     demo_config = {"backbone": {"preset": "tiny", "max_vocab": 512}, "valid_metric": "loss",
                    "latent_samples": 600, "stage1_cot_samples": 300, "max_steps": 4, "stage2_extra_samples": 2400,
                    "sft": {"epochs": 6, "batch_size": 32, "lr": 5e-3, "patience": 3},
