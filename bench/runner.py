@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -408,7 +409,8 @@ def run_suite(suite: SuiteSpec, out: str | Path | None = None, *, dataset_path: 
               progress: bool = True, echo: bool = True, jobs: int = 1) -> list[RunResult]:
     """Every (method, dataset, seed) of ``suite``, skipping complete runs and resuming interrupted ones.
     ``jobs`` > 1: that many runs at once, each in its own process (one torch thread each unless the suite
-    sets ``threads``): on a machine with that many cores, about that many times faster."""
+    sets ``threads``): on a machine with that many cores, about that many times faster. The workers are
+    spawned, so a script calling this needs the ``if __name__ == "__main__":`` guard."""
     out = Path(out or suite.out)
     specs = suite_specs(suite, dataset_path=dataset_path)  # validate everything before running anything
     if jobs > 1 and distributed.world_size() == 1:
@@ -438,8 +440,12 @@ def run_suite(suite: SuiteSpec, out: str | Path | None = None, *, dataset_path: 
 
 
 def _suite_worker(spec_json: dict, out: str, dataset_path: str | None) -> str:
-    """One run of a parallel suite, in a fresh (spawned) process."""
+    """One run of a parallel suite, in a fresh (spawned) process (no progress bars: they would interleave)."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     spec = RunSpec(**spec_json)
     torch.set_num_threads(spec.threads or 1)
