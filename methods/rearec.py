@@ -20,9 +20,9 @@ no contrastive term); after it, the full losses. (The public code crashes at exa
 ERL reads an unset noise factor after warm-up, PRL an unbound contrastive loss during it; here the
 terms are defined in both phases and a test trains through both.)
 
-Training routes. ``packed: true`` (default): user windows with every prefix in one pass -- pass 0 is
-the causal pass over the items, pass k appends one reasoning token per position that attends to that
-position's items and its own earlier tokens; a user's first ``max_history + 1`` items form one window and
+Training routes. ``packed: true`` (default): user windows, one causal pass over a window's items for
+all its prefixes, then each target position's K reasoning steps on its own view of that pass's KV cache
+(its items j <= i); a user's first ``max_history + 1`` items form one window and
 every later target its own window of the ``max_history`` items before it, so each target sees exactly
 the history RecBole's per-prefix sample gives it (outputs and losses equal, tested). ``packed: false``:
 RecBole's trainer, one sample per prefix. The only difference between the two: PRL's InfoNCE negatives
@@ -164,38 +164,26 @@ def _model_class():
         def encode(self, item_seq, item_seq_len):
             return self.reason(*self.encode_items(item_seq, item_seq_len))
 
-        def encode_packed(self, windows, lengths, noise: float = 0.0, items=None):
-            """Every prefix of right-padded windows [B, T] at once: [B, T, K+1, d], where [b, i] is what
-            :meth:`encode` gives for the history ``windows[b, :i+1]`` (tested). Pass 0 is the causal pass
-            over the items; pass k appends one reasoning token per position, which attends to its
-            position's items (j <= i) and its own earlier reasoning tokens (the KV cache grows by T keys
-            per pass). ``items``: reuse pass 0 (a noisy second view)."""
+        def encode_packed(self, windows, lengths, has_target):
+            """The step outputs of every target position of right-padded windows [B, T] at once:
+            ``[N, K+1, d]`` for the N positions ``has_target`` marks (row-major), where the output for
+            (b, i) is what :meth:`encode` gives for the history ``windows[b, :i+1]`` (tested). One causal
+            pass over the items serves every position of a window; each target position then runs the K
+            reasoning steps of :meth:`reason` on its own view of that pass's KV cache (its items j <= i).
+            Also returns that view, for a second (noisy) reasoning pass."""
             B, T = windows.shape
             dev = windows.device
             pos = torch.arange(T, device=dev)
             real = pos.unsqueeze(0) < lengths.unsqueeze(1)
-            if items is None:
-                x = self.dropout(self.LayerNorm(self.item_embedding(windows) + self.position_embedding(pos)))
-                causal = (real.unsqueeze(1) & torch.ones(T, T, dtype=torch.bool, device=dev).tril()).unsqueeze(1)
-                caches = []
-                for layer in self.layers:
-                    x, kv = layer(x, causal, None)
-                    caches.append(kv)
-                items = (x, caches, causal)
-            x, caches, causal = items
-            outs, h, caches = [x], x, list(caches)
-            eye = torch.eye(T, dtype=torch.bool, device=dev).expand(B, 1, T, T)
-            allowed = causal
-            for k in range(self.K):
-                if noise:
-                    h = h + noise * torch.randn_like(h)
-                t = self.dropout(self.LayerNorm(h + self.reason_embedding.weight[k]))
-                allowed = torch.cat([allowed, eye], -1)  # the items before + each pass's own token
-                for i, layer in enumerate(self.layers):
-                    t, caches[i] = layer(t, allowed, caches[i])
-                h = t
-                outs.append(h)
-            return torch.stack(outs, 2), items
+            x = self.dropout(self.LayerNorm(self.item_embedding(windows) + self.position_embedding(pos)))
+            causal = (real.unsqueeze(1) & torch.ones(T, T, dtype=torch.bool, device=dev).tril()).unsqueeze(1)
+            caches = []
+            for layer in self.layers:
+                x, kv = layer(x, causal, None)
+                caches.append(kv)
+            rows, at = has_target.nonzero(as_tuple=True)
+            view = (x[rows, at], [(k[rows], v[rows]) for k, v in caches], causal[rows, 0, at])
+            return self.reason(*view), view
 
         def encode_uncached(self, item_seq, item_seq_len):
             """The same outputs recomputed from scratch at every step (no KV cache): for tests."""
@@ -234,17 +222,13 @@ def _model_class():
             """The losses of the prefixes of every window: the target at window position t >= ``first``
             (per row; default 1: every item but the first) is predicted from positions 0..t-1."""
             inputs, n_in = windows[:, :-1], lengths - 1  # a window's last item is only a target
-            outs, items = self.encode_packed(inputs, n_in)
             pos = torch.arange(inputs.shape[1], device=windows.device).unsqueeze(0)
             first = torch.ones_like(lengths) if first is None else first
             has_target = (pos < n_in.unsqueeze(1)) & (pos >= (first - 1).unsqueeze(1))
+            outs, view = self.encode_packed(inputs, n_in, has_target)
             target = windows[:, 1:][has_target]
             groups = torch.arange(len(windows), device=windows.device).unsqueeze(1).expand_as(has_target)[has_target]
-
-            def noisy():
-                return self.encode_packed(inputs, n_in, noise=self.noise_std, items=items)[0][has_target][:, -1]
-
-            return self.terms(outs[has_target], target, noisy, groups)
+            return self.terms(outs, target, lambda: self.reason(*view, noise=self.noise_std)[:, -1], groups)
 
         def terms(self, outs, target, noisy, groups=None) -> dict:
             """The variant's loss terms from the step outputs [N, K+1, d] of N samples; ``noisy()`` gives the

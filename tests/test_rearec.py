@@ -108,12 +108,12 @@ def test_packed_windows_equal_each_prefix_alone(toy_data, tmp_path, variant):
             hist.append(row), tgt.append(int(m.ours2rb[t]))
     lengths = torch.tensor([int((h > 0).sum()) for h in hist])
     with torch.no_grad():
-        packed, _ = rea.encode_packed(seq[:, :-1], lens - 1)
-        one = rea.encode(torch.stack(hist), lengths)
         pos = torch.arange(seq.shape[1] - 1).unsqueeze(0)
         mask = (pos < (lens - 1).unsqueeze(1)) & (pos >= (first - 1).unsqueeze(1))
-        assert mask.sum() == len(hist)
-        assert torch.allclose(packed[mask], one, atol=1e-5)
+        packed, _ = rea.encode_packed(seq[:, :-1], lens - 1, mask)
+        one = rea.encode(torch.stack(hist), lengths)
+        assert mask.sum() == len(hist) == len(packed)
+        assert torch.allclose(packed, one, atol=1e-5)
         rea.set_epoch(5)  # past warm-up: every term
         per_prefix = rea.loss_terms(torch.stack(hist), lengths, torch.tensor(tgt))
         together = rea.packed_terms(seq, lens, first)
