@@ -277,8 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="every registered method, small budgets, on ml-100k; builds the leaderboard")
     s.add_argument("--out", default="reasonrec-demo")
     s.add_argument("--methods", nargs="*", help="subset of methods (default: all registered)")
-    s.add_argument("--jobs", type=int, default=2, help="runs at once, one process and one torch thread each "
-                                                       "(default 2: a 2-core machine; 1 = one after another)")
+    s.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                   help="runs at once, one process and one torch thread each (default: 2, or 1 on a one-core "
+                        "machine; 1 = one after another)")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_demo)
     return p
