@@ -38,12 +38,61 @@ def compare(runs: Path, paper: Path | None) -> str:
     return "\n".join(lines)
 
 
+def _contains(cfg, sub) -> bool:
+    if isinstance(sub, dict):
+        return isinstance(cfg, dict) and all(k in cfg and _contains(cfg[k], v) for k, v in sub.items())
+    return cfg == sub
+
+
+def paper_tables(runs: Path, paper: Path | None, cols=("NDCG@5", "NDCG@10", "HR@5", "HR@10")) -> str:
+    """The paper's ablation tables (``Method.paper_tables``) filled with the matching results, each
+    paper row (italics) above ours; rows with no paper counterpart are ours only."""
+    from bench.registry import REGISTRY
+
+    results = load_results(runs)
+    published = json.loads(paper.read_text()) if paper else {}
+
+    def resolved(r) -> dict:  # older results store only the overrides: fill in the defaults
+        try:
+            return REGISTRY.get(r.spec.method).Config(**r.spec.method_config).model_dump()
+        except Exception:  # noqa: BLE001 - a result from an older config schema: match what it stored
+            return r.spec.method_config
+
+    lines = []
+    for name in REGISTRY.names():
+        for key, (title, dataset, rows) in REGISTRY.get(name).paper_tables.items():
+            ref = published.get(key) or {}
+            ref = ref.get(dataset, ref)
+            lines += [f"### {title}", "", "| row | run | " + " | ".join(short_name(c) for c in cols)
+                      + " | mean N |", "|---|---|" + "---|" * len(cols) + "---|"]
+            for paper_name, method, sub in rows:
+                got = ref.get(paper_name) if paper_name else None
+                if isinstance(got, dict):
+                    mean_n = got.get("mean_N")
+                    lines.append(f"| *paper: {paper_name}* | | " + " | ".join(
+                        f"*{got[c]:.4f}*" if c in got else "" for c in cols) + f" | {mean_n or ''} |")
+                elif isinstance(got, (int, float)):  # a figure's single value (its metric is in the title)
+                    lines.append(f"| *paper: {paper_name}* | | " + " | ".join(
+                        f"*{got:.4f}*" if c == "HR@10" else "" for c in cols) + " | |")
+                for r in results:
+                    if r.spec.dataset == dataset and r.spec.method == method and _contains(resolved(r), sub):
+                        steps = (r.evaluation.get("by_stat") or {}).get("latent_steps", {})
+                        lines.append(f"| {r.display_name} | {r.run_id} | " + " | ".join(
+                            f"{r.metrics[c]:.4f}" if c in r.metrics else "-" for c in cols)
+                            + f" | {steps.get('mean', '-')} |")
+            lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--runs", default="leaderboard/results")
     p.add_argument("--paper", help="published.json with a table1_main section")
+    p.add_argument("--tables", action="store_true",
+                   help="the paper's ablation tables (each method's paper_tables) instead of Table 1")
     a = p.parse_args(argv)
-    print(compare(Path(a.runs), Path(a.paper) if a.paper else None))
+    fn = paper_tables if a.tables else compare
+    print(fn(Path(a.runs), Path(a.paper) if a.paper else None))
     return 0
 
 

@@ -106,6 +106,11 @@ class Method:
     smoke_config: ClassVar[dict[str, Any]] = {}
     #: evaluation settings (``RunSpec.eval`` fields) the runner passes to :meth:`recommend` as keywords
     inference_options: ClassVar[tuple[str, ...]] = ()
+    #: the paper's ablation tables this method's rows fill: table key (a ``published.json`` section) ->
+    #: (title, dataset, rows); a row is (the paper's row name or None, method, config subset): every result
+    #: of that method on that dataset whose resolved ``method_config`` contains the subset is listed under
+    #: it (``python -m bench.compare --tables``)
+    paper_tables: ClassVar[dict[str, tuple[str, str, list[tuple[str | None, str, dict[str, Any]]]]]] = {}
 
     def __init__(self, config: MethodConfig | None = None):
         self.config = config if config is not None else self.Config()

@@ -79,7 +79,9 @@ def _set_rng_state(state: dict, train_data) -> None:
 
 class RecBoleMethod(Method):
     recbole_model: str = ""
-    demo_config = {"epochs": 2}
+    # ml-100k in the demo: one epoch of batch 256 (380 steps) beats two of 2048 (96 steps) in half the time:
+    # SASRec N@10 0.0380 vs 0.0326, GRU4Rec 0.0303 vs 0.0187 (1 epoch of 2048: below popularity, 0.0224)
+    demo_config = {"epochs": 1, "batch_size": 256}
     smoke_config = {"epochs": 1, "batch_size": 256}
 
     def model_params(self) -> dict:

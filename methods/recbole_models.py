@@ -26,7 +26,6 @@ class GRU4Rec(RecBoleMethod):
     info = MethodInfo(name="gru4rec", family="traditional", paper="Hidasi et al., ICLR 2016",
                       description="RecBole GRU4Rec, full-softmax CE")
     recbole_model = "GRU4Rec"
-    demo_config = {"epochs": 1}  # on ml-100k its best validation epoch is the first
 
     class Config(RecBoleConfig):
         embedding_size: int = 64

@@ -171,3 +171,36 @@ def test_prompt_style_and_reused_stage_time(tmp_path):
     assert dict(zip([c for c, _ in t1[0]], [c for c, _ in t1[1]]))["Prompt"] == "compact"
     t4 = p.tables[("table4", "beauty")]
     assert dict(zip([c for c, _ in t4[0]], [c for c, _ in t4[1]]))["Training"] == "31.0min (incl. reused SFT)"
+
+
+def test_paper_ablation_tables_match_rows_by_config(tmp_path):
+    """``Method.paper_tables``: each result is listed under the paper row whose config subset it holds
+    (defaults filled in for results that stored only overrides), and not under the others."""
+    import json
+
+    from bench.compare import paper_tables
+    from bench.specs import RunSpec
+
+    runs = tmp_path / "runs"
+    for label, cfg, v in [("cos", {"alignment": "cosine", "rl": {"enabled": False}}, 0.02),
+                          ("kl", {"rl": {"enabled": False}}, 0.03),
+                          ("rl-no-reinforce", {"rl": {"reinforce": False}}, 0.04)]:
+        r = fake_result("lasar", "beauty", 0, v, label=label)
+        r.spec = RunSpec(method="lasar", dataset="beauty", label=label, method_config=cfg)
+        r.run_id = r.spec.run_id()
+        r.to_disk(runs / r.run_id)
+    paper = tmp_path / "p.json"
+    paper.write_text(json.dumps({"table2_sft_ablation_beauty": {"+ KL Alignment": {"NDCG@10": 0.0285},
+                                                                "+ Cosine Alignment": {"NDCG@10": 0.0277}},
+                                 "table3_rl_ablation_beauty": {"+ Terminal KL Alignment": {"NDCG@10": 0.0294}}}))
+    md = paper_tables(runs, paper).splitlines()
+    at = {}
+    for i, line in enumerate(md):
+        if line.startswith("| "):
+            at.setdefault(line.split(" | ")[0][2:], i)  # first occurrence
+    assert at["*paper: + KL Alignment*"] + 1 == at["kl"]
+    assert at["*paper: + Cosine Alignment*"] + 1 == at["cos"]
+    # GRPO + terminal KL without REINFORCE is the paper's "+ Terminal KL Alignment" row of Table 3
+    assert at["*paper: + Terminal KL Alignment*"] + 1 == at["rl-no-reinforce"]
+    assert at["*paper: + Terminal KL Alignment*"] > md.index("### Table 3: RL ablations (Beauty)")
+    assert sum("rl-no-reinforce" in x for x in md) == 1 and sum(x.startswith("| kl |") for x in md) == 2  # T2 + Fig 4a

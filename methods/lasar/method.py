@@ -157,6 +157,32 @@ class LASAR(CoTMethod):
     #: of those, the fields Stage 2 does not read
     non_stage2_fields = {"rl", "decode_batch_size", "reuse_sft"}
 
+    _sft = {"latent": True, "two_stage": True, "forced_steps": None, "rl": {"enabled": False}}
+    _rl = {"latent": True, "two_stage": True, "alignment": "kl", "forced_steps": None}
+    paper_tables = {
+        "table2_sft_ablation_beauty": ("Table 2: SFT ablations (Beauty)", "beauty", [
+            ("Pure SFT (MiniOneRec)", "minionerec", {"rl": {"enabled": False}, "backbone": {"embedding_dropout": 0.0}}),
+            (None, "lasar", {"latent": False, "rl": {"enabled": False}}),
+            ("+ Latent (w/o align.)", "lasar", {**_sft, "alignment": "none"}),
+            ("+ KL Alignment", "lasar", {**_sft, "alignment": "kl"}),
+            ("+ Cosine Alignment", "lasar", {**_sft, "alignment": "cosine"}),
+            ("+ MSE Alignment", "lasar", {**_sft, "alignment": "mse"}),
+            (None, "lasar", {**_sft, "two_stage": False})]),
+        "table3_rl_ablation_beauty": ("Table 3: RL ablations (Beauty)", "beauty", [
+            ("MiniOneRec", "minionerec", {"rl": {"enabled": True}, "backbone": {"embedding_dropout": 0.0}}),
+            ("RL w/ latent reasoning", "lasar", {**_rl, "rl": {"enabled": True, "terminal_kl": 0.0, "reinforce": False}}),
+            ("+ Terminal KL Alignment", "lasar", {**_rl, "rl": {"enabled": True, "terminal_kl": 1e-5, "reinforce": False}}),
+            (None, "lasar", {**_rl, "rl": {"enabled": True, "terminal_kl": 0.0, "reinforce": True}}),
+            ("+ REINFORCE (LASAR)", "lasar", {**_rl, "rl": {"enabled": True, "terminal_kl": 1e-5, "reinforce": True}})]),
+        "figure4a_force_n_sports_HR@10": ("Fig. 4a: forced N vs adaptive (ours: Beauty; the paper's: Sports HR@10)",
+                                          "beauty", [
+            ("adaptive", "lasar", {**_sft, "alignment": "kl"}),
+            (None, "lasar", {**_sft, "alignment": "kl", "forced_steps": 1}),
+            (None, "lasar", {**_sft, "alignment": "kl", "forced_steps": 2}),
+            ("fixed N=4", "lasar", {**_sft, "alignment": "kl", "forced_steps": 4}),
+            (None, "lasar", {**_sft, "alignment": "kl", "forced_steps": 8})]),
+    }
+
     demo_priority = 30
     demo_config = {"backbone": {"preset": "tiny", "max_vocab": 512}, "valid_metric": "loss",
                    "latent_samples": 600, "stage1_cot_samples": 300, "max_steps": 4, "stage2_extra_samples": 2400,
