@@ -207,7 +207,8 @@ def _model_class():
             return outs.mean(1) if self.variant == "erl" else outs[:, -1]
 
         def logits(self, h, tau=None):
-            return h @ self.item_embedding.weight.T / (tau or self.tau)
+            # h / tau before the product: the [N, d] side is divided, not the [N, n_items] scores
+            return (h / (tau or self.tau)) @ self.item_embedding.weight.T
 
         def forward(self, item_seq, item_seq_len):
             return self.user_repr(self.encode(item_seq, item_seq_len))
@@ -238,15 +239,13 @@ def _model_class():
             F = nn.functional
             terms = {}
             if self.variant == "erl":
-                terms["ce"] = F.cross_entropy(self.logits(outs.mean(1)), target)
                 if self.K and not self.warm and self.kl_weight:
-                    logp = torch.log_softmax(self.logits(outs), -1)  # [N, K+1, n_items]
-                    p = logp.exp()
-                    # KL(p_i || p_j) = sum p_i log p_i - sum p_i log p_j, every ordered pair i != j, averaged
-                    cross = torch.einsum("bin,bjn->bij", p, logp)
-                    kl = torch.diagonal(cross, dim1=1, dim2=2).unsqueeze(2) - cross  # [N, K+1, K+1], 0 on the diagonal
-                    n = outs.shape[1]
-                    terms["kl"] = -self.kl_weight * kl.sum((1, 2)).mean() / (n * (n - 1))
+                    step_logits = self.logits(outs)  # [N, K+1, n_items]
+                    # scores are linear in h: the mean representation's logits are the mean of the steps'
+                    terms["ce"] = F.cross_entropy(step_logits.mean(1), target)
+                    terms["kl"] = -self.kl_weight * pairwise_kl(torch.log_softmax(step_logits, -1)).mean()
+                else:
+                    terms["ce"] = F.cross_entropy(self.logits(outs.mean(1)), target)
                 return terms
             terms["ce"] = F.cross_entropy(self.logits(outs[:, -1]), target)
             if self.K and self.pl_weight:
@@ -370,6 +369,16 @@ class ReaRec(RecBoleMethod):
 
     def describe(self):
         return {**super().describe(), "variant": self.config.variant, "reason_steps": self.config.reason_steps}
+
+
+def pairwise_kl(logp):
+    """Mean KL(p_i || p_j) over the ordered pairs i != j of the K+1 step distributions, per sample: ``logp``
+    [N, n, V] -> [N]. Sum_{i,j} KL(p_i || p_j) = n sum_i <p_i, log p_i> - <sum_i p_i, sum_j log p_j> (the
+    i = j terms are 0 on both sides): two elementwise passes instead of an [N, n, n] batched product over
+    the catalog (tested against the pairwise definition)."""
+    p, n = logp.exp(), logp.shape[1]
+    total = n * (p * logp).sum((1, 2)) - (p.sum(1) * logp.sum(1)).sum(-1)
+    return total / (n * (n - 1))
 
 
 def rearec_windows(sequences, max_history: int) -> list[tuple[list[int], int]]:

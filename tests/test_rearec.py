@@ -187,3 +187,23 @@ def test_the_demo_has_a_row_per_variant():
     assert [r[0] for r in rows] == ["ReaRec-ERL", "ReaRec-PRL", None]  # longest (demo_priority) first
     assert rows[0][1]["variant"] == "erl" and rows[1][1]["variant"] == "prl"
     assert rows[0][1]["epochs"] == rows[1][1]["epochs"] == REGISTRY.get("rearec").demo_config["epochs"]
+
+
+def test_pairwise_kl_equals_the_pairwise_definition():
+    """ERL's diversity term in closed form == the mean of KL(p_i || p_j) over ordered pairs i != j,
+    summed pair by pair; and a hand case: two steps, p = (1/2, 1/2), q = (1/4, 3/4)."""
+    import math
+
+    import torch
+
+    from methods.rearec import pairwise_kl
+
+    logp = torch.log_softmax(torch.randn(5, 3, 7, dtype=torch.float64), -1)
+    p = logp.exp()
+    want = torch.stack([sum((p[b, i] * (logp[b, i] - logp[b, j])).sum() for i in range(3) for j in range(3) if i != j) / 6
+                        for b in range(5)])
+    assert torch.allclose(pairwise_kl(logp), want)
+    two = torch.tensor([[[0.5, 0.5], [0.25, 0.75]]], dtype=torch.float64).log()
+    kl_pq = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
+    kl_qp = 0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5)
+    assert abs(float(pairwise_kl(two)[0]) - (kl_pq + kl_qp) / 2) < 1e-12
