@@ -1,6 +1,7 @@
-"""Our results beside a published table: ``python -m bench.compare --runs leaderboard/results
---paper ../shared/paper/published.json`` prints a Markdown table per dataset (Table 1 columns,
-the paper's rows in italics). The paper file is read by path; nothing of it is copied."""
+"""Our results beside the paper's: ``python -m bench.compare --runs leaderboard/results`` prints a
+Markdown table per dataset (Table 1 columns, the paper's rows in italics); ``--tables`` prints the
+ablation tables the methods declare (``Method.paper_tables``). The paper's figures come from the
+shipped typed table (:mod:`bench.published`); ``--paper FILE`` reads another file of that shape."""
 from __future__ import annotations
 
 import argparse
@@ -11,14 +12,16 @@ from bench.leaderboard import metric_columns
 from bench.metrics import primary_metric, short_name
 from bench.results import load_results
 
-# our method names -> the paper's row names
-PAPER_NAMES = {"sasrec": "SASRec", "gru4rec": "GRU4Rec", "minionerec": "MiniOneRec", "lcrec": "LC-Rec",
-               "rearec": "ReaRec", "gream": "Explicit CoT (GREAM)", "lasar": "LASAR"}
+from bench.published import PAPER_NAMES, published as shipped
+
+
+def _paper(paper: Path | None) -> dict:
+    return json.loads(Path(paper).read_text()) if paper else shipped().model_dump()
 
 
 def compare(runs: Path, paper: Path | None) -> str:
     results = load_results(runs)
-    published = json.loads(paper.read_text())["table1_main"] if paper else {}
+    published = _paper(paper).get("table1_main", {})
     lines = []
     for ds in sorted({r.spec.dataset for r in results}):
         runs = [r for r in results if r.spec.dataset == ds]
@@ -50,7 +53,7 @@ def paper_tables(runs: Path, paper: Path | None, cols=("NDCG@5", "NDCG@10", "HR@
     from bench.registry import REGISTRY
 
     results = load_results(runs)
-    published = json.loads(paper.read_text()) if paper else {}
+    published = _paper(paper)
 
     def resolved(r) -> dict:  # older results store only the overrides: fill in the defaults
         try:
@@ -87,7 +90,7 @@ def paper_tables(runs: Path, paper: Path | None, cols=("NDCG@5", "NDCG@10", "HR@
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--runs", default="leaderboard/results")
-    p.add_argument("--paper", help="published.json with a table1_main section")
+    p.add_argument("--paper", help="another published-figures file (default: the shipped bench/published_lasar.json)")
     p.add_argument("--tables", action="store_true",
                    help="the paper's ablation tables (each method's paper_tables) instead of Table 1")
     a = p.parse_args(argv)

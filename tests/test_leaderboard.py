@@ -204,3 +204,18 @@ def test_paper_ablation_tables_match_rows_by_config(tmp_path):
     assert at["*paper: + Terminal KL Alignment*"] + 1 == at["rl-no-reinforce"]
     assert at["*paper: + Terminal KL Alignment*"] > md.index("### Table 3: RL ablations (Beauty)")
     assert sum("rl-no-reinforce" in x for x in md) == 1 and sum(x.startswith("| kl |") for x in md) == 2  # T2 + Fig 4a
+
+
+def test_published_table_ships_typed_and_complete():
+    """The paper's figures ship with the package (no path to the paper needed) and validate; spot values
+    as printed in the paper: Beauty LASAR N@10 0.0303, MiniOneRec 0.0295; Table 4 Beauty 0.27 s vs 0.29 s."""
+    from bench.published import FILE, PAPER_NAMES, Published, published
+
+    p = published()
+    assert FILE.is_file() and isinstance(p, Published)
+    assert p.table1_main["beauty"]["LASAR"]["NDCG@10"] == 0.0303
+    assert p.table1_main["beauty"]["MiniOneRec"]["NDCG@10"] == 0.0295
+    assert p.table4_latency["beauty"]["MiniOneRec"].seconds_per_sample == 0.27
+    assert p.table4_latency["beauty"]["LASAR"].seconds_per_sample == 0.29
+    assert set(PAPER_NAMES.values()) <= set(p.table1_main["beauty"])
+    assert p.section("table3_rl_ablation_beauty")["+ REINFORCE (LASAR)"]["mean_N"] == 2.47

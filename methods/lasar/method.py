@@ -174,7 +174,7 @@ class LASAR(CoTMethod):
             ("+ Terminal KL Alignment", "lasar", {**_rl, "rl": {"enabled": True, "terminal_kl": 1e-5, "reinforce": False}}),
             (None, "lasar", {**_rl, "rl": {"enabled": True, "terminal_kl": 0.0, "reinforce": True}}),
             ("+ REINFORCE (LASAR)", "lasar", {**_rl, "rl": {"enabled": True, "terminal_kl": 1e-5, "reinforce": True}})]),
-        "figure4a_force_n_sports_HR@10": ("Fig. 4a: forced N vs adaptive (ours: Beauty; the paper's: Sports HR@10)",
+        "figure4a_force_n_sports_hr10": ("Fig. 4a: forced N vs adaptive (ours: Beauty; the paper's: Sports HR@10)",
                                           "beauty", [
             ("adaptive", "lasar", {**_sft, "alignment": "kl"}),
             (None, "lasar", {**_sft, "alignment": "kl", "forced_steps": 1}),
