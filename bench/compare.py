@@ -8,7 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench.leaderboard import metric_columns
+from bench.leaderboard import ablation_tables, metric_columns
 from bench.metrics import primary_metric, short_name
 from bench.results import load_results
 
@@ -41,49 +41,23 @@ def compare(runs: Path, paper: Path | None) -> str:
     return "\n".join(lines)
 
 
-def _contains(cfg, sub) -> bool:
-    if isinstance(sub, dict):
-        return isinstance(cfg, dict) and all(k in cfg and _contains(cfg[k], v) for k, v in sub.items())
-    return cfg == sub
-
-
 def paper_tables(runs: Path, paper: Path | None, cols=("NDCG@5", "NDCG@10", "HR@5", "HR@10")) -> str:
-    """The paper's ablation tables (``Method.paper_tables``) filled with the matching results, each
-    paper row (italics) above ours; rows with no paper counterpart are ours only."""
-    from bench.registry import REGISTRY
-
-    results = load_results(runs)
-    published = _paper(paper)
-
-    def resolved(r) -> dict:  # older results store only the overrides: fill in the defaults
-        try:
-            return REGISTRY.get(r.spec.method).Config(**r.spec.method_config).model_dump()
-        except Exception:  # noqa: BLE001 - a result from an older config schema: match what it stored
-            return r.spec.method_config
-
+    """The paper's ablation tables (``Method.paper_tables``, :func:`bench.leaderboard.ablation_tables`)
+    filled with the matching results, each paper row (italics) above ours; rows with no paper
+    counterpart are ours only."""
     lines = []
-    for name in REGISTRY.names():
-        for key, (title, dataset, rows) in REGISTRY.get(name).paper_tables.items():
-            ref = published.get(key) or {}
-            ref = ref.get(dataset, ref)
-            lines += [f"### {title}", "", "| row | run | " + " | ".join(short_name(c) for c in cols)
-                      + " | mean N |", "|---|---|" + "---|" * len(cols) + "---|"]
-            for paper_name, method, sub in rows:
-                got = ref.get(paper_name) if paper_name else None
-                if isinstance(got, dict):
-                    mean_n = got.get("mean_N")
-                    lines.append(f"| *paper: {paper_name}* | | " + " | ".join(
-                        f"*{got[c]:.4f}*" if c in got else "" for c in cols) + f" | {mean_n or ''} |")
-                elif isinstance(got, (int, float)):  # a figure's single value (its metric is in the title)
-                    lines.append(f"| *paper: {paper_name}* | | " + " | ".join(
-                        f"*{got:.4f}*" if c == "HR@10" else "" for c in cols) + " | |")
-                for r in results:
-                    if r.spec.dataset == dataset and r.spec.method == method and _contains(resolved(r), sub):
-                        steps = (r.evaluation.get("by_stat") or {}).get("latent_steps", {})
-                        lines.append(f"| {r.display_name} | {r.run_id} | " + " | ".join(
-                            f"{r.metrics[c]:.4f}" if c in r.metrics else "-" for c in cols)
-                            + f" | {steps.get('mean', '-')} |")
-            lines.append("")
+    for t in ablation_tables(load_results(runs), _paper(paper)):
+        lines += [f"### {t['title']}", "", "| row | run | " + " | ".join(short_name(c) for c in cols)
+                  + " | mean N |", "|---|---|" + "---|" * len(cols) + "---|"]
+        for row in t["rows"]:
+            m = row["metrics"]
+            if row["paper"]:
+                lines.append(f"| *paper: {row['name']}* | | " + " | ".join(
+                    f"*{m[c]:.4f}*" if c in m else "" for c in cols) + f" | {row['mean_n'] or ''} |")
+            else:
+                lines.append(f"| {row['name']} | {row['run_id']} | " + " | ".join(
+                    f"{m[c]:.4f}" if c in m else "-" for c in cols) + f" | {row['mean_n'] or '-'} |")
+        lines.append("")
     return "\n".join(lines)
 
 

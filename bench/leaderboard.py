@@ -2,7 +2,11 @@
 
 Reads result files only and never imports torch. Tables follow the LASAR paper: Table 1
 (per dataset, methods as rows, N@5/10/20 and HR@5/10/20, best bold, second underlined) and
-Table 4 (time per sample, total time). One page per run shows its provenance.
+Table 4 (time per sample, total time), each with the paper's published rows as marked reference
+rows (:mod:`bench.published`) and the protocol stated above it; paired significance marks against
+the best row of each family; the ablation tables the methods declare (``Method.paper_tables``) and
+per-value tables of any statistic a result records per user (e.g. LASAR's per-N table). One page
+per run shows its provenance and confidence intervals.
 """
 from __future__ import annotations
 
@@ -100,6 +104,191 @@ def table1(runs_by_name: dict[str, list[RunResult]], columns: list[str] | None =
     return rows
 
 
+#: families whose "inference" is a lookup (popularity, random): never marked fastest
+NO_INFERENCE_FAMILIES = {"baseline"}
+
+
+def protocol(runs: list[RunResult]) -> list[str]:
+    """The evaluation protocol of a dataset's rows, stated from their result files (differences named)."""
+    def values(get):
+        return sorted({str(v) for v in (get(r) for r in runs) if v is not None})
+
+    hist = values(lambda r: r.evaluation.get("max_history"))
+    excl = values(lambda r: r.evaluation.get("exclude_history"))
+    beams = values(lambda r: r.evaluation.get("inference", {}).get("beam_width"))
+    users = values(lambda r: r.latency.n_samples)
+    ks = values(lambda r: ",".join(map(str, r.evaluation.get("ks", []))) or None)
+    return [
+        "Split: leave-one-out by time (each user's last interaction is the test target, the one before it "
+        "validation); models are selected on validation only.",
+        f"History: the last {' / '.join(hist) or '?'} interactions before the target.",
+        "Ranking: over the full item catalogue (no sampled negatives); items already in the history are "
+        + ("excluded." if excl == ["True"] else "not excluded." if excl == ["False"]
+           else f"excluded in some rows ({', '.join(excl)})."),
+        "Generative methods decode with the trie-constrained beam search, beam width "
+        f"{' / '.join(beams) if beams else '-'}; their ranking is the beam's order.",
+        f"Test users per row: {' / '.join(f'{int(u):,}' for u in users)}; cut-offs K = {' / '.join(ks) or '?'}.",
+        "HR@K: the share of test users whose target is in the top K. NDCG@K: the mean of 1 / log2(rank + 1) "
+        "when the target's rank is at most K, else 0 (one relevant item per user).",
+    ]
+
+
+def paper_rows(dataset: str, columns: list[str]) -> tuple[list[dict], list[dict]]:
+    """The paper's published Table 1 and Table 4 rows for a dataset (empty where it has none)."""
+    from bench.published import published
+
+    p = published()
+    t1 = [{"name": name, "cells": {c: (f"{m[c]:.4f}" if c in m else "") for c in columns}}
+          for name, m in p.table1_main.get(dataset, {}).items()]
+    t4 = [{"name": name, "ms": f"{row.seconds_per_sample * 1000:.0f}", "total": row.total}
+          for name, row in p.table4_latency.get(dataset, {}).items()]
+    return t1, t4
+
+
+def _gains(r: RunResult, metric: str):
+    """Per-user NDCG/HR of a run from its ``per_user.json`` (None when it has none)."""
+    import numpy as np
+
+    from bench.significance import per_user_gains
+
+    path = r.folder / "per_user.json" if r.folder else None
+    if path is None or not path.is_file():
+        return None, None
+    pu = json.loads(path.read_text())
+    return per_user_gains(np.array(pu["ranks"]), metric), (tuple(pu["users"]), tuple(pu["targets"]))
+
+
+def significance_marks(rows: list[Row], metric: str = "NDCG@10", alpha: float = 0.05) -> None:
+    """Each row against the best row (by ``metric``) of every family: paired t-test on the per-user
+    ``metric`` over the same test users (``per_user.json``); single-seed rows only. Sets
+    ``row.cells['sig']`` = list of {vs, mark, p, diff}: mark '+' (significantly better), '−' (worse) or
+    '≈' (p >= alpha)."""
+    from scipy import stats
+
+    best: dict[str, Row] = {}
+    for row in rows:
+        v = row.cells.get(metric, {}).get("mean")
+        if v is not None and len(row.runs) == 1 and (row.family not in best or v > best[row.family].cells[metric]["mean"]):
+            best[row.family] = row
+    cache: dict[str, tuple] = {}
+
+    def gains(row):
+        if row.name not in cache:
+            cache[row.name] = _gains(row.runs[0], metric)
+        return cache[row.name]
+
+    for row in rows:
+        row.cells["sig"] = {"mean": 0, "std": None, "text": "", "marks": []}
+        if len(row.runs) != 1:
+            continue
+        ga, key_a = gains(row)
+        for fam, ref in sorted(best.items()):
+            if ref is row or ga is None:
+                continue
+            gb, key_b = gains(ref)
+            if gb is None or key_a != key_b:
+                continue
+            d = ga - gb
+            p = float(stats.ttest_rel(ga, gb).pvalue) if d.any() else 1.0
+            mark = "≈" if p >= alpha else ("+" if d.mean() > 0 else "−")
+            row.cells["sig"]["marks"].append({"vs": ref.name, "family": fam, "mark": mark, "p": p,
+                                              "diff": float(d.mean())})
+
+
+def run_ci(r: RunResult, metrics=("NDCG@10", "HR@10"), resamples: int = 1000, seed: int = 0) -> dict:
+    """Bootstrap 95% intervals of a run's metrics over its test users (from ``per_user.json``)."""
+    import numpy as np
+
+    out = {}
+    rng = np.random.default_rng(seed)
+    for m in metrics:
+        g, _ = _gains(r, m)
+        if g is None or not len(g):
+            continue
+        idx = rng.integers(0, len(g), (resamples, len(g)))
+        boots = g[idx].mean(1)
+        out[m] = {"mean": float(g.mean()), "lo": float(np.quantile(boots, 0.025)), "hi": float(np.quantile(boots, 0.975))}
+    return out
+
+
+def _contains(cfg, sub) -> bool:
+    if isinstance(sub, dict):
+        return isinstance(cfg, dict) and all(k in cfg and _contains(cfg[k], v) for k, v in sub.items())
+    return cfg == sub
+
+
+def _resolved_config(r: RunResult) -> dict:
+    """A result's method config with the defaults filled in (older results stored only the overrides)."""
+    from bench.registry import REGISTRY
+
+    try:
+        return REGISTRY.get(r.spec.method).Config(**r.spec.method_config).model_dump()
+    except Exception:  # noqa: BLE001 - a result from an older config schema, or an unknown method
+        return r.spec.method_config
+
+
+def ablation_tables(results: list[RunResult], published: dict | None = None) -> list[dict]:
+    """The paper tables the registered methods declare (``Method.paper_tables``), filled with every
+    result whose resolved config contains a row's subset: [{key, title, dataset, rows: [{paper: bool,
+    name, metrics, mean_n, run_id}]}], only tables with at least one of our rows."""
+    from bench.published import published as shipped
+    from bench.registry import REGISTRY
+
+    published = shipped().model_dump() if published is None else published
+    configs: dict[str, dict] = {}
+    tables = []
+    for name in REGISTRY.names():
+        for key, (title, dataset, specs) in REGISTRY.get(name).paper_tables.items():
+            ref = published.get(key) or {}
+            ref = ref.get(dataset, ref)
+            rows, ours = [], 0
+            for paper_name, method, sub in specs:
+                got = ref.get(paper_name) if paper_name else None
+                if isinstance(got, dict):
+                    rows.append({"paper": True, "name": paper_name, "metrics": {k: v for k, v in got.items()
+                                                                                  if k != "mean_N" and v is not None},
+                                 "mean_n": got.get("mean_N"), "run_id": None})
+                elif isinstance(got, (int, float)):  # a figure's single value: its metric is in the key
+                    rows.append({"paper": True, "name": paper_name, "metrics": {"HR@10": got}, "mean_n": None,
+                                 "run_id": None})
+                for r in results:
+                    if r.spec.dataset != dataset or r.spec.method != method:
+                        continue
+                    if r.run_id not in configs:
+                        configs[r.run_id] = _resolved_config(r)
+                    if _contains(configs[r.run_id], sub):
+                        steps = (r.evaluation.get("by_stat") or {}).get("latent_steps", {})
+                        rows.append({"paper": False, "name": r.display_name, "metrics": dict(r.metrics),
+                                     "mean_n": steps.get("mean"), "run_id": r.run_id})
+                        ours += 1
+            if ours:
+                tables.append({"key": key, "title": title, "dataset": dataset, "rows": rows})
+    return tables
+
+
+def stat_tables(runs: list[RunResult], metrics=("NDCG@10", "HR@10")) -> list[dict]:
+    """Per-value tables of every per-user statistic the runs record (``evaluation.by_stat``, e.g. LASAR's
+    ``latent_steps``: the paper's per-N Fig. 5b): [{stat, levels, rows: [{name, run_id, mean, cells}]}]."""
+    by: dict[str, list] = {}
+    for r in runs:
+        for stat, facts in (r.evaluation.get("by_stat") or {}).items():
+            if facts.get("by_value"):
+                by.setdefault(stat, []).append((r, facts))
+    out = []
+    for stat, items in sorted(by.items()):
+        values = sorted({v for _, f in items for v in f["by_value"]}, key=lambda v: float(v))
+        rows = []
+        for r, f in items:
+            cells = {}
+            for v in values:
+                b = f["by_value"].get(v)
+                cells[v] = "" if b is None else (f"{100 * b['share']:.1f}% / " + " / ".join(
+                    f"{b[m]:.4f}" for m in metrics if m in b))
+            rows.append({"name": r.display_name, "run_id": r.run_id, "mean": f.get("mean"), "cells": cells})
+        out.append({"stat": stat, "levels": values, "rows": rows, "metrics": list(metrics)})
+    return out
+
+
 def table4(runs_by_name: dict[str, list[RunResult]]) -> list[Row]:
     rows = []
     for name, runs in runs_by_name.items():
@@ -125,7 +314,12 @@ def table4(runs_by_name: dict[str, list[RunResult]]) -> list[Row]:
                                  "text": hw.get("cuda") or f"CPU, {hw.get('torch_threads', '?')} thread(s)"}
         rows.append(row)
     rows.sort(key=lambda r: r.cells["seconds_per_sample"]["mean"])
-    _rank_cells(rows, ("seconds_per_sample",), higher_is_better=False)
+    timed = [r for r in rows if r.family not in NO_INFERENCE_FAMILIES]
+    _rank_cells(timed, ("seconds_per_sample",), higher_is_better=False)
+    for r in rows:
+        if r.family in NO_INFERENCE_FAMILIES:
+            r.cells["seconds_per_sample"]["rank"] = 0
+            r.cells["seconds_per_sample"]["text"] += " (lookup)"
     return rows
 
 
@@ -150,10 +344,21 @@ def build_site(runs_dirs: list[Path], out: Path, title: str = "ReasonRec Bench l
     results = sorted(seen.values(), key=lambda r: (r.spec.dataset, r.display_name, r.spec.seed))
     grouped = _group(results)
     datasets = []
+    ablations = ablation_tables(results)
     for ds, rows in sorted(grouped.items()):
-        columns = metric_columns([r for runs in rows.values() for r in runs])
-        datasets.append({"name": ds, "table1": table1(rows, columns), "table4": table4(rows), "columns": columns,
-                         "short": {c: short_name(c) for c in columns},
+        runs = [r for rs in rows.values() for r in rs]
+        columns = metric_columns(runs)
+        t1 = table1(rows, columns)
+        sig_metric = "NDCG@10" if "NDCG@10" in columns else primary_metric(columns)
+        if sig_metric:
+            significance_marks(t1, sig_metric)
+        paper1, paper4 = paper_rows(ds, columns)
+        ab_cols = [c for c in ("NDCG@5", "NDCG@10", "HR@5", "HR@10") if c in columns]
+        datasets.append({"name": ds, "table1": t1, "table4": table4(rows), "columns": columns,
+                         "short": {c: short_name(c) for c in columns}, "sig_metric": sig_metric,
+                         "paper1": paper1, "paper4": paper4, "protocol": protocol(runs),
+                         "ablations": [t for t in ablations if t["dataset"] == ds], "ab_columns": ab_cols,
+                         "stat_tables": stat_tables(runs),
                          "stats": next(iter(rows.values()))[0].data.get("stats", {})})
     env = _env()
     with atomic_dir(out) as tmp:  # the old site stays in place until the new one is complete
@@ -163,6 +368,6 @@ def build_site(runs_dirs: list[Path], out: Path, title: str = "ReasonRec Bench l
             title=title, datasets=datasets, n_runs=len(results), root=""))
         page = env.get_template("run.html")
         for r in results:
-            (tmp / "runs" / f"{r.run_id}.html").write_text(page.render(title=title, r=r, root="../"))
+            (tmp / "runs" / f"{r.run_id}.html").write_text(page.render(title=title, r=r, root="../", ci=run_ci(r)))
         (tmp / "results.json").write_text(json.dumps([r.model_dump(mode="json") for r in results], indent=1))
     return out / "index.html"

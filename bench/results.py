@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from bench.atomic import atomic_write_json
 from bench.specs import RunSpec, SpecError
@@ -41,6 +41,11 @@ class RunResult(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)        # name, fingerprint, stats
     environment: dict[str, Any] = Field(default_factory=dict)
     created: str = ""
+    _folder: Path | None = PrivateAttr(None)  # where it was read from (its per_user.json is beside it)
+
+    @property
+    def folder(self) -> Path | None:
+        return self._folder
 
     @property
     def display_name(self) -> str:
@@ -54,7 +59,9 @@ class RunResult(BaseModel):
         obj = json.loads(Path(path).read_text())
         if obj.get("schema_version", 1) > SCHEMA_VERSION:
             raise ValueError(f"{path}: schema_version {obj['schema_version']} is newer than this reasonrec")
-        return cls(**obj)
+        r = cls(**obj)
+        r._folder = Path(path).parent
+        return r
 
 
 def load_results(runs_dir: Path) -> list[RunResult]:

@@ -13,7 +13,7 @@ def fake_result(method, dataset, seed, ndcg10, sps=0.01, label=None):
     spec = RunSpec(method=method, dataset=dataset, seed=seed, label=label)
     metrics = {"HR@5": ndcg10 * 1.5, "HR@10": ndcg10 * 2, "HR@20": ndcg10 * 3,
                "NDCG@5": ndcg10 * 0.8, "NDCG@10": ndcg10, "NDCG@20": ndcg10 * 1.2}
-    return RunResult(run_id=spec.run_id(), spec=spec, method_info={"name": method, "family": "baseline"},
+    return RunResult(run_id=spec.run_id(), spec=spec, method_info={"name": method, "family": "traditional"},
                      metrics=metrics, latency=Latency(seconds_per_sample=sps, total_seconds=sps * 100, n_samples=100,
                                                       batch_size=10, warmup_batches=1),
                      training=Training(seconds=5.0), data={"name": dataset, "stats": {"users": 100}},
@@ -71,12 +71,16 @@ def test_table1_and_table4(site):
     t1 = p.tables[("table1", "beauty")]
     header = [c for c, _ in t1[0]]
     assert header[:8] == ["Method", "Family", "N@5", "N@10", "N@20", "HR@5", "HR@10", "HR@20"]
-    body = {r[0][0]: r for r in t1[1:]}
+    body = {r[0][0]: r for r in t1[1:] if not r[0][0].startswith("paper: ")}
     assert list(body) == ["a", "b", "<c>"]  # sorted by NDCG@10, label escaped but shown
+    # the paper's published Beauty rows follow ours, marked, and never take the bold / underline
+    paper = [r for r in t1[1:] if r[0][0].startswith("paper: ")]
+    assert [r[0][0] for r in paper][:2] == ["paper: LASAR", "paper: Explicit CoT (GREAM)"]
+    assert paper[0][3] == ("0.0303", None) and t1.index(paper[0]) > t1.index(body["<c>"])
     assert body["a"][3] == ("0.0500 ± 0.0141", "b")  # mean of 0.04, 0.06; best is bold
     assert body["b"][3] == ("0.0300", "u")           # second is underlined
     assert body["<c>"][3] == ("0.0100", None)
-    t4 = p.tables[("table4", "beauty")]
+    t4 = [r for r in p.tables[("table4", "beauty")] if not r[0][0].startswith("paper: ")]
     assert [r[0][0] for r in t4[1:]] == ["b", "a", "<c>"]  # fastest first
     assert t4[1][1] == ("1.000", "b")
     assert ("table1", "ml-100k") in p.tables
@@ -170,7 +174,7 @@ def test_prompt_style_and_reused_stage_time(tmp_path):
     t1 = p.tables[("table1", "beauty")]
     assert dict(zip([c for c, _ in t1[0]], [c for c, _ in t1[1]]))["Prompt"] == "compact"
     t4 = p.tables[("table4", "beauty")]
-    assert dict(zip([c for c, _ in t4[0]], [c for c, _ in t4[1]]))["Training"] == "31.0min (incl. reused SFT)"
+    assert dict(zip([c for c, _ in t4[0]], [c for c, _ in t4[1]]))["Training (all phases)"] == "31.0min (incl. reused SFT)"
 
 
 def test_paper_ablation_tables_match_rows_by_config(tmp_path):
@@ -219,3 +223,55 @@ def test_published_table_ships_typed_and_complete():
     assert p.table4_latency["beauty"]["LASAR"].seconds_per_sample == 0.29
     assert set(PAPER_NAMES.values()) <= set(p.table1_main["beauty"])
     assert p.section("table3_rl_ablation_beauty")["+ REINFORCE (LASAR)"]["mean_N"] == 2.47
+
+
+def test_site_v2_significance_lookup_latency_ablations_per_n_and_ci(tmp_path):
+    """Paired marks against the best row of each family (from per_user.json); a lookup method is never
+    the fastest; LASAR rows fill the paper's ablation tables and their per-N table; the protocol is
+    stated; run pages carry bootstrap intervals."""
+    import json
+
+    import numpy as np
+
+    runs = tmp_path / "runs"
+    rng = np.random.default_rng(0)
+    n = 400
+    targets = list(range(n))
+    ranks = {"strong": rng.integers(1, 4, n), "weak": rng.integers(5, 40, n), "pop": rng.integers(30, 400, n)}
+    fams = {"strong": ("sasrec", "traditional"), "weak": ("lasar", "latent"), "pop": ("pop", "baseline")}
+    for name, (method, fam) in fams.items():
+        r = fake_result(method, "beauty", 0, 0.1, sps=0.0 if name == "pop" else 0.02, label=name)
+        r.method_info["family"] = fam
+        if method == "lasar":
+            r.spec = RunSpec(method="lasar", dataset="beauty", label=name, method_config={"rl": {"enabled": False}})
+            r.run_id = r.spec.run_id()
+            r.evaluation = {"max_history": 20, "exclude_history": False, "ks": [5, 10, 20],
+                            "inference": {"beam_width": 50},
+                            "by_stat": {"latent_steps": {"mean": 2.5, "by_value": {
+                                "2": {"users": 200, "share": 0.5, "NDCG@10": 0.02, "HR@10": 0.04},
+                                "3": {"users": 200, "share": 0.5, "NDCG@10": 0.01, "HR@10": 0.02}}}}}
+        g = np.where(ranks[name] <= 10, 1 / np.log2(ranks[name] + 1), 0.0)
+        r.metrics["NDCG@10"] = float(g.mean())
+        r.to_disk(runs / r.run_id)
+        (runs / r.run_id / "per_user.json").write_text(json.dumps(
+            {"users": list(range(n)), "targets": targets, "ranks": ranks[name].tolist(), "stats": {}}))
+    site = build_site([runs], tmp_path / "site")
+    html = site.read_text()
+    p = Tables()
+    p.feed(html)
+    t1 = {r[0][0]: r for r in p.tables[("table1", "beauty")][1:]}
+    head = [c for c, _ in p.tables[("table1", "beauty")][0]]
+    sig = head.index(next(h for h in head if h.startswith("vs best of each family")))
+    assert t1["strong"][sig][0] == "+ pop; + weak"  # families in name order: baseline, latent, traditional
+    assert t1["weak"][sig][0] == "+ pop; − strong"
+    t4 = {r[0][0]: r for r in p.tables[("table4", "beauty")][1:]}
+    assert t4["pop"][1] == ("0.000 (lookup)", None) and t4["strong"][1][1] == "b"  # pop is fastest, not marked
+    ab = p.tables[("ablation", "beauty")]
+    names = [r[0][0] for r in ab[1:]]
+    assert names.index("paper: + KL Alignment") + 1 == names.index("weak")  # the default alignment is KL
+    per_n = p.tables[("stat", "beauty")]
+    assert [c for c, _ in per_n[0]] == ["Row", "mean", "2", "3"] and per_n[1][2][0] == "50.0% / 0.0200 / 0.0400"
+    assert "History: the last 20 interactions" in html and "full item catalogue" in html
+    sasrec = next(x.name for x in runs.iterdir() if x.name.startswith("sasrec"))
+    page = (site.parent / "runs" / f"{sasrec}.html").read_text()
+    assert "95% CI" in page and " – " in page
