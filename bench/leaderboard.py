@@ -289,6 +289,160 @@ def stat_tables(runs: list[RunResult], metrics=("NDCG@10", "HR@10")) -> list[dic
     return out
 
 
+def pareto_chart(t1: list[Row], t4: list[Row], metric: str, dataset: str) -> str:
+    """Latency per sample (log) vs ``metric``, every row that does inference; the Pareto front joined."""
+    from bench.svg import pareto_svg
+
+    ms = {r.name: r.cells["seconds_per_sample"]["mean"] * 1000 for r in t4 if r.family not in NO_INFERENCE_FAMILIES}
+    pts = [(r.name, ms[r.name], r.cells[metric]["mean"]) for r in t1
+           if r.name in ms and r.cells.get(metric, {}).get("mean") is not None]
+    return pareto_svg(pts, "ms per test user (log scale)", metric, f"{dataset}: latency vs {metric}")
+
+
+def training_curves(r: RunResult) -> list[dict]:
+    """Validation curves of every training phase a result records (any ``history`` list of epochs with a
+    validation score, at any depth of ``training``): [{phase, svg}]."""
+    from bench.svg import line_svg
+
+    out = []
+
+    def score(h: dict):
+        for k in ("valid_score", "valid_NDCG@10", "NDCG@10"):
+            if isinstance(h.get(k), (int, float)):
+                return float(h[k])
+        return None
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            hist = node.get("history")
+            if isinstance(hist, list) and hist and all(isinstance(h, dict) for h in hist):
+                pts = [(float(h.get("epoch", i)), score(h)) for i, h in enumerate(hist)]
+                pts = [(x, y) for x, y in pts if y is not None]
+                if pts:
+                    phase = ".".join(path) or "training"
+                    out.append({"phase": phase, "svg": line_svg({phase: pts}, "epoch", "validation score",
+                                                                f"{r.display_name}: {phase} validation")})
+            for k, v in node.items():
+                if k != "history":
+                    walk(v, path + [k])
+
+    walk(r.training.model_dump(mode="json"), [])
+    return out
+
+
+def stat_charts(t: dict, runs: list[RunResult], metric: str = "HR@10") -> list[str]:
+    """For a per-value table: the share of users at each value (the paper's Fig. 4b, SFT vs RL) and
+    ``metric`` at each value (Fig. 5b), one series per run."""
+    from bench.svg import line_svg
+
+    by_id = {r.run_id: r for r in runs}
+    share, quality = {}, {}
+    for row in t["rows"]:
+        bv = by_id[row["run_id"]].evaluation["by_stat"][t["stat"]]["by_value"]
+        if len(bv) < 2:
+            continue
+        share[row["name"]] = [(float(v), bv[v]["share"]) for v in t["levels"] if v in bv]
+        quality[row["name"]] = [(float(v), bv[v][metric]) for v in t["levels"] if v in bv and metric in bv[v]]
+    return [c for c in (line_svg(share, t["stat"], "share of test users", f"{t['stat']}: distribution"),
+                        line_svg(quality, t["stat"], metric, f"{metric} by {t['stat']}")) if c]
+
+
+def _flatten(d, prefix="") -> dict:
+    out = {}
+    for k, v in (d or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _set_value(v) -> str:
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+def reproduce_command(r: RunResult) -> str:
+    """The ``reasonrec run`` command that makes this row: every method setting that differs from the
+    method's defaults as ``--set``, the label, the seed and evaluation settings that differ."""
+    import shlex
+
+    from bench.registry import REGISTRY
+    from bench.specs import RunSpec
+
+    parts = ["reasonrec", "run", "--method", r.spec.method, "--dataset", r.spec.dataset]
+    if r.spec.seed:
+        parts += ["--seed", str(r.spec.seed)]
+    try:
+        defaults = _flatten(REGISTRY.get(r.spec.method).Config().model_dump(mode="json"))
+    except Exception:  # noqa: BLE001 - an unknown method: every stored setting
+        defaults = {}
+    for k, v in sorted(_flatten(r.spec.method_config).items()):
+        if k not in defaults or defaults[k] != v:
+            parts += ["--set", f"method_config.{k}={_set_value(v)}"]
+    base = RunSpec(method=r.spec.method, dataset=r.spec.dataset).model_dump(mode="json")
+    mine = r.spec.model_dump(mode="json")
+    for k, v in sorted(_flatten(mine.get("eval") or {}).items()):
+        if _flatten(base.get("eval") or {}).get(k) != v:
+            parts += ["--set", f"eval.{k}={_set_value(v)}"]
+    if r.spec.label:
+        parts += ["--set", f"label={r.spec.label}"]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def run_page_facts(r: RunResult) -> dict:
+    """What a run page shows beyond the raw JSON: method card, reproduce command, config / protocol /
+    provenance as rows."""
+    info = r.method_info
+    needs = [n for n, flag in (("item text", info.get("needs_text")), ("teacher CoT", info.get("needs_cot")),
+                               ("semantic IDs", info.get("uses_sids"))) if flag]
+    env = r.environment
+    hw = env.get("hardware", {})
+    provenance = {"git commit": env.get("git_commit"), "data": r.data.get("name"),
+                  "data fingerprint": r.data.get("fingerprint"), "created": r.created,
+                  "hardware": hw.get("cuda") or f"CPU ({hw.get('processor', '?')}), {hw.get('cpu_count', '?')} cores, "
+                                                f"{hw.get('torch_threads', '?')} torch thread(s)",
+                  "python": hw.get("python"),
+                  **{f"version: {k}": v for k, v in sorted((env.get("versions") or {}).items())}}
+    protocol = {k: v for k, v in _flatten({k: v for k, v in r.evaluation.items() if k != "by_stat"}).items()}
+    return {"card": {"description": info.get("description", ""), "paper": info.get("paper", ""),
+                     "family": info.get("family", ""), "needs": ", ".join(needs) or "interactions only"},
+            "command": reproduce_command(r), "config": _flatten(r.spec.method_config),
+            "protocol": protocol, "provenance": {k: v for k, v in provenance.items() if v not in (None, "")}}
+
+
+def registry_page() -> dict:
+    """The "add your method" page: the Method interface (from its docstrings) and every registered
+    method with its card and its config fields (type, default, description)."""
+    import inspect
+
+    from bench.method import Method
+    from bench.registry import REGISTRY
+
+    interface = []
+    for name in ("fit", "recommend", "save", "load", "describe"):
+        fn = getattr(Method, name, None)
+        if fn is not None:
+            interface.append({"name": name, "signature": f"{name}{inspect.signature(fn)}",
+                              "doc": inspect.getdoc(fn) or ""})
+    methods = []
+    for name in REGISTRY.names():
+        cls = REGISTRY.get(name)
+        fields = []
+        for fname, f in cls.Config.model_fields.items():
+            ann = getattr(f.annotation, "__name__", None) or str(f.annotation).replace("typing.", "")
+            default = f.default if not callable(getattr(f, "default_factory", None)) else f.default_factory()
+            if hasattr(default, "model_dump"):
+                default = default.model_dump(mode="json")
+            fields.append({"name": fname, "type": ann, "default": json.dumps(default, default=str),
+                           "doc": f.description or ""})
+        info = cls.info
+        methods.append({"name": name, "family": info.family, "paper": info.paper, "description": info.description,
+                        "module": f"{cls.__module__}:{cls.__qualname__}", "fields": fields,
+                        "demo_rows": list(cls.demo_rows) or [name], "paper_tables": list(cls.paper_tables)})
+    return {"interface": interface, "methods": methods}
+
+
 def table4(runs_by_name: dict[str, list[RunResult]]) -> list[Row]:
     rows = []
     for name, runs in runs_by_name.items():
@@ -354,11 +508,16 @@ def build_site(runs_dirs: list[Path], out: Path, title: str = "ReasonRec Bench l
             significance_marks(t1, sig_metric)
         paper1, paper4 = paper_rows(ds, columns)
         ab_cols = [c for c in ("NDCG@5", "NDCG@10", "HR@5", "HR@10") if c in columns]
-        datasets.append({"name": ds, "table1": t1, "table4": table4(rows), "columns": columns,
+        t4 = table4(rows)
+        stats_t = stat_tables(runs)
+        for t in stats_t:
+            t["charts"] = stat_charts(t, runs)
+        datasets.append({"name": ds, "table1": t1, "table4": t4, "columns": columns,
+                         "pareto": pareto_chart(t1, t4, sig_metric, ds) if sig_metric else "",
                          "short": {c: short_name(c) for c in columns}, "sig_metric": sig_metric,
                          "paper1": paper1, "paper4": paper4, "protocol": protocol(runs),
                          "ablations": [t for t in ablations if t["dataset"] == ds], "ab_columns": ab_cols,
-                         "stat_tables": stat_tables(runs),
+                         "stat_tables": stats_t,
                          "stats": next(iter(rows.values()))[0].data.get("stats", {})})
     env = _env()
     with atomic_dir(out) as tmp:  # the old site stays in place until the new one is complete
@@ -366,8 +525,12 @@ def build_site(runs_dirs: list[Path], out: Path, title: str = "ReasonRec Bench l
         shutil.copy(TEMPLATES / "style.css", tmp / "style.css")
         (tmp / "index.html").write_text(env.get_template("index.html").render(
             title=title, datasets=datasets, n_runs=len(results), root=""))
+        (tmp / "add-your-method.html").write_text(env.get_template("add-your-method.html").render(
+            title=title, root="", **registry_page()))
         page = env.get_template("run.html")
         for r in results:
-            (tmp / "runs" / f"{r.run_id}.html").write_text(page.render(title=title, r=r, root="../", ci=run_ci(r)))
+            (tmp / "runs" / f"{r.run_id}.json").write_text(json.dumps(r.model_dump(mode="json"), indent=1))
+            (tmp / "runs" / f"{r.run_id}.html").write_text(page.render(facts=run_page_facts(r), title=title, r=r, root="../", ci=run_ci(r),
+                                                                                curves=training_curves(r)))
         (tmp / "results.json").write_text(json.dumps([r.model_dump(mode="json") for r in results], indent=1))
     return out / "index.html"

@@ -94,7 +94,7 @@ def test_site_is_self_contained_and_escaped(site):
     pages = list((site.parent / "runs").glob("*.html"))
     assert len(pages) == 5
     page = pages[0].read_text()
-    assert "fingerprint" in page and "Git commit" in page
+    assert "git commit" in page and "reasonrec run --method" in page
 
 
 def test_conflicting_configs_under_one_name(tmp_path):
@@ -275,3 +275,88 @@ def test_site_v2_significance_lookup_latency_ablations_per_n_and_ci(tmp_path):
     sasrec = next(x.name for x in runs.iterdir() if x.name.startswith("sasrec"))
     page = (site.parent / "runs" / f"{sasrec}.html").read_text()
     assert "95% CI" in page and " – " in page
+
+
+def test_pareto_front_and_svg_charts():
+    """The front by hand; charts are well-formed XML with one marker per point and escaped labels."""
+    import xml.etree.ElementTree as ET
+
+    from bench.svg import line_svg, pareto_front, pareto_svg
+
+    pts = [(1.0, 0.02), (2.0, 0.03), (3.0, 0.025), (0.5, 0.01), (4.0, 0.04), (2.0, 0.01)]
+    assert pareto_front(pts) == [3, 0, 1, 4]  # (3.0, 0.025) and (2.0, 0.01) are dominated
+    svg = pareto_svg([(f"<m{i}>", x, y) for i, (x, y) in enumerate(pts)] + [("lookup", 0.0, 0.5)],
+                     "ms", "N@10", "t & <t>")
+    root = ET.fromstring(svg)
+    circles = [e for e in root.iter() if e.tag == "circle"]
+    assert len(circles) == 6  # a zero latency cannot sit on a log axis: left out
+    assert sum("front" in c.get("class") for c in circles) == 4
+    assert "<m0>" not in svg and "&lt;m0&gt;" in svg
+    line = ET.fromstring(line_svg({"a": [(0, 0.1), (1, 0.2)], "b": [(0, 0.3)]}, "epoch", "v", "x"))
+    assert len([e for e in line.iter() if e.tag == "polyline"]) == 2
+
+
+def test_training_curves_found_at_any_depth():
+    from bench.leaderboard import training_curves
+    from bench.results import Training
+
+    r = fake_result("lasar", "beauty", 0, 0.02)
+    r.training = Training(seconds=1.0, sft={"history": [{"epoch": 0, "valid_score": 0.01},
+                                                        {"epoch": 1, "valid_score": 0.02}]},
+                          stage2={"history": [{"epoch": 0, "valid_NDCG@10": 0.03}]},
+                          rl={"history": [{"epoch": 0, "train_loss": 1.0}]})  # no validation score: no chart
+    assert [c["phase"] for c in training_curves(r)] == ["sft", "stage2"]
+
+
+@pytest.mark.parametrize("method,config,label", [
+    ("lasar", {"alignment": "cosine", "stage2": {"max_minutes": 120}, "rl": {"enabled": False}}, "LASAR cos"),
+    ("sasrec", {}, None), ("minionerec", {"backbone": {"attention_dropout": 0.1}}, "M (SFT, 'q')")])
+def test_reproduce_command_rebuilds_the_same_run(method, config, label):
+    """The run page's command, parsed as the CLI parses it, gives the same spec and run id."""
+    import shlex
+
+    from bench.config import build_spec
+    from bench.leaderboard import reproduce_command
+    from bench.registry import REGISTRY
+
+    spec = build_spec(method, "ml-100k", seed=1, label=label, method_config=config)
+    assert spec.method_config == REGISTRY.get(method).Config(**config).model_dump(mode="json")  # stored resolved
+    r = fake_result(method, "ml-100k", 1, 0.02).model_copy(update={"spec": spec, "run_id": spec.run_id()})
+    argv = shlex.split(reproduce_command(r))
+    assert argv[:2] == ["reasonrec", "run"]
+    sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+    again = build_spec(method, "ml-100k", sets=sets, seed=int(argv[argv.index("--seed") + 1]))
+    assert again.run_id() == r.run_id
+
+
+def test_every_link_resolves_and_registry_page(site):
+    """Every href on every page points to a file of the site (relative, no network); the add-your-method
+    page lists every registered method with its settings and their descriptions."""
+    from html.parser import HTMLParser
+
+    from bench.registry import REGISTRY
+
+    class Links(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.links = []
+
+        def handle_starttag(self, tag, attrs):
+            self.links += [v for k, v in attrs if k in ("href", "src") and v]
+
+    root = site.parent
+    pages = sorted(root.rglob("*.html"))
+    assert (root / "add-your-method.html") in pages
+    for page in pages:
+        p = Links()
+        p.feed(page.read_text())
+        assert p.links, page
+        for link in p.links:
+            assert "://" not in link, (page, link)
+            target = link.split("#")[0]
+            if target:
+                assert (page.parent / target).resolve().is_file(), (page, link)
+    reg = (root / "add-your-method.html").read_text()
+    for name in REGISTRY.names():
+        assert f'id="m-{name}"' in reg
+    assert "<code>reason_steps</code>" in reg and "K latent reasoning steps" in reg
