@@ -118,19 +118,22 @@ def protocol(runs: list[RunResult]) -> list[str]:
     beams = values(lambda r: r.evaluation.get("inference", {}).get("beam_width"))
     users = values(lambda r: r.latency.n_samples)
     ks = values(lambda r: ",".join(map(str, r.evaluation.get("ks", []))) or None)
-    return [
-        "Split: leave-one-out by time (each user's last interaction is the test target, the one before it "
-        "validation); models are selected on validation only.",
-        f"History: the last {' / '.join(hist) or '?'} interactions before the target.",
-        "Ranking: over the full item catalogue (no sampled negatives); items already in the history are "
-        + ("excluded." if excl == ["True"] else "not excluded." if excl == ["False"]
-           else f"excluded in some rows ({', '.join(excl)})."),
-        "Generative methods decode with the trie-constrained beam search, beam width "
-        f"{' / '.join(beams) if beams else '-'}; their ranking is the beam's order.",
-        f"Test users per row: {' / '.join(f'{int(u):,}' for u in users)}; cut-offs K = {' / '.join(ks) or '?'}.",
-        "HR@K: the share of test users whose target is in the top K. NDCG@K: the mean of 1 / log2(rank + 1) "
-        "when the target's rank is at most K, else 0 (one relevant item per user).",
-    ]
+    lines = ["Split: leave-one-out by time (each user's last interaction is the test target, the one before it "
+             "validation); models are selected on validation only."]
+    if hist:
+        lines.append(f"History: the last {' / '.join(hist)} interactions before the target.")
+    lines.append("Ranking: over the full item catalogue (no sampled negatives)" + (
+        "; items already in the history are excluded." if excl == ["True"] else
+        "; items already in the history are not excluded." if excl == ["False"] else
+        f"; history exclusion differs between rows ({', '.join(excl)})." if excl else "."))
+    if beams:
+        lines.append(f"Generative methods decode with the trie-constrained beam search, beam width {' / '.join(beams)}; "
+                     "their ranking is the beam's order.")
+    lines.append(f"Test users per row: {' / '.join(f'{int(u):,}' for u in users)}"
+                 + (f"; cut-offs K = {' / '.join(ks)}." if ks else "."))
+    lines.append("HR@K: the share of test users whose target is in the top K. NDCG@K: the mean of 1 / log2(rank + 1) "
+                 "when the target's rank is at most K, else 0 (one relevant item per user).")
+    return lines
 
 
 def paper_rows(dataset: str, columns: list[str]) -> tuple[list[dict], list[dict]]:

@@ -1,4 +1,5 @@
 import shutil
+from pathlib import Path
 import subprocess
 from html.parser import HTMLParser
 
@@ -125,25 +126,56 @@ def _chromium():
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
+def _browse(exe, url, profile, *extra, dom=True):
+    """Headless Chromium on a file URL: (DOM, console lines) -- console messages go to stderr."""
+    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--enable-logging=stderr", "--v=0", f"--user-data-dir={profile}", *extra]
+    out = subprocess.run(cmd + (["--dump-dom"] if dom else []) + [url], capture_output=True, text=True, timeout=120)
+    return out.stdout, [line for line in out.stderr.splitlines() if ":CONSOLE" in line]
+
+
 @pytest.mark.browser
-def test_renders_in_headless_chromium(site, tmp_path):
+def test_site_in_headless_chromium(tmp_path):
+    """Every page loads with no console message (a broken stylesheet, an executed injected script or a
+    JS error would log one); a hostile label is text, not markup; the Pareto SVG is painted (its red front
+    markers are in the screenshot); screenshots of the index and a run page are saved
+    (``REASONREC_SCREENSHOTS`` or the test's temporary folder)."""
+    import os
+
+    from PIL import Image
+
     exe = _chromium()
     if exe is None:
         pytest.fail("chromium not found: apt-get install chromium")
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", site.resolve().as_uri()]
-    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    runs = tmp_path / "runs"
+    hostile = '<script>console.error("xss")</script><b>x'
+    for m, v, sps, label in [("a", 0.05, 0.02, None), ("b", 0.03, 0.001, None), ("c", 0.01, 0.5, hostile)]:
+        r = fake_result(m, "beauty", 0, v, sps, label=label)
+        r.to_disk(runs / r.run_id)
+    site = build_site([runs], tmp_path / "site")
+    pages = sorted(site.parent.rglob("*.html"))
+    assert len(pages) == 5
+    for page in pages:
+        dom, console = _browse(exe, page.resolve().as_uri(), tmp_path / "profile")
+        assert console == [], (page.name, console)
+        assert "<script" not in dom.lower(), page.name  # the label was escaped, never parsed as markup
+    dom, _ = _browse(exe, site.resolve().as_uri(), tmp_path / "profile")
     p = Tables()
     p.feed(dom)
-    t1 = p.tables[("table1", "beauty")]
-    assert [r[0][0] for r in t1[1:]] == ["a", "b", "<c>"]
-    assert t1[1][3] == ("0.0500 ± 0.0141", "b") and t1[2][3] == ("0.0300", "u")
-    # the stylesheet loads from file:// (computed style of the header differs from the default)
-    shot = tmp_path / "shot.png"
-    subprocess.run(cmd[:-2] + [f"--screenshot={shot}", "--window-size=1200,900", site.resolve().as_uri()],
-                   capture_output=True, timeout=120)
-    assert shot.is_file() and shot.stat().st_size > 1000
+    ours = [r for r in p.tables[("table1", "beauty")][1:] if not r[0][0].startswith("paper: ")]
+    assert [r[0][0] for r in ours] == ["a", "b", hostile]
+    assert ours[0][3] == ("0.0500", "b") and ours[1][3] == ("0.0300", "u")
+    shots = Path(os.environ.get("REASONREC_SCREENSHOTS", tmp_path / "screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    run_page = next(pg for pg in pages if pg.parent.name == "runs")
+    for name, page in (("index.png", site), ("run.png", run_page)):
+        _browse(exe, page.resolve().as_uri(), tmp_path / "profile", f"--screenshot={shots / name}",
+                "--window-size=1280,3000", "--hide-scrollbars", dom=False)
+        assert (shots / name).stat().st_size > 5000
+    img = Image.open(shots / "index.png").convert("RGB")
+    red = sum(1 for px in img.getdata() if px[0] > 190 and px[1] < 80 and px[2] < 80)  # #d62728
+    assert red > 30, "the Pareto front (red markers) was not painted"
 
 
 def test_compare_with_published_table(tmp_path):
@@ -261,9 +293,9 @@ def test_site_v2_significance_lookup_latency_ablations_per_n_and_ci(tmp_path):
     p.feed(html)
     t1 = {r[0][0]: r for r in p.tables[("table1", "beauty")][1:]}
     head = [c for c, _ in p.tables[("table1", "beauty")][0]]
-    sig = head.index(next(h for h in head if h.startswith("vs best of each family")))
-    assert t1["strong"][sig][0] == "+ pop; + weak"  # families in name order: baseline, latent, traditional
-    assert t1["weak"][sig][0] == "+ pop; − strong"
+    sig = head.index(next(h for h in head if h == "vs family best"))
+    assert t1["strong"][sig][0] == "+ pop+ weak"  # families in name order: baseline, latent, traditional
+    assert t1["weak"][sig][0] == "+ pop− strong"
     t4 = {r[0][0]: r for r in p.tables[("table4", "beauty")][1:]}
     assert t4["pop"][1] == ("0.000 (lookup)", None) and t4["strong"][1][1] == "b"  # pop is fastest, not marked
     ab = p.tables[("ablation", "beauty")]
