@@ -161,41 +161,59 @@ def _gains(r: RunResult, metric: str):
     return per_user_gains(np.array(pu["ranks"]), metric), (tuple(pu["users"]), tuple(pu["targets"]))
 
 
-def significance_marks(rows: list[Row], metric: str = "NDCG@10", alpha: float = 0.05) -> None:
-    """Each row against the best row (by ``metric``) of every family: paired t-test on the per-user
-    ``metric`` over the same test users (``per_user.json``); single-seed rows only. Sets
-    ``row.cells['sig']`` = list of {vs, mark, p, diff}: mark '+' (significantly better), '−' (worse) or
-    '≈' (p >= alpha)."""
-    from scipy import stats
+def paired_permutation_p(d, signs) -> float:
+    """Two-sided p of a paired sign-flip permutation test on per-user differences ``d`` with the
+    random signs ``signs`` [P, n] (+-1): the share of sign flips whose mean difference is at least as
+    extreme as the observed one, counting the observed one ((1 + hits) / (1 + P))."""
+    import numpy as np
 
+    obs = abs(float(d.mean()))
+    perm = np.abs(signs @ d) / len(d)
+    return float((1 + int((perm >= obs - 1e-12).sum())) / (1 + len(signs)))
+
+
+def significance_marks(rows: list[Row], metrics=("NDCG@10", "HR@10"), alpha: float = 0.05,
+                       permutations: int = 2000, seed: int = 0) -> None:
+    """Each single-seed row against the best row (by the first metric) of every family: a paired
+    sign-flip permutation test on each metric's per-user values over the same test users
+    (``per_user.json``). Sets ``row.cells['sig']['marks']`` = [{vs, family, marks: [{metric, mark, p,
+    diff}]}]; mark '+' (significantly better), '−' (worse) or '≈' (p >= alpha)."""
+    import numpy as np
+
+    key = metrics[0]
     best: dict[str, Row] = {}
     for row in rows:
-        v = row.cells.get(metric, {}).get("mean")
-        if v is not None and len(row.runs) == 1 and (row.family not in best or v > best[row.family].cells[metric]["mean"]):
+        v = row.cells.get(key, {}).get("mean")
+        if v is not None and len(row.runs) == 1 and (row.family not in best or v > best[row.family].cells[key]["mean"]):
             best[row.family] = row
-    cache: dict[str, tuple] = {}
+    cache: dict[tuple, tuple] = {}
+    signs: dict[int, np.ndarray] = {}
 
-    def gains(row):
-        if row.name not in cache:
-            cache[row.name] = _gains(row.runs[0], metric)
-        return cache[row.name]
+    def gains(row, metric):
+        if (row.name, metric) not in cache:
+            cache[(row.name, metric)] = _gains(row.runs[0], metric)
+        return cache[(row.name, metric)]
 
     for row in rows:
         row.cells["sig"] = {"mean": 0, "std": None, "text": "", "marks": []}
         if len(row.runs) != 1:
             continue
-        ga, key_a = gains(row)
         for fam, ref in sorted(best.items()):
-            if ref is row or ga is None:
+            if ref is row:
                 continue
-            gb, key_b = gains(ref)
-            if gb is None or key_a != key_b:
-                continue
-            d = ga - gb
-            p = float(stats.ttest_rel(ga, gb).pvalue) if d.any() else 1.0
-            mark = "≈" if p >= alpha else ("+" if d.mean() > 0 else "−")
-            row.cells["sig"]["marks"].append({"vs": ref.name, "family": fam, "mark": mark, "p": p,
-                                              "diff": float(d.mean())})
+            marks = []
+            for metric in metrics:
+                (ga, key_a), (gb, key_b) = gains(row, metric), gains(ref, metric)
+                if ga is None or gb is None or key_a != key_b:
+                    break
+                d = (ga - gb).astype(np.float64)
+                if len(d) not in signs:
+                    signs[len(d)] = np.random.default_rng(seed).choice([-1.0, 1.0], size=(permutations, len(d)))
+                p = paired_permutation_p(d, signs[len(d)]) if d.any() else 1.0
+                marks.append({"metric": metric, "mark": "≈" if p >= alpha else ("+" if d.mean() > 0 else "−"),
+                              "p": p, "diff": float(d.mean())})
+            if len(marks) == len(metrics):
+                row.cells["sig"]["marks"].append({"vs": ref.name, "family": fam, "marks": marks})
 
 
 def run_ci(r: RunResult, metrics=("NDCG@10", "HR@10"), resamples: int = 1000, seed: int = 0) -> dict:
@@ -265,8 +283,22 @@ def ablation_tables(results: list[RunResult], published: dict | None = None) -> 
                                      "mean_n": steps.get("mean"), "run_id": r.run_id})
                         ours += 1
             if ours:
-                tables.append({"key": key, "title": title, "dataset": dataset, "rows": rows})
+                tables.append({"key": key, "title": title, "dataset": dataset, "rows": rows,
+                               "chart": _steps_chart(title, rows)})
     return tables
+
+
+def _steps_chart(title: str, rows: list[dict], metrics=("HR@10", "NDCG@10")) -> str:
+    """For a table whose rows differ in their mean reasoning depth (e.g. forced N, Fig. 4a): each metric
+    against mean N (our rows, by N); empty when fewer than two depths."""
+    from bench.svg import line_svg
+
+    pts = sorted((float(r["mean_n"]), r["metrics"]) for r in rows
+                 if not r["paper"] and isinstance(r.get("mean_n"), (int, float)))
+    if len({n for n, _ in pts}) < 2:
+        return ""
+    return line_svg({m: [(n, mm[m]) for n, mm in pts if m in mm] for m in metrics}, "mean N (latent steps)",
+                    "test metric", f"{title}: metric by depth")
 
 
 def stat_tables(runs: list[RunResult], metrics=("NDCG@10", "HR@10")) -> list[dict]:
@@ -507,8 +539,9 @@ def build_site(runs_dirs: list[Path], out: Path, title: str = "ReasonRec Bench l
         columns = metric_columns(runs)
         t1 = table1(rows, columns)
         sig_metric = "NDCG@10" if "NDCG@10" in columns else primary_metric(columns)
-        if sig_metric:
-            significance_marks(t1, sig_metric)
+        sig_metrics = [m for m in (sig_metric, "HR@10") if m and m in columns]
+        if sig_metrics:
+            significance_marks(t1, tuple(dict.fromkeys(sig_metrics)))
         paper1, paper4 = paper_rows(ds, columns)
         ab_cols = [c for c in ("NDCG@5", "NDCG@10", "HR@5", "HR@10") if c in columns]
         t4 = table4(rows)
@@ -518,6 +551,7 @@ def build_site(runs_dirs: list[Path], out: Path, title: str = "ReasonRec Bench l
         datasets.append({"name": ds, "table1": t1, "table4": t4, "columns": columns,
                          "pareto": pareto_chart(t1, t4, sig_metric, ds) if sig_metric else "",
                          "short": {c: short_name(c) for c in columns}, "sig_metric": sig_metric,
+                         "sig_metrics": [short_name(m) for m in dict.fromkeys(sig_metrics)],
                          "paper1": paper1, "paper4": paper4, "protocol": protocol(runs),
                          "ablations": [t for t in ablations if t["dataset"] == ds], "ab_columns": ab_cols,
                          "stat_tables": stats_t,

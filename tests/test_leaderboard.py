@@ -293,9 +293,11 @@ def test_site_v2_significance_lookup_latency_ablations_per_n_and_ci(tmp_path):
     p.feed(html)
     t1 = {r[0][0]: r for r in p.tables[("table1", "beauty")][1:]}
     head = [c for c, _ in p.tables[("table1", "beauty")][0]]
-    sig = head.index(next(h for h in head if h == "vs family best"))
-    assert t1["strong"][sig][0] == "+ pop+ weak"  # families in name order: baseline, latent, traditional
-    assert t1["weak"][sig][0] == "+ pop− strong"
+    sig = head.index(next(h for h in head if h.startswith("vs family best")))
+    assert head[sig] == "vs family best (N@10, HR@10)"
+    # families in name order (baseline, latent, traditional); one mark per metric
+    assert t1["strong"][sig][0] == "++ pop++ weak"
+    assert t1["weak"][sig][0] == "++ pop−− strong"
     t4 = {r[0][0]: r for r in p.tables[("table4", "beauty")][1:]}
     assert t4["pop"][1] == ("0.000 (lookup)", None) and t4["strong"][1][1] == "b"  # pop is fastest, not marked
     ab = p.tables[("ablation", "beauty")]
@@ -392,3 +394,19 @@ def test_every_link_resolves_and_registry_page(site):
     for name in REGISTRY.names():
         assert f'id="m-{name}"' in reg
     assert "<code>reason_steps</code>" in reg and "K latent reasoning steps" in reg
+
+
+def test_paired_permutation_p_by_hand():
+    """Sign flips of d = (1, 1, 1, -1): 16 equally likely flips; the mean is at least |0.5| in 10 of them
+    (all four agree: 2; three agree: 8), so the exact two-sided p is 10/16; with every flip enumerated as
+    the permutation set, (1 + 10) / (1 + 16)."""
+    import itertools
+
+    import numpy as np
+
+    from bench.leaderboard import paired_permutation_p
+
+    d = np.array([1.0, 1.0, 1.0, -1.0])
+    signs = np.array(list(itertools.product([-1.0, 1.0], repeat=4)))
+    assert abs(paired_permutation_p(d, signs) - 11 / 17) < 1e-12
+    assert paired_permutation_p(np.full(200, 0.1), np.random.default_rng(0).choice([-1.0, 1.0], (999, 200))) == 1 / 1000
