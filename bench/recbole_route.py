@@ -188,7 +188,7 @@ class RecBoleMethod(Method):
     def _train_epoch(self, trainer, train_data, epoch: int) -> float:
         c = self.config
         try:
-            loss = trainer._train_epoch(train_data, epoch, show_progress=False)
+            loss = trainer._train_epoch(train_data, epoch, show_progress=getattr(self, "_progress", False))
         except ValueError as e:  # RecBole's trainer: ValueError("Training loss is nan")
             if str(e) != "Training loss is nan":
                 raise
@@ -205,6 +205,8 @@ class RecBoleMethod(Method):
         from recbole.utils import get_trainer
 
         from bench import distributed
+
+        self._progress = bool(ctx.progress)  # batch progress inside each epoch
 
         if distributed.world_size() > 1:
             raise RuntimeError(f"{self.info.name} trains with RecBole's own single-process trainer; run it without "

@@ -343,8 +343,12 @@ class ReaRec(RecBoleMethod):
 
         model, opt, c = trainer.model, trainer.optimizer, self.config
         model.train()
+        from tqdm.auto import tqdm
+
         order = np.random.default_rng([self._seed, epoch]).permutation(len(self._windows))
         total, n, batch, targets = 0.0, 0, [], 0
+        bar = tqdm(total=len(order), desc=f"epoch {epoch} windows", leave=False,
+                   disable=not getattr(self, "_progress", False))
         for pos, w in enumerate(order):
             batch.append(self._windows[w])
             targets += len(self._windows[w][0]) - self._windows[w][1]
@@ -358,7 +362,9 @@ class ReaRec(RecBoleMethod):
             opt.zero_grad()
             loss.backward()
             opt.step()
+            bar.update(pos + 1 - bar.n)
             total, n, batch, targets = total + float(loss.detach()), n + 1, [], 0
+        bar.close()
         return total / max(n, 1)
 
     def model_params(self):
