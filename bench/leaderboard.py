@@ -561,7 +561,8 @@ def build_site(runs_dirs: list[Path], out: Path, title: str = "ReasonRec Bench l
         (tmp / "runs").mkdir()
         shutil.copy(TEMPLATES / "style.css", tmp / "style.css")
         (tmp / "index.html").write_text(env.get_template("index.html").render(
-            title=title, datasets=datasets, n_runs=len(results), root=""))
+            title=title, datasets=datasets, n_runs=len(results), root="",
+            cpu_rows=sum(not r.environment.get("hardware", {}).get("cuda") for r in results)))
         (tmp / "add-your-method.html").write_text(env.get_template("add-your-method.html").render(
             title=title, root="", **registry_page()))
         page = env.get_template("run.html")
