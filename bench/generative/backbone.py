@@ -153,11 +153,15 @@ def load_backbone(folder: Path, levels: int, codebook_size: int) -> Backbone:
 
     # a method's attached modules (a policy head) are saved with the model and restored by the method
     # from extra_modules.pt; transformers reports them as unexpected keys: quiet, not an error
-    verbosity = hf_logging.get_verbosity()
+    # (and its "Loading weights" bar, a line of noise per load: a saved run model loads in milliseconds)
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         model = AutoModelForCausalLM.from_pretrained(folder)
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     source = json.loads((folder / "backbone.json").read_text())["source"]
     return Backbone(model, tokenizer, sid_ids_tensor(tokenizer, levels, codebook_size), source)
