@@ -74,6 +74,14 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from bench.tune import tune
+
+    res = tune(args.method, args.dataset, args.space, args.out, trials=args.trials, minutes=args.minutes,
+               seed=args.seed, dataset_path=args.dataset_path, progress=not args.no_progress)
+    return 0 if res["best"] is not None else 1
+
+
 def cmd_suite(args) -> int:
     from bench.config import load_suite
     from bench.runner import run_suite
@@ -199,6 +207,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="runs folder of the new run (default: beside the source run)")
     _common_run_args(s)
     s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("tune", help="validation-based hyperparameter search (Optuna TPE + median pruning, a resumable "
+                                    "SQLite study); trials rank the validation split, never the test")
+    s.add_argument("--method", required=True)
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--space", required=True, help="search space YAML (params / fixed; see leaderboard/spaces/)")
+    s.add_argument("--trials", type=int, default=20, help="complete + pruned trials wanted in all (default 20)")
+    s.add_argument("--minutes", type=float, help="start no new trial after this many minutes")
+    s.add_argument("--seed", type=int, default=0, help="the trials' seed and the sampler's")
+    s.add_argument("--out", default="runs/tune", help="studies folder (default runs/tune)")
+    _common_run_args(s)
+    s.set_defaults(func=cmd_tune)
 
     s = sub.add_parser("suite", help="methods x datasets x seeds from a YAML file; skips done runs, resumes others")
     s.add_argument("file")

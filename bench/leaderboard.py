@@ -89,6 +89,8 @@ def table1(runs_by_name: dict[str, list[RunResult]], columns: list[str] | None =
                 row.cells[col] = {"mean": mean, "std": std, "text": _fmt(mean, std)}
             else:
                 row.cells[col] = {"mean": None, "std": None, "text": "-", "rank": 0}
+        hist = runs[0].evaluation.get("max_history")
+        row.cells["history"] = {"mean": hist or 0, "std": None, "text": str(hist) if hist else "-"}
         style = runs[0].method_facts.get("prompt_style")
         row.cells["style"] = {"mean": 0, "std": None, "text": style or "-"}
         n = runs[0].latency.n_samples
@@ -530,7 +532,9 @@ def build_site(runs_dirs: list[Path], out: Path, title: str = "ReasonRec Bench l
     seen: dict[str, RunResult] = {}
     for r in results:  # the same run found twice (e.g. two folders): keep one
         seen.setdefault(r.run_id, r)
-    results = sorted(seen.values(), key=lambda r: (r.spec.dataset, r.display_name, r.spec.seed))
+    # tuning trials rank the validation split: not leaderboard rows
+    results = sorted((r for r in seen.values() if r.evaluation.get("split", "test") == "test"),
+                     key=lambda r: (r.spec.dataset, r.display_name, r.spec.seed))
     grouped = _group(results)
     datasets = []
     ablations = ablation_tables(results)
@@ -553,6 +557,8 @@ def build_site(runs_dirs: list[Path], out: Path, title: str = "ReasonRec Bench l
                          "short": {c: short_name(c) for c in columns}, "sig_metric": sig_metric,
                          "sig_metrics": [short_name(m) for m in dict.fromkeys(sig_metrics)],
                          "paper1": paper1, "paper4": paper4, "protocol": protocol(runs),
+                         # a protocol variant (e.g. a tuned row at max history 50) is shown per row
+                         "history_varies": len({r.evaluation.get("max_history") for r in runs}) > 1,
                          "ablations": [t for t in ablations if t["dataset"] == ds], "ab_columns": ab_cols,
                          "stat_tables": stats_t,
                          "stats": next(iter(rows.values()))[0].data.get("stats", {})})

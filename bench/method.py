@@ -1,6 +1,9 @@
 """The method interface: plugins train and rank; the runner does everything else."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -65,6 +68,20 @@ class Recommendations:
     stats: dict[str, np.ndarray] = field(default_factory=dict)  # optional per-sample stats
 
 
+_VALIDATION_HOOK: contextvars.ContextVar = contextvars.ContextVar("validation_hook", default=None)
+
+
+@contextlib.contextmanager
+def validation_hook(fn):
+    """Call ``fn(score)`` after every model-selection validation (:meth:`FitContext.validate`) in this
+    context: ``reasonrec tune`` reports the intermediate scores to its pruner, which may raise to stop."""
+    token = _VALIDATION_HOOK.set(fn)
+    try:
+        yield
+    finally:
+        _VALIDATION_HOOK.reset(token)
+
+
 @dataclass
 class FitContext:
     """What the runner hands a method besides the data. Evaluation settings (beam width, k) are not
@@ -84,8 +101,12 @@ class FitContext:
         expensive). Returns the metrics, ``users`` and ``score`` (the selection metric; higher is better)."""
         from bench.metrics import validate
 
-        return validate(recommend, valid.histories, valid.targets, n_items, metric=self.selection_metric,
-                        exclude_history=self.exclude_history, max_users=max_users, batch_size=batch_size)
+        got = validate(recommend, valid.histories, valid.targets, n_items, metric=self.selection_metric,
+                       exclude_history=self.exclude_history, max_users=max_users, batch_size=batch_size)
+        hook = _VALIDATION_HOOK.get()
+        if hook is not None:  # e.g. a tuning trial's pruner: may raise to stop a hopeless trial
+            hook(float(got["score"]))
+        return got
 
     def selection(self, max_users: int | None, n_valid: int) -> dict:
         """How the model was selected, for the result file."""

@@ -95,11 +95,13 @@ class RecBoleMethod(Method):
             "data_path": str(workdir / "recbole_data"),
             "checkpoint_dir": str(workdir),
             "USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "TIME_FIELD": "timestamp",
-            "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+            "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id"]},
             "user_inter_num_interval": "[0,inf)", "item_inter_num_interval": "[0,inf)",
             "MAX_ITEM_LIST_LENGTH": data.max_history,
-            # the leave-one-out split: RecBole's train dataset holds only the training positions
-            "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full", "group_by": "user"},
+            # the interaction file stops before each user's test item (never read, so that nothing RecBole builds
+            # -- not even its id remapping -- depends on test data); leaving the last one (the validation item)
+            # out, RecBole's train dataset holds exactly the training positions
+            "eval_args": {"split": {"LS": "test_only"}, "order": "TO", "mode": "full", "group_by": "user"},
             "loss_type": "CE", "train_neg_sample_args": None,
             "epochs": c.epochs, "train_batch_size": c.batch_size, "learning_rate": c.lr,
             "weight_decay": c.weight_decay,
@@ -110,9 +112,12 @@ class RecBoleMethod(Method):
 
     @staticmethod
     def _write_inter(data, folder: Path, name: str) -> None:
+        """Every user's interactions but the last (the test item: not written), and every item of the
+        catalogue (``.item``: items seen only in test targets get a RecBole id too, after the others)."""
         lines = ["user_id:token\titem_id:token\ttimestamp:float\n"]
-        lines += [f"{u}\t{item}\t{pos}\n" for u, seq in enumerate(data.sequences) for pos, item in enumerate(seq)]
+        lines += [f"{u}\t{item}\t{pos}\n" for u, seq in enumerate(data.sequences) for pos, item in enumerate(seq[:-1])]
         atomic_write_text(folder / f"{name}.inter", "".join(lines))
+        atomic_write_text(folder / f"{name}.item", "item_id:token\n" + "".join(f"{i}\n" for i in range(data.n_items)))
 
     def _build(self, data, workdir: Path, seed: int):
         """RecBole's config, model and train dataloader (RecBole's validation and test dataloaders are

@@ -268,7 +268,7 @@ def _run_body(spec: RunSpec, run_dir: Path, *, main: bool, started: float, datas
         fit_facts = {**src.training.model_dump(), "trained_in": src.run_id, "reload_seconds": round(reload_seconds, 3)}
         train_seconds = fit_facts.pop("seconds")
 
-    test = data.split("test")
+    test = data.split(spec.eval.split)  # "valid" for a tuning trial: the test split is never read
     if spec.eval.max_users and spec.eval.max_users < len(test):
         idx = np.sort(np.random.default_rng(EVAL_SUBSET_SEED).choice(len(test), spec.eval.max_users, replace=False))
         test = test.subset(idx)
@@ -276,7 +276,7 @@ def _run_body(spec: RunSpec, run_dir: Path, *, main: bool, started: float, datas
     items, latency, stats = timed_recommend(method, test.histories, spec.eval, data.max_history, progress, **options)
     ev = evaluate(items, test.targets, data.n_items, ks=spec.eval.ks,
                   histories=test.histories if spec.eval.exclude_history else None)
-    log("test metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in ev.metrics.items()))
+    log(f"{spec.eval.split} metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in ev.metrics.items()))
 
     by_stat = {}
     for name, v in stats.items():  # per-user integer statistics (e.g. latent steps): mean and per-value table
@@ -292,7 +292,7 @@ def _run_body(spec: RunSpec, run_dir: Path, *, main: bool, started: float, datas
     result = RunResult(
         run_id=spec.run_id(), spec=spec, method_info=cls.info.model_dump(), metrics=ev.metrics,
         latency=latency, training=Training(seconds=round(train_seconds, 3), **fit_facts),
-        evaluation={"split": "test", "n_users": len(test), "ks": list(spec.eval.ks), "metrics": list(ev.metrics),
+        evaluation={"split": spec.eval.split, "n_users": len(test), "ks": list(spec.eval.ks), "metrics": list(ev.metrics),
                     "beam_width": spec.eval.beam_width, "inference": options,
                     "exclude_history": spec.eval.exclude_history,
                     "max_history": data.max_history, "invalid_items": ev.invalid, "duplicate_items": ev.duplicates,

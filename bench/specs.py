@@ -68,6 +68,9 @@ class DatasetCard(Strict):
 
 
 class EvalSettings(Strict):
+    split: Literal["test", "valid"] = Field(
+        "test", description="the split the final ranking is scored on: test (a leaderboard row) or valid (a "
+                            "tuning trial: the test split is never read)")
     ks: tuple[int, ...] = (5, 10, 20)
     beam_width: int = Field(50, ge=1, description="beam width of generative decoders (recorded)")
     exclude_history: bool = Field(
@@ -120,6 +123,8 @@ class RunSpec(Strict):
 
     def run_id(self) -> str:
         payload = self.model_dump(mode="json", exclude=set(self.NOT_IN_ID))
+        if payload["eval"].get("split") == "test":  # the default: ids made before the field existed stay valid
+            payload["eval"].pop("split")
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
         return f"{self.method}-{self.dataset}-s{self.seed}-{digest}"
 

@@ -410,3 +410,20 @@ def test_paired_permutation_p_by_hand():
     signs = np.array(list(itertools.product([-1.0, 1.0], repeat=4)))
     assert abs(paired_permutation_p(d, signs) - 11 / 17) < 1e-12
     assert paired_permutation_p(np.full(200, 0.1), np.random.default_rng(0).choice([-1.0, 1.0], (999, 200))) == 1 / 1000
+
+
+def test_tuning_trials_are_not_rows_and_history_variants_show(tmp_path):
+    """A result scored on the validation split (a tuning trial) is left out; rows at different max
+    histories get a History column."""
+    runs = tmp_path / "runs"
+    for seed, (name, hist, split) in enumerate([("h20", 20, "test"), ("h50", 50, "test"), ("trial", 20, "valid")]):
+        r = fake_result("sasrec", "beauty", seed, 0.03, label=name)
+        r.evaluation = {"split": split, "max_history": hist}
+        r.to_disk(runs / r.run_id)
+    p = Tables()
+    p.feed(build_site([runs], tmp_path / "site").read_text())
+    t1 = p.tables[("table1", "beauty")]
+    head = [c for c, _ in t1[0]]
+    rows = {r[0][0]: r for r in t1[1:] if not r[0][0].startswith("paper: ")}
+    assert set(rows) == {"h20", "h50"}
+    assert rows["h50"][head.index("History")][0] == "50"
