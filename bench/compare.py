@@ -55,7 +55,8 @@ def paper_tables(runs: Path, paper: Path | None, cols=("NDCG@5", "NDCG@10", "HR@
                 lines.append(f"| *paper: {row['name']}* | | " + " | ".join(
                     f"*{m[c]:.4f}*" if c in m else "" for c in cols) + f" | {row['mean_n'] or ''} |")
             else:
-                lines.append(f"| {row['name']} | {row['run_id']} | " + " | ".join(
+                alone = "" if row["counterpart"] else " (no paper row)"
+                lines.append(f"| {row['name']}{alone} | {row['run_id']} | " + " | ".join(
                     f"{m[c]:.4f}" if c in m else "-" for c in cols) + f" | {row['mean_n'] or '-'} |")
         lines.append("")
     return "\n".join(lines)

@@ -282,7 +282,8 @@ def ablation_tables(results: list[RunResult], published: dict | None = None) -> 
                     if _contains(configs[r.run_id], sub):
                         steps = (r.evaluation.get("by_stat") or {}).get("latent_steps", {})
                         rows.append({"paper": False, "name": r.display_name, "metrics": dict(r.metrics),
-                                     "mean_n": steps.get("mean"), "run_id": r.run_id})
+                                     "mean_n": steps.get("mean"), "run_id": r.run_id,
+                                     "counterpart": paper_name if got is not None else None})
                         ours += 1
             if ours:
                 tables.append({"key": key, "title": title, "dataset": dataset, "rows": rows,

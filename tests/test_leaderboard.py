@@ -239,7 +239,7 @@ def test_paper_ablation_tables_match_rows_by_config(tmp_path):
     # GRPO + terminal KL without REINFORCE is the paper's "+ Terminal KL Alignment" row of Table 3
     assert at["*paper: + Terminal KL Alignment*"] + 1 == at["rl-no-reinforce"]
     assert at["*paper: + Terminal KL Alignment*"] > md.index("### Table 3: RL ablations (Beauty)")
-    assert sum("rl-no-reinforce" in x for x in md) == 1 and sum(x.startswith("| kl |") for x in md) == 2  # T2 + Fig 4a
+    assert sum("rl-no-reinforce" in x for x in md) == 1 and sum(x.startswith("| kl ") for x in md) == 2  # T2 + Fig 4a
 
 
 def test_published_table_ships_typed_and_complete():
