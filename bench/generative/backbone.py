@@ -63,8 +63,16 @@ class Backbone:
         return sum(p.numel() for p in self.model.parameters())
 
     def save(self, folder: Path) -> None:
+        from transformers.utils import logging as hf_logging
+
         folder.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(folder)
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # transformers' "Writing model shards" bar: a line of noise per save
+        try:
+            self.model.save_pretrained(folder)
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         self.tokenizer.save_pretrained(folder)
         (folder / "backbone.json").write_text(json.dumps({"source": self.source}))
 
