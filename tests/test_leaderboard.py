@@ -156,10 +156,14 @@ def test_site_in_headless_chromium(tmp_path):
     site = build_site([runs], tmp_path / "site")
     pages = sorted(site.parent.rglob("*.html"))
     assert len(pages) == 5
+    import re
+
     for page in pages:
         dom, console = _browse(exe, page.resolve().as_uri(), tmp_path / "profile")
         assert console == [], (page.name, console)
         assert "<script" not in dom.lower(), page.name  # the label was escaped, never parsed as markup
+        for link in re.findall(r'(?:href|src)="([^"#]+)', dom):  # every link of the loaded page resolves
+            assert "://" not in link and (page.parent / link).resolve().is_file(), (page.name, link)
     dom, _ = _browse(exe, site.resolve().as_uri(), tmp_path / "profile")
     p = Tables()
     p.feed(dom)
