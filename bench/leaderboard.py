@@ -492,7 +492,7 @@ def table4(runs_by_name: dict[str, list[RunResult]]) -> list[Row]:
         row.cells["seconds_per_sample"] = {"mean": sps, "std": sps_std, "text": _fmt(sps * 1000, None if sps_std is None else sps_std * 1000, 3)}
         row.cells["total_seconds"] = {"mean": tot, "std": None, "text": human_seconds(tot)}
         row.cells["train_seconds"] = {"mean": train, "std": None, "text": human_seconds(train)
-                                      + (" (incl. reused SFT)" if any(training_seconds(r) > r.training.seconds
+                                      + (" (incl. reused stages)" if any(training_seconds(r) > r.training.seconds
                                                                      for r in runs) else "")}
         r0 = runs[0]
         row.cells["n"] = {"mean": r0.latency.n_samples, "std": None, "text": f"{r0.latency.n_samples:,}"}

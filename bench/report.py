@@ -6,9 +6,13 @@ from bench.results import RunResult
 
 
 def training_seconds(r: RunResult) -> float:
-    """Every phase: this run's training plus a stage it reused from the stage cache (e.g. the SFT of an
-    SFT+RL row)."""
-    return float(r.training.seconds) + float((r.training.model_extra or {}).get("reused_seconds") or 0.0)
+    """Every phase: this run's training plus every stage it reused from the stage cache (the SFT of an
+    SFT+RL row, LASAR's Stage 2 of a Force-N row, GREAM's CoT-SFT of its reasoning row): each reused
+    phase's facts carry ``reused: true`` and the seconds it took when it was trained. (Results made before
+    phases recorded that count only ``reused_seconds``, the SFT's.)"""
+    extra = r.training.model_extra or {}
+    reused = [float(v.get("seconds") or 0.0) for v in extra.values() if isinstance(v, dict) and v.get("reused")]
+    return float(r.training.seconds) + (sum(reused) if reused else float(extra.get("reused_seconds") or 0.0))
 
 
 def human_seconds(s: float) -> str:

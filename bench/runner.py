@@ -318,10 +318,16 @@ def _fit_and_save(method: Method, spec: RunSpec, run_dir: Path, data: SIDData, *
     ctx.workdir.mkdir(exist_ok=True)
     valid = data.split("valid")
     clock = _AttemptClock(run_dir) if main else contextlib.nullcontext()
+    from bench.generative.stages import waited_seconds
+
+    waited_seconds(reset=True)
     t0 = time.perf_counter()
     with clock:
         fit_facts = dict(method.fit(data, valid=valid, ctx=ctx) or {})
-        seconds = time.perf_counter() - t0
+        waited = waited_seconds(reset=True)  # another run was training a stage this one then reused
+        seconds = time.perf_counter() - t0 - waited
+        if waited:
+            fit_facts["stage_wait_seconds"] = round(waited, 1)
         if main:
             _save_model(method, run_dir / "model", log)
     if not main:

@@ -447,3 +447,25 @@ def test_long_item_texts_train_end_to_end(toy_env, tmp_path):
     res = _quiet(build_spec("lcrec", str(card), method_config=cfg, sets=["eval.max_users=8"]), tmp_path / "runs")
     assert res.training.model_extra["sft"]["steps"] > 0 and res.evaluation["invalid_items"] == 0
     assert len(res.training.model_extra["sft"]["tasks"]) > 1  # text tasks with the long titles were trained
+
+
+def test_stage_lock_wait_is_counted_and_not_training_time(tmp_path, monkeypatch):
+    """Waiting for another process's stage is measured (and the runner leaves it out of training time)."""
+    import fcntl
+    import threading
+    import time
+
+    from bench.generative.stages import StageCache, waited_seconds
+
+    monkeypatch.setenv("REASONREC_CACHE", str(tmp_path))
+    stage = StageCache("sft", {"k": 1})
+    stage.root.mkdir(parents=True, exist_ok=True)
+    holder = open(stage.root / f"{stage.id}.lock", "a+")
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    threading.Timer(0.4, lambda: fcntl.flock(holder, fcntl.LOCK_UN)).start()
+    waited_seconds(reset=True)
+    t0 = time.perf_counter()
+    with stage.lock(lambda *_: None):
+        pass
+    assert 0.3 < waited_seconds() <= time.perf_counter() - t0 + 1e-6
+    holder.close()

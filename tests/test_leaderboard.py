@@ -210,7 +210,7 @@ def test_prompt_style_and_reused_stage_time(tmp_path):
     t1 = p.tables[("table1", "beauty")]
     assert dict(zip([c for c, _ in t1[0]], [c for c, _ in t1[1]]))["Prompt"] == "compact"
     t4 = p.tables[("table4", "beauty")]
-    assert dict(zip([c for c, _ in t4[0]], [c for c, _ in t4[1]]))["Training (all phases)"] == "31.0min (incl. reused SFT)"
+    assert dict(zip([c for c, _ in t4[0]], [c for c, _ in t4[1]]))["Training (all phases)"] == "31.0min (incl. reused stages)"
 
 
 def test_paper_ablation_tables_match_rows_by_config(tmp_path):
@@ -431,3 +431,14 @@ def test_tuning_trials_are_not_rows_and_history_variants_show(tmp_path):
     rows = {r[0][0]: r for r in t1[1:] if not r[0][0].startswith("paper: ")}
     assert set(rows) == {"h20", "h50"}
     assert rows["h50"][head.index("History")][0] == "50"
+
+
+def test_training_time_counts_every_reused_phase():
+    """A row that reused two cached phases (Stage 1 and a later one) counts both, once each."""
+    from bench.report import training_seconds
+    from bench.results import Training
+
+    r = fake_result("gream", "beauty", 0, 0.01)
+    r.training = Training(seconds=7.0, reused_seconds=2742.0, sft={"seconds": 2742.0, "reused": True},
+                          cot_sft={"seconds": 2494.0, "reused": True}, rl={"seconds": 99.0})
+    assert training_seconds(r) == 7.0 + 2742.0 + 2494.0

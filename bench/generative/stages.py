@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,6 +30,18 @@ def stage_root() -> Path:
     from bench.data import cache_root
 
     return cache_root() / "stages"
+
+
+_WAITED = [0.0]  # seconds this process spent waiting for another process's stage (not training time)
+
+
+def waited_seconds(reset: bool = False) -> float:
+    """Seconds spent waiting on stage locks since the last reset (the runner leaves them out of a run's
+    training time: the waiting row reuses the stage, whose own training seconds it counts)."""
+    value = _WAITED[0]
+    if reset:
+        _WAITED[0] = 0.0
+    return value
 
 
 class StageCache:
@@ -56,7 +69,9 @@ class StageCache:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 log(f"stage {self.id}: another process is training it; waiting to reuse it")
+                t0 = time.perf_counter()
                 fcntl.flock(f, fcntl.LOCK_EX)
+                _WAITED[0] += time.perf_counter() - t0
             try:
                 yield
             finally:
