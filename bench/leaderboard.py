@@ -356,7 +356,7 @@ def training_curves(r: RunResult) -> list[dict]:
             if isinstance(hist, list) and hist and all(isinstance(h, dict) for h in hist):
                 pts = [(float(h.get("epoch", i)), score(h)) for i, h in enumerate(hist)]
                 pts = [(x, y) for x, y in pts if y is not None]
-                if pts:
+                if len(pts) > 1:  # a single epoch is no curve (its score is in the facts)
                     phase = ".".join(path) or "training"
                     out.append({"phase": phase, "svg": line_svg({phase: pts}, "epoch", "validation score",
                                                                 f"{r.display_name}: {phase} validation")})
@@ -443,7 +443,13 @@ def run_page_facts(r: RunResult) -> dict:
                   "python": hw.get("python"),
                   **{f"version: {k}": v for k, v in sorted((env.get("versions") or {}).items())}}
     protocol = {k: v for k, v in _flatten({k: v for k, v in r.evaluation.items() if k != "by_stat"}).items()}
-    return {"card": {"description": info.get("description", ""), "paper": info.get("paper", ""),
+    from bench.report import human_seconds, training_seconds
+
+    total = training_seconds(r)
+    return {"training": {"own": human_seconds(r.training.seconds), "all": human_seconds(total),
+                         "reused": human_seconds(total - r.training.seconds) if total > r.training.seconds else None,
+                         "waited": r.training.model_dump().get("stage_wait_seconds")},
+            "card": {"description": info.get("description", ""), "paper": info.get("paper", ""),
                      "family": info.get("family", ""), "needs": ", ".join(needs) or "interactions only"},
             "command": reproduce_command(r), "config": _flatten(r.spec.method_config),
             "protocol": protocol, "provenance": {k: v for k, v in provenance.items() if v not in (None, "")}}

@@ -28,6 +28,7 @@ def _fmt(v: float) -> str:
 class _Axes:
     def __init__(self, xs, ys, log_x=False):
         self.log_x = log_x
+        self.int_x = all(float(x).is_integer() for x in xs)  # epochs, step counts: whole-number ticks
         fx = [math.log10(x) for x in xs] if log_x else list(xs)
         self.x0, self.x1 = min(fx), max(fx)
         self.y0, self.y1 = 0.0 if min(ys) >= 0 else min(ys), max(ys)
@@ -56,7 +57,7 @@ class _Axes:
             xt = [10 ** e for e in range(math.floor(self.x0), math.ceil(self.x1) + 1)
                   if self.x0 <= e <= self.x1]
         else:
-            xt = _ticks(self.x0, self.x1)
+            xt = [t for t in _ticks(self.x0, self.x1) if not self.int_x or float(t).is_integer()]
         for t in xt:
             x = self.px(t)
             out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{PAD_T}" y2="{H - PAD_B}" stroke="#eee"/>'

@@ -341,8 +341,9 @@ def test_training_curves_found_at_any_depth():
     r = fake_result("lasar", "beauty", 0, 0.02)
     r.training = Training(seconds=1.0, sft={"history": [{"epoch": 0, "valid_score": 0.01},
                                                         {"epoch": 1, "valid_score": 0.02}]},
-                          stage2={"history": [{"epoch": 0, "valid_NDCG@10": 0.03}]},
-                          rl={"history": [{"epoch": 0, "train_loss": 1.0}]})  # no validation score: no chart
+                          stage2={"history": [{"epoch": 0, "valid_NDCG@10": 0.03}, {"epoch": 1, "valid_NDCG@10": 0.04}]},
+                          rl={"history": [{"epoch": 0, "train_loss": 1.0}, {"epoch": 1, "train_loss": 0.9}]},  # no score
+                          grpo={"history": [{"epoch": 0, "valid_score": 0.02}]})  # one point is no curve
     assert [c["phase"] for c in training_curves(r)] == ["sft", "stage2"]
 
 
