@@ -487,6 +487,32 @@ def registry_page() -> dict:
     return {"interface": interface, "methods": methods}
 
 
+def tuning_tables(trials: list[RunResult]) -> dict[str, list[dict]]:
+    """``reasonrec tune`` trials (results scored on the validation split), per dataset and study (the
+    label's part before " #"), best first: [{study, method, rows: [{name, run_id, metrics, settings}]}].
+    ``settings``: the method settings that differ from the method's defaults, and the max history."""
+    from bench.registry import REGISTRY
+
+    out: dict[str, dict[str, dict]] = {}
+    for r in trials:
+        study = r.display_name.split(" #")[0]
+        try:
+            defaults = _flatten(REGISTRY.get(r.spec.method).Config().model_dump(mode="json"))
+        except Exception:  # noqa: BLE001 - an unknown method: show every setting
+            defaults = {}
+        settings = {k: v for k, v in _flatten(r.spec.method_config).items() if defaults.get(k, object()) != v}
+        settings["max_history"] = r.evaluation.get("max_history")
+        entry = out.setdefault(r.spec.dataset, {}).setdefault(study, {"study": study, "method": r.spec.method,
+                                                                        "rows": []})
+        entry["rows"].append({"name": r.display_name, "run_id": r.run_id, "metrics": dict(r.metrics),
+                              "settings": ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                                    for k, v in sorted(settings.items()))})
+    for ds in out.values():
+        for entry in ds.values():
+            entry["rows"].sort(key=lambda row: -row["metrics"].get("NDCG@10", -1.0))
+    return {ds: list(v.values()) for ds, v in out.items()}
+
+
 def table4(runs_by_name: dict[str, list[RunResult]]) -> list[Row]:
     rows = []
     for name, runs in runs_by_name.items():
@@ -539,14 +565,21 @@ def build_site(runs_dirs: list[Path], out: Path, title: str = "ReasonRec Bench l
     seen: dict[str, RunResult] = {}
     for r in results:  # the same run found twice (e.g. two folders): keep one
         seen.setdefault(r.run_id, r)
-    # tuning trials rank the validation split: not leaderboard rows
+    # tuning trials rank the validation split: not leaderboard rows (a table of their own per dataset)
+    trials = [r for r in seen.values() if r.evaluation.get("split", "test") != "test"]
     results = sorted((r for r in seen.values() if r.evaluation.get("split", "test") == "test"),
                      key=lambda r: (r.spec.dataset, r.display_name, r.spec.seed))
     grouped = _group(results)
+    studies = tuning_tables(trials)
+    for ds in studies:
+        grouped.setdefault(ds, {})
     datasets = []
     ablations = ablation_tables(results)
     for ds, rows in sorted(grouped.items()):
         runs = [r for rs in rows.values() for r in rs]
+        if not runs:  # only tuning trials on this dataset
+            datasets.append({"name": ds, "only_trials": True, "studies": studies.get(ds, []), "stats": {}})
+            continue
         columns = metric_columns(runs)
         t1 = table1(rows, columns)
         sig_metric = "NDCG@10" if "NDCG@10" in columns else primary_metric(columns)
@@ -567,7 +600,7 @@ def build_site(runs_dirs: list[Path], out: Path, title: str = "ReasonRec Bench l
                          # a protocol variant (e.g. a tuned row at max history 50) is shown per row
                          "history_varies": len({r.evaluation.get("max_history") for r in runs}) > 1,
                          "ablations": [t for t in ablations if t["dataset"] == ds], "ab_columns": ab_cols,
-                         "stat_tables": stats_t,
+                         "stat_tables": stats_t, "studies": studies.get(ds, []), "only_trials": False,
                          "stats": next(iter(rows.values()))[0].data.get("stats", {})})
     env = _env()
     with atomic_dir(out) as tmp:  # the old site stays in place until the new one is complete
@@ -579,7 +612,7 @@ def build_site(runs_dirs: list[Path], out: Path, title: str = "ReasonRec Bench l
         (tmp / "add-your-method.html").write_text(env.get_template("add-your-method.html").render(
             title=title, root="", **registry_page()))
         page = env.get_template("run.html")
-        for r in results:
+        for r in results + trials:
             (tmp / "runs" / f"{r.run_id}.json").write_text(json.dumps(r.model_dump(mode="json"), indent=1))
             (tmp / "runs" / f"{r.run_id}.html").write_text(page.render(facts=run_page_facts(r), title=title, r=r, root="../", ci=run_ci(r),
                                                                                 curves=training_curves(r)))

@@ -164,7 +164,8 @@ def tune(method: str, dataset: str, space_path: str | Path, out: str | Path = "r
 
         def objective(trial):
             values = {k: p.suggest(trial, k) for k, p in space.params.items()}
-            spec = spec_for(values)
+            # the label (not part of the run id) names the study and trial on the leaderboard's tuning tables
+            spec = spec_for(values).model_copy(update={"label": f"{name} #{trial.number}"})
             trial.set_user_attr("run_id", spec.run_id())
             step = [0]
 

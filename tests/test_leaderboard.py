@@ -443,3 +443,28 @@ def test_training_time_counts_every_reused_phase():
     r.training = Training(seconds=7.0, reused_seconds=2742.0, sft={"seconds": 2742.0, "reused": True},
                           cot_sft={"seconds": 2494.0, "reused": True}, rl={"seconds": 99.0})
     assert training_seconds(r) == 7.0 + 2742.0 + 2494.0
+
+
+def test_tuning_trials_get_their_own_table(toy_env, tmp_path):
+    """Trials of a `reasonrec tune` study are listed per study (best first, settings that differ from
+    the defaults), each with a run page, and are not Table 1 rows."""
+    import yaml
+
+    from bench.tune import tune
+
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"method": "sasrec", "params": {
+        "method_config.hidden_size": {"type": "categorical", "choices": [8, 16]}},
+        "fixed": {"method_config.epochs": 1, "method_config.n_layers": 1, "method_config.n_heads": 1,
+                  "method_config.inner_size": 16, "method_config.batch_size": 64}}))
+    res = tune("sasrec", "toy", space, tmp_path / "tune", trials=2, progress=False, log=lambda *_: None)
+    site = build_site([tmp_path / "tune"], tmp_path / "site")
+    p = Tables()
+    p.feed(site.read_text())
+    rows = p.tables[("tuning", "toy")][1:]
+    assert len(rows) == 2 and rows[0][0][0].startswith(res["study"] + " #")
+    assert float(rows[0][1][0]) >= float(rows[1][1][0])
+    assert "hidden_size=" in rows[0][3][0] and "epochs=1" in rows[0][3][0] and "max_history=" in rows[0][3][0]
+    assert ("table1", "toy") not in p.tables
+    for t in res["trials"]:
+        assert (site.parent / "runs" / f"{t['run_id']}.html").is_file()
