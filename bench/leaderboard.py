@@ -170,8 +170,12 @@ def paired_permutation_p(d, signs) -> float:
     import numpy as np
 
     obs = abs(float(d.mean()))
-    perm = np.abs(signs @ d) / len(d)
-    return float((1 + int((perm >= obs - 1e-12).sum())) / (1 + len(signs)))
+    d = np.asarray(d, dtype=np.float64)
+    hits = 0
+    for s in range(0, len(signs), 250):  # signs may be int8 (compact): 250 rows at a time in float
+        perm = np.abs(signs[s:s + 250].astype(np.float64) @ d) / len(d)
+        hits += int((perm >= obs - 1e-12).sum())
+    return float((1 + hits) / (1 + len(signs)))
 
 
 def significance_marks(rows: list[Row], metrics=("NDCG@10", "HR@10"), alpha: float = 0.05,
@@ -210,7 +214,8 @@ def significance_marks(rows: list[Row], metrics=("NDCG@10", "HR@10"), alpha: flo
                     break
                 d = (ga - gb).astype(np.float64)
                 if len(d) not in signs:
-                    signs[len(d)] = np.random.default_rng(seed).choice([-1.0, 1.0], size=(permutations, len(d)))
+                    signs[len(d)] = np.random.default_rng(seed).choice(np.array([-1, 1], dtype=np.int8),
+                                                                        size=(permutations, len(d)))
                 p = paired_permutation_p(d, signs[len(d)]) if d.any() else 1.0
                 marks.append({"metric": metric, "mark": "≈" if p >= alpha else ("+" if d.mean() > 0 else "−"),
                               "p": p, "diff": float(d.mean())})
@@ -296,12 +301,16 @@ def _steps_chart(title: str, rows: list[dict], metrics=("HR@10", "NDCG@10")) -> 
     against mean N (our rows, by N); empty when fewer than two depths."""
     from bench.svg import line_svg
 
-    pts = sorted((float(r["mean_n"]), r["metrics"]) for r in rows
-                 if not r["paper"] and isinstance(r.get("mean_n"), (int, float)))
-    if len({n for n, _ in pts}) < 2:
+    by_n: dict[float, list[dict]] = {}
+    for r in rows:
+        if not r["paper"] and isinstance(r.get("mean_n"), (int, float)):
+            by_n.setdefault(float(r["mean_n"]), []).append(r["metrics"])
+    if len(by_n) < 2:
         return ""
-    return line_svg({m: [(n, mm[m]) for n, mm in pts if m in mm] for m in metrics}, "mean N (latent steps)",
-                    "test metric", f"{title}: metric by depth")
+    # rows at the same depth (e.g. seeds) are averaged
+    return line_svg({m: [(n, sum(x[m] for x in ms) / len(ms)) for n, ms in sorted(by_n.items())
+                         if all(m in x for x in ms)] for m in metrics},
+                    "mean N (latent steps)", "test metric", f"{title}: metric by depth")
 
 
 def stat_tables(runs: list[RunResult], metrics=("NDCG@10", "HR@10")) -> list[dict]:
@@ -397,7 +406,8 @@ def _flatten(d, prefix="") -> dict:
 
 
 def _set_value(v) -> str:
-    return v if isinstance(v, str) else json.dumps(v)
+    # --set values are read back as YAML: JSON (strings quoted) is YAML, so '#', ': ', 'yes', '2024' stay strings
+    return json.dumps(v)
 
 
 def reproduce_command(r: RunResult) -> str:
@@ -418,13 +428,21 @@ def reproduce_command(r: RunResult) -> str:
     for k, v in sorted(_flatten(r.spec.method_config).items()):
         if k not in defaults or defaults[k] != v:
             parts += ["--set", f"method_config.{k}={_set_value(v)}"]
-    base = RunSpec(method=r.spec.method, dataset=r.spec.dataset).model_dump(mode="json")
     mine = r.spec.model_dump(mode="json")
-    for k, v in sorted(_flatten(mine.get("eval") or {}).items()):
-        if _flatten(base.get("eval") or {}).get(k) != v:
-            parts += ["--set", f"eval.{k}={_set_value(v)}"]
+    try:  # the card's data settings and the default eval / selection (no dataset files needed)
+        from bench.config import resolve_spec
+
+        base = resolve_spec({"method": r.spec.method, "dataset": r.spec.dataset_card or r.spec.dataset},
+                            check_files=False).model_dump(mode="json")
+    except Exception:  # noqa: BLE001 - an unknown dataset card: every stored data setting
+        base = RunSpec(method=r.spec.method, dataset=r.spec.dataset).model_dump(mode="json")
+    for section in ("data", "eval", "selection"):
+        ref = _flatten(base.get(section) or {})
+        for k, v in sorted(_flatten(mine.get(section) or {}).items()):
+            if ref.get(k, object()) != v:
+                parts += ["--set", f"{section}.{k}={_set_value(v)}"]
     if r.spec.label:
-        parts += ["--set", f"label={r.spec.label}"]
+        parts += ["--set", f"label={_set_value(r.spec.label)}"]
     return " ".join(shlex.quote(p) for p in parts)
 
 

@@ -226,6 +226,8 @@ class RecBoleMethod(Method):
             config, model, train_data = self._build(data, workdir, ctx.seed)
             trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
             start, best, best_epoch, bad, history, stopped = 0, -np.inf, None, 0, [], "epochs"
+            if not last.is_file():  # a fresh start: record the item numbering its checkpoints will use
+                np.save(workdir / "item_ids.npy", self.rb2ours)
             if last.is_file():
                 state = torch.load(last, map_location="cpu", weights_only=False)
                 if "rng" not in state:  # written before selection went through ctx.validate
@@ -234,6 +236,7 @@ class RecBoleMethod(Method):
                 if state["selection"] != selection:
                     raise RuntimeError(f"{last} was selected by {state['selection']}, this run by {selection}; "
                                        "delete it to train from scratch")
+                self._check_item_ids(workdir, last)
                 model.load_state_dict(state["model"])
                 trainer.optimizer.load_state_dict(state["optimizer"])
                 _set_rng_state(state["rng"], train_data)  # after the rebuild, which re-seeded everything
@@ -291,8 +294,21 @@ class RecBoleMethod(Method):
         name = self.recbole_model if isinstance(self.recbole_model, str) else self.recbole_model.__name__
         return {"recbole_model": name, "parameters": n}
 
+    def _check_item_ids(self, folder: Path, what: Path) -> None:
+        """RecBole numbers items by first appearance in its interaction file, which changed when that file
+        stopped holding test items: a checkpoint or model must have been made with this run's numbering
+        (``item_ids.npy`` beside it), or its embedding rows would belong to other items."""
+        saved = Path(folder) / "item_ids.npy"
+        if not saved.is_file():
+            raise RuntimeError(f"{what} has no item_ids.npy (made before the RecBole route stopped writing test "
+                               "interactions, which renumbered RecBole's items): delete it and train again")
+        if not np.array_equal(np.load(saved), self.rb2ours):
+            raise RuntimeError(f"{what}: RecBole's item numbering differs from the one it was trained with "
+                               f"({saved}); train again")
+
     def save(self, path: Path) -> None:
         atomic_torch_save(self.model.state_dict(), Path(path) / "model.pth")
+        np.save(Path(path) / "item_ids.npy", self.rb2ours)
 
     def load(self, path: Path, data) -> None:
         """Rebuilds the RecBole model (its dataset files go into ``path``) and loads the saved weights."""
@@ -301,6 +317,7 @@ class RecBoleMethod(Method):
         path = Path(path).resolve()
         with _in_dir(path):
             _, model, _ = self._build(data, path, 0)
+        self._check_item_ids(path, path / "model.pth")
         model.load_state_dict(torch.load(path / "model.pth", map_location=self.device, weights_only=False))
         self.model = model.eval()
 

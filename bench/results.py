@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from bench.atomic import atomic_write_json
 from bench.specs import RunSpec, SpecError
@@ -41,7 +42,15 @@ class RunResult(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)        # name, fingerprint, stats
     environment: dict[str, Any] = Field(default_factory=dict)
     created: str = ""
-    _folder: Path | None = PrivateAttr(None)  # where it was read from (its per_user.json is beside it)
+    _folder: Path | None = PrivateAttr(None)
+
+    @field_validator("run_id")
+    @classmethod
+    def _plain_run_id(cls, v: str) -> str:
+        # it names files and links on the site: no path separators, no URL schemes
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v) or ".." in v:
+            raise ValueError(f"run_id {v!r} is not a plain name (letters, digits, '_', '.', '-')")
+        return v  # where it was read from (its per_user.json is beside it)
 
     @property
     def folder(self) -> Path | None:

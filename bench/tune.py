@@ -127,7 +127,7 @@ def tune(method: str, dataset: str, space_path: str | Path, out: str | Path = "r
     import optuna
 
     from bench.config import build_spec
-    from bench.method import validation_hook
+    from bench.method import TrainingDiverged, validation_hook
     from bench.registry import get_method
     from bench.runner import run
 
@@ -148,10 +148,13 @@ def tune(method: str, dataset: str, space_path: str | Path, out: str | Path = "r
     lock = _Lock(folder / ".lock")
     try:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(
-            study_name=name, storage=f"sqlite:///{(folder / 'study.db').resolve()}", direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=seed),
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1), load_if_exists=True)
+        storage = f"sqlite:///{(folder / 'study.db').resolve()}"
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize", pruner=pruner,
+                                    load_if_exists=True)
+        # the sampler's random start-up draws continue where the earlier processes left off (a fixed seed
+        # would propose the first trials' parameters again after a resume): seeded by the trials so far
+        study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
         state = optuna.trial.TrialState
         for t in study.get_trials(deepcopy=False, states=(state.RUNNING,)):
             # this process holds the study's lock: a running trial is one a stopped process left behind
@@ -186,8 +189,9 @@ def tune(method: str, dataset: str, space_path: str | Path, out: str | Path = "r
             return result.metrics[metric]
 
         if todo:
+            # a diverged trial (NaN loss: TrainingDiverged) is a failed trial, not the end of the study
             study.optimize(objective, n_trials=todo, timeout=minutes * 60 if minutes else None,
-                           catch=(), gc_after_trial=True)
+                           catch=(TrainingDiverged,), gc_after_trial=True)
         return _report(study, folder, method, spec_for, space.fixed, log)
     finally:
         lock.close()

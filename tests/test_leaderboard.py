@@ -347,10 +347,11 @@ def test_training_curves_found_at_any_depth():
     assert [c["phase"] for c in training_curves(r)] == ["sft", "stage2"]
 
 
-@pytest.mark.parametrize("method,config,label", [
-    ("lasar", {"alignment": "cosine", "stage2": {"max_minutes": 120}, "rl": {"enabled": False}}, "LASAR cos"),
-    ("sasrec", {}, None), ("minionerec", {"backbone": {"attention_dropout": 0.1}}, "M (SFT, 'q')")])
-def test_reproduce_command_rebuilds_the_same_run(method, config, label):
+@pytest.mark.parametrize("method,config,label,extra", [
+    ("lasar", {"alignment": "cosine", "stage2": {"max_minutes": 120}, "rl": {"enabled": False}}, "LASAR cos", {}),
+    ("sasrec", {}, None, {"data": {"max_history": 50}, "selection": {"metric": "HR@10"}}),
+    ("minionerec", {"backbone": {"attention_dropout": 0.1}}, "M (SFT, 'q') #3: yes", {"eval": {"ks": [1, 5]}})])
+def test_reproduce_command_rebuilds_the_same_run(method, config, label, extra):
     """The run page's command, parsed as the CLI parses it, gives the same spec and run id."""
     import shlex
 
@@ -358,14 +359,14 @@ def test_reproduce_command_rebuilds_the_same_run(method, config, label):
     from bench.leaderboard import reproduce_command
     from bench.registry import REGISTRY
 
-    spec = build_spec(method, "ml-100k", seed=1, label=label, method_config=config)
+    spec = build_spec(method, "ml-100k", seed=1, label=label, method_config=config, **extra)
     assert spec.method_config == REGISTRY.get(method).Config(**config).model_dump(mode="json")  # stored resolved
     r = fake_result(method, "ml-100k", 1, 0.02).model_copy(update={"spec": spec, "run_id": spec.run_id()})
     argv = shlex.split(reproduce_command(r))
     assert argv[:2] == ["reasonrec", "run"]
     sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
     again = build_spec(method, "ml-100k", sets=sets, seed=int(argv[argv.index("--seed") + 1]))
-    assert again.run_id() == r.run_id
+    assert again.run_id() == r.run_id and again.label == label
 
 
 def test_every_link_resolves_and_registry_page(site):

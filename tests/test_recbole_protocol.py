@@ -142,3 +142,26 @@ def test_a_checkpoint_of_another_selection_is_not_resumed(toy_env, toy_data, tmp
     torch.save(state, tmp_path / "last.pth")
     with pytest.raises(RuntimeError, match="predates the shared selection protocol"):
         _fit("gru4rec", {**TINY_GRU4REC, "epochs": 2}, toy_data, tmp_path)
+
+
+def test_model_with_another_item_numbering_is_refused(toy_data, tmp_path):
+    """A saved RecBole model carries RecBole's item numbering; one without it (made before the route
+    stopped writing test interactions) or with another is refused rather than loaded scrambled."""
+    import numpy as np
+
+    from bench.registry import get_method
+
+    m, _ = _fit("sasrec", {"epochs": 1, "hidden_size": 8, "inner_size": 16, "n_layers": 1, "n_heads": 1,
+                           "batch_size": 64}, toy_data, tmp_path / "work")
+    (tmp_path / "model").mkdir()
+    m.save(tmp_path / "model")
+    cls = get_method("sasrec")
+    again = cls(m.config)
+    again.load(tmp_path / "model", toy_data)  # the same numbering: loads
+    ids = np.load(tmp_path / "model" / "item_ids.npy")
+    np.save(tmp_path / "model" / "item_ids.npy", ids[::-1])
+    with pytest.raises(RuntimeError, match="numbering differs"):
+        cls(m.config).load(tmp_path / "model", toy_data)
+    (tmp_path / "model" / "item_ids.npy").unlink()
+    with pytest.raises(RuntimeError, match="no item_ids.npy"):
+        cls(m.config).load(tmp_path / "model", toy_data)

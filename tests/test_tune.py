@@ -98,7 +98,7 @@ tune("sasrec", "toy", {str(space)!r}, {str(tmp_path / 'tune')!r}, trials=3, prog
     logs = []
     res = tune("sasrec", "toy", space, tmp_path / "tune", trials=3, progress=False, log=logs.append)
     states = [t["state"] for t in res["trials"]]
-    assert states.count("complete") == 3 and states.count("fail") == 1, states
+    assert states.count("complete") + states.count("pruned") == 3 and states.count("fail") == 1, states
     killed = next(t for t in res["trials"] if t["state"] == "fail")
     retried = [t for t in res["trials"] if t["state"] == "complete" and t["params"] == killed["params"]]
     assert len(retried) == 1 and retried[0]["run_id"] == killed["run_id"]
@@ -155,3 +155,16 @@ def test_cli_tune_end_to_end_on_ml100k(tmp_path):
     (study,) = (tmp_path / "tune").iterdir()
     assert (study / "best.yaml").is_file() and (study / "study.db").is_file()
     assert len(list((study / "trials").iterdir())) == 2
+
+
+def test_a_resumed_study_does_not_repeat_its_parameters(toy_env, tmp_path):
+    """The sampler continues after a resume (seeded by the trials so far): the next trials' parameters
+    are new, not the first trials' again (a fixed seed would replay them, and their cached runs)."""
+    from bench.tune import tune
+
+    space = _space(tmp_path, fixed={**SPACE["fixed"], "method_config.epochs": 1})
+    first = tune("sasrec", "toy", space, tmp_path / "t", trials=2, progress=False, log=lambda *_: None)
+    both = tune("sasrec", "toy", space, tmp_path / "t", trials=4, progress=False, log=lambda *_: None)
+    lrs = [t["params"]["method_config.lr"] for t in both["trials"]]
+    assert lrs[:2] == [t["params"]["method_config.lr"] for t in first["trials"]]
+    assert len(set(lrs)) == 4
