@@ -224,9 +224,10 @@ def bench_sft(*, dataset: str = "ml-100k", preset: str = "medium", batch_size: i
     return res
 
 
-def bench_rearec(*, dataset: str = "ml-100k", variant: str = "erl", batches: int = 4, threads: int | None = None,
+def bench_packed(*, method: str = "rearec", dataset: str = "ml-100k", batches: int = 4, threads: int | None = None,
                  seed: int = 0, out: str | None = None, log=print, **config) -> dict:
-    """ReaRec training throughput, one process, same model and losses (past warm-up): ``per_prefix``
+    """Training throughput of a RecBole-route method (``rearec``: past its warm-up, ``sasrec``, ``gru4rec``),
+    one process, same model and loss: ``per_prefix``
     (RecBole's dataloader, one sample per training prefix padded to the max history, the public code's
     route) vs ``packed`` (user windows, every prefix in one pass). Each route times ``batches`` batches of
     about ``batch_size`` targets (forward, backward, Adam step); reported: seconds per target, the estimated
@@ -236,18 +237,20 @@ def bench_rearec(*, dataset: str = "ml-100k", variant: str = "erl", batches: int
     import torch
 
     from bench.data import prepare
+    from bench.recbole_route import packed_batch, training_windows
     from bench.registry import REGISTRY
 
     if threads:
         torch.set_num_threads(threads)
     data = prepare(dataset, progress=False, log=lambda *_: None)
-    cls = REGISTRY.get("rearec")
-    m = cls(cls.Config(variant=variant, **config))
-    res: dict = {"setup": {"dataset": dataset, "variant": variant, "batches": batches, "config": config,
+    cls = REGISTRY.get(method)
+    m = cls(cls.Config(**{**config, "packed": True}))
+    res: dict = {"setup": {"method": method, "dataset": dataset, "batches": batches, "config": config,
                            "batch_size": m.config.batch_size, "torch_threads": torch.get_num_threads()}, "routes": {}}
     with tempfile.TemporaryDirectory() as tmp:
         _, model, train_data = m._build(data, Path(tmp), seed)
-    model.set_epoch(m.config.warmup_epochs)  # every loss term
+    if hasattr(model, "set_epoch"):
+        model.set_epoch(m.config.warmup_epochs)  # ReaRec: every loss term
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=m.config.lr)
 
@@ -270,7 +273,7 @@ def bench_rearec(*, dataset: str = "ml-100k", variant: str = "erl", batches: int
     res["routes"]["per_prefix"] = {"targets_per_epoch": total_targets, "seconds_per_target": dt / tgt,
                                    "epoch_minutes": round(dt / tgt * total_targets / 60, 2)}
     log(f"per_prefix: {res['routes']['per_prefix']}")
-    windows = cls.training_windows(data.train_sequences(), data.max_history)
+    windows = training_windows(data.train_sequences(), data.max_history)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(windows))
     dt = tgt = 0
@@ -280,8 +283,8 @@ def bench_rearec(*, dataset: str = "ml-100k", variant: str = "erl", batches: int
         while n < m.config.batch_size and pos < len(order):
             batch.append(windows[order[pos]])
             n, pos = n + len(batch[-1][0]) - batch[-1][1], pos + 1
-        seq, lens, first = cls.packed_batch(batch, m.ours2rb)
-        sec = step(lambda: sum(model.packed_terms(seq, lens, first).values()))
+        seq, lens, first = packed_batch(batch, m.ours2rb)
+        sec = step(lambda: m.packed_loss(model, seq, lens, first))
         if i:
             dt, tgt = dt + sec, tgt + n
         i += 1

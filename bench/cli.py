@@ -147,10 +147,12 @@ def cmd_bench_sft(args) -> int:
     return 0
 
 
-def cmd_bench_rearec(args) -> int:
-    from bench.benchmarks import bench_rearec
+def cmd_bench_packed(args) -> int:
+    from bench.benchmarks import bench_packed
 
-    bench_rearec(dataset=args.dataset, variant=args.variant, batches=args.batches, out=args.out, threads=args.threads)
+    config = {"variant": args.variant} if args.method == "rearec" else {}
+    bench_packed(method=args.method, dataset=args.dataset, batches=args.batches, out=args.out, threads=args.threads,
+                 **config)
     return 0
 
 
@@ -286,13 +288,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", help="write the JSON report here")
     b.set_defaults(func=cmd_bench_sft)
 
-    b = bsub.add_parser("rearec", help="ReaRec training: one sample per prefix (RecBole) vs packed user windows "
-                                       "(seconds per target, minutes per epoch, ratio)")
+    b = bsub.add_parser("packed", aliases=["rearec"],
+                        help="RecBole-route training (rearec, sasrec, gru4rec): one sample per prefix (RecBole's "
+                             "dataloader) vs packed user windows (seconds per target, minutes per epoch, ratio)")
+    b.add_argument("--method", default="rearec", choices=["rearec", "sasrec", "gru4rec"])
     b.add_argument("--dataset", default="ml-100k")
-    b.add_argument("--variant", default="erl", choices=["erl", "prl"])
+    b.add_argument("--variant", default="erl", choices=["erl", "prl"], help="rearec only")
     b.add_argument("--batches", type=int, default=4, help="timed batches per route")
     b.add_argument("--out", help="write the JSON report here")
-    b.set_defaults(func=cmd_bench_rearec)
+    b.set_defaults(func=cmd_bench_packed)
 
     s = sub.add_parser("demo", help="every registered method, small budgets, on ml-100k; builds the leaderboard")
     s.add_argument("--out", default="reasonrec-demo")

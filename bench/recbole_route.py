@@ -14,6 +14,13 @@ Resuming is exact: ``last.pth`` holds, besides the model and optimizer, every ra
 draws on (python ``random``, numpy, torch CPU and CUDA, and the ``torch.Generator`` of RecBole's train
 dataloader, which shuffles each epoch), restored after the rebuild; a run interrupted after epoch e
 trains epoch e+1 exactly as an uninterrupted run does.
+
+Packed training (``packed: true``; ReaRec's default, an option for SASRec and GRU4Rec): instead of RecBole's
+one sample per training prefix (the whole history padded to ``max_history`` and encoded for one scored
+output), user windows (:func:`training_windows`) are encoded once by the causal model and every position
+with a target is scored: the same (history, target) pairs and the same mean CE (tested equal), about
+``mean sequence length`` times fewer encoder passes (SASRec's original training). ``batch_size`` keeps its
+meaning: about that many targets per optimizer step.
 """
 from __future__ import annotations
 
@@ -38,6 +45,9 @@ class RecBoleConfig(MethodConfig):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     max_minutes: float | None = Field(None, gt=0, description="stop training after this many minutes")
+    packed: bool = Field(False, description="train on user windows, every prefix's target scored in one causal pass "
+                                            "(the same samples and loss as RecBole's one sample per prefix, tested; "
+                                            "fewer encoder passes); false = RecBole's trainer and dataloader")
 
 
 @contextlib.contextmanager
@@ -190,20 +200,58 @@ class RecBoleMethod(Method):
         return ctx.validate(lambda h, k: self._rank(model, h, k)[0], valid, data.n_items,
                             batch_size=self.config.eval_batch_size)
 
+    def _diverged(self, loss, epoch: int) -> TrainingDiverged:
+        return TrainingDiverged(f"{self.info.name}: the training loss is {loss} in epoch {epoch} (lr {self.config.lr:g}); "
+                                "lower the learning rate or check the data. No result is written.")
+
+    def packed_loss(self, model, windows, lengths, first):
+        """The training loss of a packed batch (``packed: true``): right-padded RecBole-id windows, their
+        lengths and first target positions (:func:`packed_batch`)."""
+        return model.packed_loss(windows, lengths, first)
+
     def _train_epoch(self, trainer, train_data, epoch: int) -> float:
-        c = self.config
+        if self.config.packed:
+            return self._train_packed_epoch(trainer, epoch)
         try:
             loss = trainer._train_epoch(train_data, epoch, show_progress=getattr(self, "_progress", False))
         except ValueError as e:  # RecBole's trainer: ValueError("Training loss is nan")
             if str(e) != "Training loss is nan":
                 raise
-            raise TrainingDiverged(f"{self.info.name}: the training loss is NaN in epoch {epoch} (lr {c.lr:g}); "
-                                   "lower the learning rate or check the data. No result is written.") from e
+            raise self._diverged("NaN", epoch) from e
         loss = float(sum(loss) if isinstance(loss, tuple) else loss)
         if not math.isfinite(loss):
-            raise TrainingDiverged(f"{self.info.name}: the training loss is {loss} in epoch {epoch} (lr {c.lr:g}); "
-                                   "lower the learning rate or check the data. No result is written.")
+            raise self._diverged(loss, epoch)
         return loss
+
+    def _train_packed_epoch(self, trainer, epoch: int) -> float:
+        """Batches of whole windows (about ``batch_size`` targets each) in an order drawn from (seed, epoch),
+        so a resumed run repeats it; RecBole's optimizer (Adam, lr, weight decay) steps once per batch.
+        Returns the mean batch loss."""
+        import torch
+        from tqdm.auto import tqdm
+
+        model, opt, c = trainer.model, trainer.optimizer, self.config
+        model.train()
+        order = np.random.default_rng([self._seed, epoch]).permutation(len(self._windows))
+        total, n, batch, targets = 0.0, 0, [], 0
+        bar = tqdm(total=len(order), desc=f"epoch {epoch} windows", leave=False,
+                   disable=not getattr(self, "_progress", False))
+        for pos, w in enumerate(order):
+            batch.append(self._windows[w])
+            targets += len(self._windows[w][0]) - self._windows[w][1]
+            if targets < c.batch_size and pos < len(order) - 1:
+                continue
+            seq, lens, first = packed_batch(batch, self.ours2rb)
+            loss = self.packed_loss(model, seq.to(self.device), lens.to(self.device), first.to(self.device))
+            if not torch.isfinite(loss):
+                raise self._diverged(float(loss), epoch)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            bar.update(pos + 1 - bar.n)
+            total, n, batch, targets = total + float(loss.detach()), n + 1, [], 0
+        bar.close()
+        return total / max(n, 1)
 
     def fit(self, data, *, valid, ctx):
         import torch
@@ -212,6 +260,9 @@ class RecBoleMethod(Method):
         from bench import distributed
 
         self._progress = bool(ctx.progress)  # batch progress inside each epoch
+        if self.config.packed:
+            self._windows = training_windows(data.train_sequences(), data.max_history)
+            self._seed = ctx.seed
 
         if distributed.world_size() > 1:
             raise RuntimeError(f"{self.info.name} trains with RecBole's own single-process trainer; run it without "
@@ -342,3 +393,76 @@ def transformer_params(c: TransformerConfig) -> dict:
     return {"hidden_size": c.hidden_size, "n_layers": c.n_layers, "n_heads": c.n_heads, "inner_size": c.inner_size,
             "hidden_dropout_prob": c.dropout, "attn_dropout_prob": c.attn_dropout, "hidden_act": "gelu",
             "layer_norm_eps": 1e-12, "initializer_range": 0.02}
+
+
+def training_windows(sequences, max_history: int) -> list[tuple[list[int], int]]:
+    """Training windows with exactly the per-prefix route's supervision: ``(window, first)`` pairs whose
+    targets are the window items at positions >= ``first``. A user's first ``max_history + 1`` items form
+    one window (every target with its whole history); each later item t gets its own window of the
+    ``max_history`` items before it, with its one target (so every target sees its last ``max_history``
+    items, as RecBole's per-prefix samples do, and the positions count from that history's first item)."""
+    out = []
+    for seq in sequences:
+        seq = list(seq)
+        if len(seq) < 2:
+            continue
+        out.append((seq[:max_history + 1], 1))
+        out += [(seq[t - max_history:t + 1], max_history) for t in range(max_history + 1, len(seq))]
+    return out
+
+
+def packed_batch(batch, ours2rb):
+    """Right-padded RecBole-id windows, their lengths and first target positions."""
+    import torch
+
+    T = max(len(w) for w, _ in batch)
+    seq = torch.zeros(len(batch), T, dtype=torch.long)
+    for r, (w, _) in enumerate(batch):
+        seq[r, :len(w)] = torch.as_tensor(ours2rb[np.asarray(w)])
+    return seq, torch.tensor([len(w) for w, _ in batch]), torch.tensor([f for _, f in batch])
+
+
+def target_mask(lengths, first, width: int):
+    """[B, width] True at the input positions of a packed batch whose next item is a target: position t
+    (0-based, inputs = a window without its last item) predicts window item t + 1, a target when
+    ``first - 1 <= t < length - 1``."""
+    import torch
+
+    pos = torch.arange(width, device=lengths.device).unsqueeze(0)
+    return (pos < (lengths - 1).unsqueeze(1)) & (pos >= (first - 1).unsqueeze(1))
+
+
+_PACKED: dict = {}
+
+
+def packed_model_class(base):
+    """``base``, a RecBole sequential model whose ``forward(item_seq, item_seq_len)`` is causal and ends in
+    ``gather_indexes(output, item_seq_len - 1)`` (SASRec, GRU4Rec), with :meth:`packed_loss`: the same
+    forward with the gather skipped (the output at every position), the CE of each target position against
+    the catalogue (``item_embedding``), averaged over targets -- RecBole's CE of the same prefixes. The
+    weights are ``base``'s: a packed and a per-prefix model load each other's checkpoints."""
+    if base not in _PACKED:
+        import torch
+
+        class Packed(base):
+            _every_position = False
+
+            def gather_indexes(self, output, gather_index):
+                return output if self._every_position else super().gather_indexes(output, gather_index)
+
+            def packed_loss(self, windows, lengths, first):
+                if self.loss_type != "CE":
+                    raise ValueError(f"packed training needs loss_type CE, not {self.loss_type}")
+                inputs = windows[:, :-1]
+                has_target = target_mask(lengths, first, inputs.shape[1])
+                self._every_position = True
+                try:
+                    out = self.forward(inputs, (lengths - 1).clamp(min=1))
+                finally:
+                    self._every_position = False
+                logits = out[has_target] @ self.item_embedding.weight.T
+                return torch.nn.functional.cross_entropy(logits, windows[:, 1:][has_target])
+
+        Packed.__name__ = Packed.__qualname__ = base.__name__  # RecBole reads the model's defaults by this name
+        _PACKED[base] = Packed
+    return _PACKED[base]

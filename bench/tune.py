@@ -12,6 +12,9 @@ GRU4Rec's)::
     fixed:                              # the same for every trial
       method_config.epochs: 40
       method_config.max_minutes: 30
+    start:                              # optional: trials run first, in this order (e.g. the defaults, so
+      - {method_config.lr: 1.0e-3, method_config.n_layers: 2, method_config.hidden_size: 64}
+                                        # the study's best is never worse on validation than them)
 
 Each trial is an ordinary run (its own run id under ``<out>/<study>/trials/``, resumable) whose final
 ranking is scored on the **validation** split (``eval.split: valid``): the objective is the validation
@@ -73,6 +76,8 @@ class SearchSpace(Strict):
     method: str | None = None
     params: dict[str, Param]
     fixed: dict[str, Any] = Field(default_factory=dict)
+    start: list[dict[str, Any]] = Field(default_factory=list,
+                                        description="trials to run first (every searched key, a value inside its range)")
 
     @model_validator(mode="after")
     def _keys(self):
@@ -85,6 +90,18 @@ class SearchSpace(Strict):
         both = set(self.params) & set(self.fixed)
         if both:
             raise ValueError(f"{sorted(both)}: both searched and fixed")
+        for i, point in enumerate(self.start):
+            if set(point) != set(self.params):
+                missing, extra = sorted(set(self.params) - set(point)), sorted(set(point) - set(self.params))
+                raise ValueError(f"start[{i}] must set every searched key and only those"
+                                 + (f"; missing {missing}" if missing else "") + (f"; not searched {extra}" if extra else ""))
+            for k, v in point.items():
+                p = self.params[k]
+                ok = v in p.choices if p.type == "categorical" else (
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and p.low <= v <= p.high)
+                if not ok:
+                    raise ValueError(f"start[{i}].{k} = {v!r} is outside the searched "
+                                     + (f"choices {p.choices}" if p.type == "categorical" else f"range [{p.low}, {p.high}]"))
         return self
 
 
@@ -161,6 +178,9 @@ def tune(method: str, dataset: str, space_path: str | Path, out: str | Path = "r
             study.tell(t.number, state=state.FAIL)
             study.enqueue_trial(t.params)
             log(f"trial {t.number} was interrupted: queued again with the same parameters (its run resumes)")
+        if not study.trials:  # a new study: the given starting points first
+            for point in space.start:
+                study.enqueue_trial(point)
         done = len(study.get_trials(deepcopy=False, states=(state.COMPLETE, state.PRUNED)))
         todo = max(0, trials - done)
         log(f"study {name}: {done} trial(s) done, {todo} to run (of {trials}); folder {folder}")

@@ -42,12 +42,11 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-import numpy as np
 from pydantic import Field
 
 from bench.method import MethodInfo
 from bench.registry import register
-from bench.recbole_route import RecBoleMethod, TransformerConfig, transformer_params
+from bench.recbole_route import RecBoleMethod, TransformerConfig, target_mask, transformer_params
 
 
 def _model_class():
@@ -223,9 +222,8 @@ def _model_class():
             """The losses of the prefixes of every window: the target at window position t >= ``first``
             (per row; default 1: every item but the first) is predicted from positions 0..t-1."""
             inputs, n_in = windows[:, :-1], lengths - 1  # a window's last item is only a target
-            pos = torch.arange(inputs.shape[1], device=windows.device).unsqueeze(0)
             first = torch.ones_like(lengths) if first is None else first
-            has_target = (pos < n_in.unsqueeze(1)) & (pos >= (first - 1).unsqueeze(1))
+            has_target = target_mask(lengths, first, inputs.shape[1])
             outs, view = self.encode_packed(inputs, n_in, has_target)
             target = windows[:, 1:][has_target]
             groups = torch.arange(len(windows), device=windows.device).unsqueeze(1).expand_as(has_target)[has_target]
@@ -318,54 +316,8 @@ class ReaRec(RecBoleMethod):
     def recbole_model(self):
         return rearec_model_class()
 
-    @staticmethod
-    def training_windows(sequences, max_history: int):
-        return rearec_windows(sequences, max_history)
-
-    @staticmethod
-    def packed_batch(batch, ours2rb):
-        return packed_batch(batch, ours2rb)
-
-    def fit(self, data, *, valid, ctx):
-        if self.config.packed:
-            self._windows = rearec_windows(data.train_sequences(), data.max_history)
-            self._seed = ctx.seed
-        return super().fit(data, valid=valid, ctx=ctx)
-
-    def _train_epoch(self, trainer, train_data, epoch: int) -> float:
-        """Packed: batches of whole windows (about ``batch_size`` target positions each) in an order drawn
-        from (seed, epoch), so a resumed run repeats it; RecBole's optimizer (Adam, lr) steps once per batch."""
-        if not self.config.packed:
-            return super()._train_epoch(trainer, train_data, epoch)
-        import torch
-
-        from bench.method import TrainingDiverged
-
-        model, opt, c = trainer.model, trainer.optimizer, self.config
-        model.train()
-        from tqdm.auto import tqdm
-
-        order = np.random.default_rng([self._seed, epoch]).permutation(len(self._windows))
-        total, n, batch, targets = 0.0, 0, [], 0
-        bar = tqdm(total=len(order), desc=f"epoch {epoch} windows", leave=False,
-                   disable=not getattr(self, "_progress", False))
-        for pos, w in enumerate(order):
-            batch.append(self._windows[w])
-            targets += len(self._windows[w][0]) - self._windows[w][1]
-            if targets < c.batch_size and pos < len(order) - 1:
-                continue
-            seq, lens, first = packed_batch(batch, self.ours2rb)
-            loss = sum(model.packed_terms(seq.to(self.device), lens.to(self.device), first.to(self.device)).values())
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"rearec: the training loss is {float(loss)} in epoch {epoch} (lr {c.lr:g}); "
-                                       "lower the learning rate. No result is written.")
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            bar.update(pos + 1 - bar.n)
-            total, n, batch, targets = total + float(loss.detach()), n + 1, [], 0
-        bar.close()
-        return total / max(n, 1)
+    def packed_loss(self, model, windows, lengths, first):
+        return sum(model.packed_terms(windows, lengths, first).values())
 
     def model_params(self):
         c = self.config
@@ -385,30 +337,3 @@ def pairwise_kl(logp):
     p, n = logp.exp(), logp.shape[1]
     total = n * (p * logp).sum((1, 2)) - (p.sum(1) * logp.sum(1)).sum(-1)
     return total / (n * (n - 1))
-
-
-def rearec_windows(sequences, max_history: int) -> list[tuple[list[int], int]]:
-    """Training windows with exactly the per-prefix route's supervision: ``(window, first)`` pairs whose
-    targets are the window items at positions >= ``first``. A user's first ``max_history + 1`` items form
-    one window (every target with its whole history); each later item t gets its own window of the
-    ``max_history`` items before it, with its one target (so every target sees its last ``max_history``
-    items, as RecBole's per-prefix samples do, and the positions count from that history's first item)."""
-    out = []
-    for seq in sequences:
-        seq = list(seq)
-        if len(seq) < 2:
-            continue
-        out.append((seq[:max_history + 1], 1))
-        out += [(seq[t - max_history:t + 1], max_history) for t in range(max_history + 1, len(seq))]
-    return out
-
-
-def packed_batch(batch, ours2rb):
-    """Right-padded RecBole-id windows, their lengths and first target positions."""
-    import torch
-
-    T = max(len(w) for w, _ in batch)
-    seq = torch.zeros(len(batch), T, dtype=torch.long)
-    for r, (w, _) in enumerate(batch):
-        seq[r, :len(w)] = torch.as_tensor(ours2rb[np.asarray(w)])
-    return seq, torch.tensor([len(w) for w, _ in batch]), torch.tensor([f for _, f in batch])

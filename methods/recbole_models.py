@@ -4,15 +4,29 @@ from __future__ import annotations
 from pydantic import Field
 
 from bench.method import MethodInfo
-from bench.recbole_route import RecBoleConfig, RecBoleMethod, TransformerConfig, transformer_params
+from bench.recbole_route import RecBoleConfig, RecBoleMethod, TransformerConfig, packed_model_class, transformer_params
 from bench.registry import register
 
 
+class _Builtin(RecBoleMethod):
+    """A RecBole built-in model; with ``packed: true`` its subclass that scores every window position
+    (:func:`bench.recbole_route.packed_model_class`)."""
+    builtin = ""
+
+    @property
+    def recbole_model(self):
+        if not self.config.packed:
+            return self.builtin
+        from recbole.utils import get_model
+
+        return packed_model_class(get_model(self.builtin))
+
+
 @register()
-class SASRec(RecBoleMethod):
+class SASRec(_Builtin):
     info = MethodInfo(name="sasrec", family="traditional", paper="Kang & McAuley, ICDM 2018",
                       description="RecBole SASRec, full-softmax CE")
-    recbole_model = "SASRec"
+    builtin = "SASRec"
 
     class Config(TransformerConfig):
         pass
@@ -22,10 +36,10 @@ class SASRec(RecBoleMethod):
 
 
 @register()
-class GRU4Rec(RecBoleMethod):
+class GRU4Rec(_Builtin):
     info = MethodInfo(name="gru4rec", family="traditional", paper="Hidasi et al., ICLR 2016",
                       description="RecBole GRU4Rec, full-softmax CE")
-    recbole_model = "GRU4Rec"
+    builtin = "GRU4Rec"
 
     class Config(RecBoleConfig):
         embedding_size: int = 64

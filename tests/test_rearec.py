@@ -80,9 +80,9 @@ def test_kv_cached_reasoning_equals_the_uncached_computation(toy_data, tmp_path,
 
 
 def test_training_windows_by_hand():
-    from methods.rearec import rearec_windows
+    from bench.recbole_route import training_windows
 
-    got = rearec_windows([[1, 2, 3, 4, 5, 6], [7], [8, 9]], max_history=3)
+    got = training_windows([[1, 2, 3, 4, 5, 6], [7], [8, 9]], max_history=3)
     # the first 4 items: targets 2, 3, 4 with their whole history; then 5 and 6, each with its last 3 items
     assert got == [([1, 2, 3, 4], 1), ([2, 3, 4, 5], 3), ([3, 4, 5, 6], 3), ([8, 9], 1)]
 
@@ -93,12 +93,12 @@ def test_packed_windows_equal_each_prefix_alone(toy_data, tmp_path, variant):
     each target with its last max_history items): step outputs and every loss term (PRL's contrastive
     term with a noise-free view, so that both routes' views are defined alike)."""
     from bench.split import train_prefixes
-    from methods.rearec import packed_batch, rearec_windows
+    from bench.recbole_route import packed_batch, training_windows
 
     m, _, rea, _ = _build(toy_data, tmp_path, reason_steps=2, variant=variant, noise_std=0.0)
     seqs = [list(s) for s in toy_data.train_sequences() if len(s) >= 2][:6]
     assert max(len(s) for s in seqs) > toy_data.max_history + 1, "needs users longer than one window"
-    windows = rearec_windows(seqs, toy_data.max_history)
+    windows = training_windows(seqs, toy_data.max_history)
     seq, lens, first = packed_batch(windows, m.ours2rb)
     hist, tgt = [], []
     for s in seqs:

@@ -30,13 +30,13 @@ def _fit(name, cfg, data, workdir, logs=None, **ctx_kw):
     return m, facts
 
 
-def _kill_in_epoch(monkeypatch, epoch, name="sasrec"):
+def _kill_in_epoch(monkeypatch, epoch, name="sasrec", packed=False):
     """The first time epoch ``epoch`` trains, the process "dies" at the end of that epoch's training
     (after its batches moved the weights and the random states, before any checkpoint): in RecBole's
-    trainer, or in ReaRec's packed epoch."""
+    trainer, or in the packed epoch."""
     fired = []
-    if name == "rearec":
-        cls = REGISTRY.get("rearec")
+    if packed:
+        cls = REGISTRY.get(name)
         real = cls._train_epoch
 
         def packed_epoch(self, trainer, train_data, epoch_idx):
@@ -76,14 +76,15 @@ def _assert_same_training(a, b, dir_a, dir_b):
 
 
 @pytest.mark.parametrize("name,cfg,epochs,kill", [("sasrec", TINY_SASREC, 3, 1), ("gru4rec", TINY_GRU4REC, 2, 1),
-                                                  ("rearec", TINY_REAREC, 3, 1)])
+                                                  ("rearec", TINY_REAREC, 3, 1),
+                                                  ("sasrec", {**TINY_SASREC, "packed": True}, 3, 1)])
 def test_resume_after_a_kill_trains_exactly_as_without(name, cfg, epochs, kill, toy_env, toy_data, tmp_path,
                                                         monkeypatch):
     whole, interrupted = tmp_path / "whole", tmp_path / "interrupted"
     ref, ref_facts = _fit(name, {**cfg, "epochs": epochs}, toy_data, whole)
     assert ref_facts["epochs_run"] == epochs and ref_facts["stopped_by"] == "epochs"
 
-    fired = _kill_in_epoch(monkeypatch, kill, name)
+    fired = _kill_in_epoch(monkeypatch, kill, name, cfg.get("packed", name == "rearec"))
     with pytest.raises(KeyboardInterrupt):
         _fit(name, {**cfg, "epochs": epochs}, toy_data, interrupted)
     assert fired == [kill]
@@ -165,3 +166,50 @@ def test_model_with_another_item_numbering_is_refused(toy_data, tmp_path):
     (tmp_path / "model" / "item_ids.npy").unlink()
     with pytest.raises(RuntimeError, match="no item_ids.npy"):
         cls(m.config).load(tmp_path / "model", toy_data)
+
+
+@pytest.mark.parametrize("name,cfg", [("sasrec", TINY_SASREC), ("gru4rec", TINY_GRU4REC)])
+def test_packed_loss_equals_recboles_loss_over_every_prefix(name, cfg, toy_env, toy_data, tmp_path):
+    """``packed: true`` trains on the samples RecBole's per-prefix dataloader holds (the same number of
+    targets, users longer than one window included) with the same loss: the mean CE of all user windows in
+    one packed batch == the mean of RecBole's ``calculate_loss`` over its whole train dataset (dropout off)."""
+    from bench.recbole_route import packed_batch, training_windows
+
+    cls = REGISTRY.get(name)
+    m = cls(cls.Config(**cfg, packed=True))
+    _, model, train = m._build(toy_data, tmp_path, 0)
+    assert type(model).__name__ == ("SASRec" if name == "sasrec" else "GRU4Rec")
+    model.eval()
+    windows = training_windows(toy_data.train_sequences(), toy_data.max_history)
+    assert any(f > 1 for _, f in windows), "needs users longer than one window"
+    assert sum(len(w) - f for w, f in windows) == len(train.dataset)
+    seq, lens, first = packed_batch(windows, m.ours2rb)
+    with torch.no_grad():
+        packed = m.packed_loss(model, seq, lens, first)
+        total = n = 0
+        for inter in train:
+            total, n = total + float(model.calculate_loss(inter)) * len(inter), n + len(inter)
+    assert n == len(train.dataset)
+    assert abs(float(packed) - total / n) < 1e-4, (float(packed), total / n)
+
+
+def test_packed_training_learns_and_loads_as_the_plain_model(toy_env, toy_data, tmp_path):
+    """A packed SASRec beats popularity after a few epochs, and its saved weights load into the per-prefix
+    model (the same RecBole class underneath): the same rankings."""
+    from bench.metrics import evaluate
+
+    cfg = {**TINY_SASREC, "hidden_size": 32, "inner_size": 64, "epochs": 4, "lr": 1e-2, "packed": True}
+    m, facts = _fit("sasrec", cfg, toy_data, tmp_path / "run")
+    assert facts["history"][-1]["loss"] < facts["history"][0]["loss"]
+    test = toy_data.split("test")
+    got = evaluate(m.recommend(test.histories, k=10).items, test.targets, toy_data.n_items, ks=(10,)).metrics
+    pop = REGISTRY.get("pop")
+    p = pop(pop.Config())
+    p.fit(toy_data, valid=toy_data.split("valid"), ctx=_ctx(tmp_path / "pop"))
+    base = evaluate(p.recommend(test.histories, k=10).items, test.targets, toy_data.n_items, ks=(10,)).metrics
+    assert got["NDCG@10"] > base["NDCG@10"], (got, base)
+    m.save(tmp_path / "model")
+    plain = REGISTRY.get("sasrec")(REGISTRY.get("sasrec").Config(**{**cfg, "packed": False}))
+    plain.load(tmp_path / "model", toy_data)
+    h = toy_data.split("valid").histories
+    assert (plain.recommend(h, k=10).items == m.recommend(h, k=10).items).all()

@@ -118,6 +118,13 @@ def test_search_space_errors_are_named(tmp_path):
     bad.write_text(yaml.safe_dump({"params": {"method_config.lr": {"type": "float", "low": 2, "high": 1}}}))
     with pytest.raises(SpecError, match="low < high"):
         load_space(bad)
+    lr = {"method_config.lr": {"type": "float", "low": 1e-3, "high": 1e-2}}
+    bad.write_text(yaml.safe_dump({"params": lr, "start": [{"method_config.lr": 0.5}]}))
+    with pytest.raises(SpecError, match=r"start\[0\].method_config.lr = 0.5 is outside"):
+        load_space(bad)
+    bad.write_text(yaml.safe_dump({"params": lr, "start": [{"method_config.lr": 2e-3, "method_config.x": 1}]}))
+    with pytest.raises(SpecError, match="not searched"):
+        load_space(bad)
     bad.write_text(yaml.safe_dump({"params": {"method_config.lr": {"typ": "float"}}}))
     with pytest.raises(SpecError, match=r"unknown key 'params.method_config.lr.typ'"):
         load_space(bad)
@@ -168,3 +175,15 @@ def test_a_resumed_study_does_not_repeat_its_parameters(toy_env, tmp_path):
     lrs = [t["params"]["method_config.lr"] for t in both["trials"]]
     assert lrs[:2] == [t["params"]["method_config.lr"] for t in first["trials"]]
     assert len(set(lrs)) == 4
+
+
+def test_start_points_run_first(toy_env, tmp_path):
+    """``start`` trials run first with exactly their values (then the sampler's), once per study."""
+    from bench.tune import tune
+
+    point = {"method_config.lr": 0.004, "method_config.hidden_size": 16}
+    space = _space(tmp_path, start=[point], fixed={**SPACE["fixed"], "method_config.epochs": 1})
+    res = tune("sasrec", "toy", space, tmp_path / "t", trials=2, progress=False, log=lambda *_: None)
+    assert res["trials"][0]["params"] == point and res["trials"][1]["params"] != point
+    again = tune("sasrec", "toy", space, tmp_path / "t", trials=3, progress=False, log=lambda *_: None)
+    assert [t["params"] == point for t in again["trials"]] == [True, False, False]
