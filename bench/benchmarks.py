@@ -267,6 +267,7 @@ def bench_packed(*, method: str = "rearec", dataset: str = "ml-100k", batches: i
     dt = tgt = 0
     for i in range(batches + 1):
         inter = next(it)
+        inter = inter.to(m.device)
         sec = step(lambda: model.calculate_loss(inter))
         if i:  # the first is a warm-up
             dt, tgt = dt + sec, tgt + len(inter)
@@ -283,7 +284,7 @@ def bench_packed(*, method: str = "rearec", dataset: str = "ml-100k", batches: i
         while n < m.config.batch_size and pos < len(order):
             batch.append(windows[order[pos]])
             n, pos = n + len(batch[-1][0]) - batch[-1][1], pos + 1
-        seq, lens, first = packed_batch(batch, m.ours2rb)
+        seq, lens, first = (t.to(m.device) for t in packed_batch(batch, m.ours2rb))
         sec = step(lambda: m.packed_loss(model, seq, lens, first))
         if i:
             dt, tgt = dt + sec, tgt + n

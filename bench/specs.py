@@ -120,11 +120,17 @@ class RunSpec(Strict):
 
     #: fields that change no number: left out of the run id
     NOT_IN_ID: ClassVar[frozenset[str]] = frozenset({"threads", "label", "dataset_card"})
+    #: method settings added after rows were committed: at these values (the behaviour before the field
+    #: existed) they are left out of the id, so the committed rows keep theirs
+    LATE_SETTINGS: ClassVar[dict[str, dict[str, Any]]] = {"sasrec": {"packed": False}, "gru4rec": {"packed": False}}
 
     def run_id(self) -> str:
         payload = self.model_dump(mode="json", exclude=set(self.NOT_IN_ID))
         if payload["eval"].get("split") == "test":  # the default: ids made before the field existed stay valid
             payload["eval"].pop("split")
+        for key, old in self.LATE_SETTINGS.get(self.method, {}).items():
+            if key in payload["method_config"] and payload["method_config"][key] == old:
+                payload["method_config"].pop(key)
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
         return f"{self.method}-{self.dataset}-s{self.seed}-{digest}"
 

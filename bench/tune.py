@@ -97,11 +97,16 @@ class SearchSpace(Strict):
                                  + (f"; missing {missing}" if missing else "") + (f"; not searched {extra}" if extra else ""))
             for k, v in point.items():
                 p = self.params[k]
-                ok = v in p.choices if p.type == "categorical" else (
-                    isinstance(v, (int, float)) and not isinstance(v, bool) and p.low <= v <= p.high)
+                if p.type == "categorical":  # by type and value (True == 1 in python)
+                    ok = any(type(v) is type(c) and v == c for c in p.choices)
+                else:
+                    kinds = (int,) if p.type == "int" else (int, float)
+                    ok = isinstance(v, kinds) and not isinstance(v, bool) and p.low <= v <= p.high and (
+                        p.step is None or abs((v - p.low) / p.step - round((v - p.low) / p.step)) < 1e-9)
                 if not ok:
                     raise ValueError(f"start[{i}].{k} = {v!r} is outside the searched "
-                                     + (f"choices {p.choices}" if p.type == "categorical" else f"range [{p.low}, {p.high}]"))
+                                     + (f"choices {p.choices}" if p.type == "categorical" else
+                                        f"{p.type} range [{p.low}, {p.high}]" + (f" step {p.step}" if p.step else "")))
         return self
 
 
@@ -132,8 +137,11 @@ class _Lock:
 
 
 def study_name(method: str, dataset: str, space: SearchSpace, seed: int) -> str:
+    dumped = space.model_dump(mode="json")
+    if not dumped["start"]:  # spaces written before the field existed keep their study
+        dumped.pop("start")
     digest = hashlib.sha256(json.dumps({"method": method, "dataset": dataset, "seed": seed,
-                                        "space": space.model_dump(mode="json")}, sort_keys=True).encode())
+                                        "space": dumped}, sort_keys=True).encode())
     return f"{method}-{dataset}-s{seed}-{digest.hexdigest()[:8]}"
 
 

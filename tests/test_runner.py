@@ -294,3 +294,21 @@ def test_recbole_import_leaves_autograd_anomaly_mode_off(toy_env, toy_data, tmp_
     m._build(toy_data, tmp_path, 0)
     import recbole.model.sequential_recommender.sine  # noqa: F401  (the module that turns it on)
     assert not torch.is_anomaly_enabled()
+
+
+def test_committed_rows_keep_their_run_ids():
+    """A setting added later (at its old behaviour's value) does not change the ids of committed rows:
+    each recent committed row's spec resolves to its folder's run id. (The first Beauty baseline rows predate
+    data settings added since; they reproduce at their own commits.)"""
+    import json
+    from pathlib import Path
+
+    from bench.config import resolve_spec
+
+    root = Path(__file__).parent.parent / "leaderboard" / "results"
+    folders = [f for f in sorted(root.glob("*/*")) if (f / "spec.json").is_file()
+               and (f.parent.name == "ml-100k" or f.name.startswith(("lasar-", "gream-")))]
+    assert any(f.name.startswith("sasrec-ml-100k") for f in folders) and len(folders) >= 15
+    for f in folders:
+        spec = resolve_spec(json.loads((f / "spec.json").read_text()), check_files=False)
+        assert spec.run_id() == f.name, f

@@ -125,6 +125,13 @@ def test_search_space_errors_are_named(tmp_path):
     bad.write_text(yaml.safe_dump({"params": lr, "start": [{"method_config.lr": 2e-3, "method_config.x": 1}]}))
     with pytest.raises(SpecError, match="not searched"):
         load_space(bad)
+    layers = {"method_config.n_layers": {"type": "int", "low": 1, "high": 3},
+              "method_config.hidden_size": {"type": "categorical", "choices": [1, 2]}}
+    for point, key in [({"method_config.n_layers": 1.5, "method_config.hidden_size": 1}, "n_layers"),
+                       ({"method_config.n_layers": 2, "method_config.hidden_size": True}, "hidden_size")]:
+        bad.write_text(yaml.safe_dump({"params": layers, "start": [point]}))
+        with pytest.raises(SpecError, match=f"start.0..method_config.{key} = .* is outside"):
+            load_space(bad)
     bad.write_text(yaml.safe_dump({"params": {"method_config.lr": {"typ": "float"}}}))
     with pytest.raises(SpecError, match=r"unknown key 'params.method_config.lr.typ'"):
         load_space(bad)
@@ -187,3 +194,11 @@ def test_start_points_run_first(toy_env, tmp_path):
     assert res["trials"][0]["params"] == point and res["trials"][1]["params"] != point
     again = tune("sasrec", "toy", space, tmp_path / "t", trials=3, progress=False, log=lambda *_: None)
     assert [t["params"] == point for t in again["trials"]] == [True, False, False]
+
+
+def test_a_space_without_start_points_keeps_its_study_name(tmp_path):
+    """The ``start`` field came later: a space without it hashes as before (its study resumes)."""
+    from bench.tune import load_space, study_name
+
+    p = _space(tmp_path)
+    assert study_name("sasrec", "toy", load_space(p), 0) == "sasrec-toy-s0-adf6c901"
