@@ -212,7 +212,11 @@ def tune(method: str, dataset: str, space_path: str | Path, out: str | Path = "r
                 result = run(spec, folder / "trials", dataset_path=dataset_path, progress=progress, echo=False,
                              data=data)
             metric = spec.selection.metric
-            trial.set_user_attr("minutes", round((time.time() - t0) / 60, 2))
+            # a retried trial's run resumed: its epochs and minutes are the run's, over every attempt
+            training = result.training.model_dump()
+            trial.set_user_attr("minutes", round(float(training.get("seconds") or time.time() - t0) / 60, 2))
+            if training.get("epochs_run") is not None:
+                trial.set_user_attr("epochs", int(training["epochs_run"]))
             log(f"trial {trial.number}: valid {metric} {result.metrics[metric]:.4f}  {values}")
             return result.metrics[metric]
 
@@ -233,7 +237,7 @@ def _report(study, folder: Path, method: str, spec_for, fixed: dict, log) -> dic
     for t in study.get_trials(deepcopy=False):
         rows.append({"trial": t.number, "state": t.state.name.lower(),
                      "value": None if t.value is None else round(t.value, 5),
-                     "epochs": len(t.intermediate_values), "minutes": t.user_attrs.get("minutes"),
+                     "epochs": t.user_attrs.get("epochs", len(t.intermediate_values)), "minutes": t.user_attrs.get("minutes"),
                      "run_id": t.user_attrs.get("run_id"),
                      "params": {k: (float(f"{v:.3g}") if isinstance(v, float) else v) for k, v in t.params.items()}})
     keys = sorted({k for r in rows for k in r["params"]})

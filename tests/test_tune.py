@@ -102,6 +102,7 @@ tune("sasrec", "toy", {str(space)!r}, {str(tmp_path / 'tune')!r}, trials=3, prog
     killed = next(t for t in res["trials"] if t["state"] == "fail")
     retried = [t for t in res["trials"] if t["state"] == "complete" and t["params"] == killed["params"]]
     assert len(retried) == 1 and retried[0]["run_id"] == killed["run_id"]
+    assert retried[0]["epochs"] == 3  # the run's epochs over both attempts, not only the resumed ones
     assert any("interrupted" in line for line in logs)
     run_log = (tmp_path / "tune" / res["study"] / "trials" / killed["run_id"] / "run.log").read_text()
     assert "resuming run" in run_log
