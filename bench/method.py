@@ -69,17 +69,30 @@ class Recommendations:
 
 
 _VALIDATION_HOOK: contextvars.ContextVar = contextvars.ContextVar("validation_hook", default=None)
+_VALIDATION_EPOCH: contextvars.ContextVar = contextvars.ContextVar("validation_epoch", default=None)
 
 
 @contextlib.contextmanager
 def validation_hook(fn):
-    """Call ``fn(score)`` after every model-selection validation (:meth:`FitContext.validate`) in this
-    context: ``reasonrec tune`` reports the intermediate scores to its pruner, which may raise to stop."""
+    """Call ``fn(score, epoch)`` after every model-selection validation (:meth:`FitContext.validate`) in this
+    context: ``reasonrec tune`` reports the intermediate scores to its pruner, which may raise to stop.
+    ``epoch`` is the one the training loop named (:func:`validation_epoch`), or None."""
     token = _VALIDATION_HOOK.set(fn)
     try:
         yield
     finally:
         _VALIDATION_HOOK.reset(token)
+
+
+@contextlib.contextmanager
+def validation_epoch(epoch: int):
+    """A training loop names the epoch (0-based, counted over every attempt of a resumed run) that the
+    validations inside belong to, so a tuning trial whose run resumed reports each score at its own epoch."""
+    token = _VALIDATION_EPOCH.set(int(epoch))
+    try:
+        yield
+    finally:
+        _VALIDATION_EPOCH.reset(token)
 
 
 @dataclass
@@ -105,7 +118,7 @@ class FitContext:
                        exclude_history=self.exclude_history, max_users=max_users, batch_size=batch_size)
         hook = _VALIDATION_HOOK.get()
         if hook is not None:  # e.g. a tuning trial's pruner: may raise to stop a hopeless trial
-            hook(float(got["score"]))
+            hook(float(got["score"]), _VALIDATION_EPOCH.get())
         return got
 
     def selection(self, max_users: int | None, n_valid: int) -> dict:

@@ -34,7 +34,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from bench.atomic import atomic_torch_save, atomic_write_text
-from bench.method import Method, MethodConfig, Recommendations, TrainingDiverged
+from bench.method import Method, MethodConfig, Recommendations, TrainingDiverged, validation_epoch
 
 
 class RecBoleConfig(MethodConfig):
@@ -307,7 +307,8 @@ class RecBoleMethod(Method):
                 if hasattr(model, "set_epoch"):  # a custom model with epoch-dependent losses (warm-up)
                     model.set_epoch(epoch)
                 loss = self._train_epoch(trainer, train_data, epoch)
-                got = self._validate(model, data, valid, ctx)
+                with validation_epoch(epoch):
+                    got = self._validate(model, data, valid, ctx)
                 score = float(got["score"])
                 history.append({"epoch": epoch, "loss": round(loss, 4),
                                 **{f"valid_{m}": round(float(v), 5) for m, v in got.items() if "@" in m},

@@ -200,7 +200,10 @@ def tune(method: str, dataset: str, space_path: str | Path, out: str | Path = "r
             trial.set_user_attr("run_id", spec.run_id())
             step = [0]
 
-            def report(score: float) -> None:
+            def report(score: float, epoch: int | None = None) -> None:
+                # at the run's own epoch: a retried trial's run resumes mid-way, and its scores must meet the
+                # other trials' scores of the same epoch in the pruner's median
+                step[0] = step[0] if epoch is None else epoch
                 trial.report(score, step[0])
                 step[0] += 1
                 if trial.should_prune():

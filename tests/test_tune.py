@@ -103,6 +103,13 @@ tune("sasrec", "toy", {str(space)!r}, {str(tmp_path / 'tune')!r}, trials=3, prog
     retried = [t for t in res["trials"] if t["state"] == "complete" and t["params"] == killed["params"]]
     assert len(retried) == 1 and retried[0]["run_id"] == killed["run_id"]
     assert retried[0]["epochs"] == 3  # the run's epochs over both attempts, not only the resumed ones
+    # the retried trial reports its scores at the run's own epochs (the run resumed after epoch 0), so the
+    # pruner's median compares them with the other trials' scores of the same epochs
+    import optuna
+
+    study = optuna.load_study(study_name=res["study"], storage=f"sqlite:///{tmp_path / 'tune' / res['study'] / 'study.db'}")
+    steps = {t.number: sorted(t.intermediate_values) for t in study.trials}
+    assert steps[killed["trial"]] == [0] and steps[retried[0]["trial"]] == [1, 2], steps
     assert any("interrupted" in line for line in logs)
     run_log = (tmp_path / "tune" / res["study"] / "trials" / killed["run_id"] / "run.log").read_text()
     assert "resuming run" in run_log

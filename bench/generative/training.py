@@ -17,7 +17,7 @@ from typing import Any, Callable, Literal, Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.atomic import atomic_torch_save, atomic_write_json
-from bench.method import TrainingDiverged
+from bench.method import TrainingDiverged, validation_epoch
 
 
 class TrainConfig(BaseModel):
@@ -189,7 +189,8 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
             if cfg.max_steps and st["step"] >= cfg.max_steps:
                 break
         train_seconds = time.time() - t_epoch
-        got = valid_fn(acc.unwrap_model(model)) if valid_fn else -running / max(n, 1)
+        with validation_epoch(epoch):
+            got = valid_fn(acc.unwrap_model(model)) if valid_fn else -running / max(n, 1)
         extra = {k: v for k, v in got.items() if k != "score"} if isinstance(got, dict) else {}
         score = float(got["score"] if isinstance(got, dict) else got)
         rec = {"epoch": epoch, "train_loss": round(running / max(n, 1), 5), "valid_score": round(score, 5), **extra,
