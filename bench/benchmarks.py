@@ -237,7 +237,7 @@ def bench_packed(*, method: str = "rearec", dataset: str = "ml-100k", batches: i
     import torch
 
     from bench.data import prepare
-    from bench.recbole_route import packed_batch, training_windows
+    from bench.recbole_route import packed_batch, training_windows, window_batches
     from bench.registry import REGISTRY
 
     if threads:
@@ -278,17 +278,13 @@ def bench_packed(*, method: str = "rearec", dataset: str = "ml-100k", batches: i
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(windows))
     dt = tgt = 0
-    pos, i = 0, 0
-    while i <= batches:
-        batch, n = [], 0
-        while n < m.config.batch_size and pos < len(order):
-            batch.append(windows[order[pos]])
-            n, pos = n + len(batch[-1][0]) - batch[-1][1], pos + 1
+    for i, (batch, n, _) in enumerate(window_batches(windows, order, m.config.batch_size)):
+        if i > batches:
+            break
         seq, lens, first = (t.to(m.device) for t in packed_batch(batch, m.ours2rb))
         sec = step(lambda: m.packed_loss(model, seq, lens, first))
-        if i:
+        if i:  # the first is a warm-up
             dt, tgt = dt + sec, tgt + n
-        i += 1
     packed_targets = sum(len(w) - f for w, f in windows)
     res["routes"]["packed"] = {"targets_per_epoch": packed_targets, "seconds_per_target": dt / tgt,
                                "epoch_minutes": round(dt / tgt * packed_targets / 60, 2)}

@@ -233,14 +233,10 @@ class RecBoleMethod(Method):
         model, opt, c = trainer.model, trainer.optimizer, self.config
         model.train()
         order = np.random.default_rng([self._seed, epoch]).permutation(len(self._windows))
-        total, n, batch, targets = 0.0, 0, [], 0
+        total, n = 0.0, 0
         bar = tqdm(total=len(order), desc=f"epoch {epoch} windows", leave=False,
                    disable=not getattr(self, "_progress", False))
-        for pos, w in enumerate(order):
-            batch.append(self._windows[w])
-            targets += len(self._windows[w][0]) - self._windows[w][1]
-            if targets < c.batch_size and pos < len(order) - 1:
-                continue
+        for batch, _, done in window_batches(self._windows, order, c.batch_size):
             seq, lens, first = packed_batch(batch, self.ours2rb)
             loss = self.packed_loss(model, seq.to(self.device), lens.to(self.device), first.to(self.device))
             if not torch.isfinite(loss):
@@ -248,8 +244,8 @@ class RecBoleMethod(Method):
             opt.zero_grad()
             loss.backward()
             opt.step()
-            bar.update(pos + 1 - bar.n)
-            total, n, batch, targets = total + float(loss.detach()), n + 1, [], 0
+            bar.update(done - bar.n)
+            total, n = total + float(loss.detach()), n + 1
         bar.close()
         return total / max(n, 1)
 
@@ -410,6 +406,18 @@ def training_windows(sequences, max_history: int) -> list[tuple[list[int], int]]
         out.append((seq[:max_history + 1], 1))
         out += [(seq[t - max_history:t + 1], max_history) for t in range(max_history + 1, len(seq))]
     return out
+
+
+def window_batches(windows, order, batch_size: int):
+    """Windows in ``order``, grouped into batches of about ``batch_size`` targets (a batch closes once it
+    reaches that many; the last may be smaller). Yields ``(batch, targets, position after the batch)``."""
+    batch, targets = [], 0
+    for pos, w in enumerate(order):
+        batch.append(windows[w])
+        targets += len(windows[w][0]) - windows[w][1]
+        if targets >= batch_size or pos == len(order) - 1:
+            yield batch, targets, pos + 1
+            batch, targets = [], 0
 
 
 def packed_batch(batch, ours2rb):

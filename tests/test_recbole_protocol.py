@@ -213,3 +213,13 @@ def test_packed_training_learns_and_loads_as_the_plain_model(toy_env, toy_data, 
     plain.load(tmp_path / "model", toy_data)
     h = toy_data.split("valid").histories
     assert (plain.recommend(h, k=10).items == m.recommend(h, k=10).items).all()
+
+
+def test_window_batches_close_at_batch_size_targets():
+    """Hand-computed: windows with 3, 1, 2, 4 targets (length - first) in the order 3, 0, 1, 2 and batch_size
+    4: window 3 alone reaches 4; windows 0 and 1 reach 3 + 1 = 4; window 2 is the last, smaller batch."""
+    from bench.recbole_route import window_batches
+
+    windows = [([1, 2, 3, 4], 1), ([5, 6], 1), ([7, 8, 9], 1), ([1, 2, 3, 4, 5], 1)]
+    got = [([windows.index(w) for w in b], n, done) for b, n, done in window_batches(windows, [3, 0, 1, 2], 4)]
+    assert got == [([3], 4, 1), ([0, 1], 4, 3), ([2], 2, 4)]
