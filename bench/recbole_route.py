@@ -441,6 +441,19 @@ def target_mask(lengths, first, width: int):
     return (pos < (lengths - 1).unsqueeze(1)) & (pos >= (first - 1).unsqueeze(1))
 
 
+def sampled_softmax_loss(hidden, targets, item_weight, negatives):
+    """Sampled softmax (the eSASRec benchmark's SASRec loss): the CE of each target against itself and
+    the ``negatives`` shared by the batch (``hidden`` [T, d], ``targets`` [T] and ``negatives`` [K] item
+    ids into ``item_weight`` [n, d]); a negative equal to a row's target (an accidental hit) is masked
+    out of that row. With every other item as a negative it is the full-softmax CE (tested)."""
+    import torch
+
+    pos = (hidden * item_weight[targets]).sum(-1, keepdim=True)
+    neg = (hidden @ item_weight[negatives].T).masked_fill(negatives.unsqueeze(0) == targets.unsqueeze(1), -torch.inf)
+    logits = torch.cat([pos, neg], dim=1)
+    return torch.nn.functional.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long, device=logits.device))
+
+
 _PACKED: dict = {}
 
 
@@ -448,7 +461,8 @@ def packed_model_class(base):
     """``base``, a RecBole sequential model whose ``forward(item_seq, item_seq_len)`` is causal and ends in
     ``gather_indexes(output, item_seq_len - 1)`` (SASRec, GRU4Rec), with :meth:`packed_loss`: the same
     forward with the gather skipped (the output at every position), the CE of each target position against
-    the catalogue (``item_embedding``), averaged over targets -- RecBole's CE of the same prefixes. The
+    the catalogue (``item_embedding``), averaged over targets -- RecBole's CE of the same prefixes -- or,
+    given ``negatives``, against the target and those items (:func:`sampled_softmax_loss`). The
     weights are ``base``'s: a packed and a per-prefix model load each other's checkpoints."""
     if base not in _PACKED:
         import torch
@@ -459,7 +473,7 @@ def packed_model_class(base):
             def gather_indexes(self, output, gather_index):
                 return output if self._every_position else super().gather_indexes(output, gather_index)
 
-            def packed_loss(self, windows, lengths, first):
+            def packed_loss(self, windows, lengths, first, negatives=None):
                 if self.loss_type != "CE":
                     raise ValueError(f"packed training needs loss_type CE, not {self.loss_type}")
                 inputs = windows[:, :-1]
@@ -469,8 +483,11 @@ def packed_model_class(base):
                     out = self.forward(inputs, (lengths - 1).clamp(min=1))
                 finally:
                     self._every_position = False
-                logits = out[has_target] @ self.item_embedding.weight.T
-                return torch.nn.functional.cross_entropy(logits, windows[:, 1:][has_target])
+                hidden, targets = out[has_target], windows[:, 1:][has_target]
+                if negatives is not None:
+                    return sampled_softmax_loss(hidden, targets, self.item_embedding.weight, negatives)
+                logits = hidden @ self.item_embedding.weight.T
+                return torch.nn.functional.cross_entropy(logits, targets)
 
         Packed.__name__ = Packed.__qualname__ = base.__name__  # RecBole reads the model's defaults by this name
         _PACKED[base] = Packed

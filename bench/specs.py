@@ -122,7 +122,8 @@ class RunSpec(Strict):
     NOT_IN_ID: ClassVar[frozenset[str]] = frozenset({"threads", "label", "dataset_card"})
     #: method settings added after rows were committed: at these values (the behaviour before the field
     #: existed) they are left out of the id, so the committed rows keep theirs
-    LATE_SETTINGS: ClassVar[dict[str, dict[str, Any]]] = {"sasrec": {"packed": False}, "gru4rec": {"packed": False}}
+    LATE_SETTINGS: ClassVar[dict[str, dict[str, Any]]] = {
+        m: {"packed": False, "loss": "ce", "n_negatives": 256} for m in ("sasrec", "gru4rec")}
 
     def run_id(self) -> str:
         payload = self.model_dump(mode="json", exclude=set(self.NOT_IN_ID))

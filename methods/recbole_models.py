@@ -1,16 +1,32 @@
 """SASRec and GRU4Rec through RecBole's real model classes and trainer (the route: :mod:`bench.recbole_route`)."""
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from bench.method import MethodInfo
 from bench.recbole_route import RecBoleConfig, RecBoleMethod, TransformerConfig, packed_model_class, transformer_params
 from bench.registry import register
 
 
+class _LossConfig(RecBoleConfig):
+    loss: Literal["ce", "sampled_softmax"] = Field(
+        "ce", description="ce: full-softmax CE over the catalogue (RecBole's); sampled_softmax: CE against the "
+                          "target and n_negatives uniform items shared by the batch (needs packed: true)")
+    n_negatives: int = Field(256, ge=1, description="sampled_softmax: negatives per batch")
+
+    @model_validator(mode="after")
+    def _loss_needs_packed(self):
+        if self.loss == "sampled_softmax" and not self.packed:
+            raise ValueError("loss: sampled_softmax is a packed-route loss; set packed: true "
+                             "(RecBole's trainer offers CE and BPR only)")
+        return self
+
+
 class _Builtin(RecBoleMethod):
     """A RecBole built-in model; with ``packed: true`` its subclass that scores every window position
-    (:func:`bench.recbole_route.packed_model_class`)."""
+    (:func:`bench.recbole_route.packed_model_class`), trained with full-softmax CE or sampled softmax."""
     builtin = ""
 
     @property
@@ -21,6 +37,21 @@ class _Builtin(RecBoleMethod):
 
         return packed_model_class(get_model(self.builtin))
 
+    def packed_loss(self, model, windows, lengths, first):
+        if self.config.loss == "ce":
+            return model.packed_loss(windows, lengths, first)
+        import torch
+
+        # uniform over the catalogue (RecBole ids 1..n-1; 0 is padding), from the torch generator that a
+        # checkpoint saves and a resumed run restores
+        negatives = torch.randint(1, model.n_items, (self.config.n_negatives,), device=windows.device)
+        return model.packed_loss(windows, lengths, first, negatives=negatives)
+
+    def describe(self):
+        c = self.config
+        loss = "full-softmax CE" if c.loss == "ce" else f"sampled softmax, {c.n_negatives} negatives per batch"
+        return {**super().describe(), "loss": loss}
+
 
 @register()
 class SASRec(_Builtin):
@@ -28,7 +59,7 @@ class SASRec(_Builtin):
                       description="RecBole SASRec, full-softmax CE")
     builtin = "SASRec"
 
-    class Config(TransformerConfig):
+    class Config(TransformerConfig, _LossConfig):
         pass
 
     def model_params(self):
@@ -41,7 +72,7 @@ class GRU4Rec(_Builtin):
                       description="RecBole GRU4Rec, full-softmax CE")
     builtin = "GRU4Rec"
 
-    class Config(RecBoleConfig):
+    class Config(_LossConfig):
         embedding_size: int = 64
         hidden_size: int = 128
         num_layers: int = 1

@@ -77,7 +77,9 @@ def _assert_same_training(a, b, dir_a, dir_b):
 
 @pytest.mark.parametrize("name,cfg,epochs,kill", [("sasrec", TINY_SASREC, 3, 1), ("gru4rec", TINY_GRU4REC, 2, 1),
                                                   ("rearec", TINY_REAREC, 3, 1),
-                                                  ("sasrec", {**TINY_SASREC, "packed": True}, 3, 1)])
+                                                  ("sasrec", {**TINY_SASREC, "packed": True}, 3, 1),
+                                                  ("sasrec", {**TINY_SASREC, "packed": True, "loss": "sampled_softmax",
+                                                              "n_negatives": 8}, 3, 1)])
 def test_resume_after_a_kill_trains_exactly_as_without(name, cfg, epochs, kill, toy_env, toy_data, tmp_path,
                                                         monkeypatch):
     whole, interrupted = tmp_path / "whole", tmp_path / "interrupted"
@@ -193,12 +195,13 @@ def test_packed_loss_equals_recboles_loss_over_every_prefix(name, cfg, toy_env, 
     assert abs(float(packed) - total / n) < 1e-4, (float(packed), total / n)
 
 
-def test_packed_training_learns_and_loads_as_the_plain_model(toy_env, toy_data, tmp_path):
-    """A packed SASRec beats popularity after a few epochs, and its saved weights load into the per-prefix
-    model (the same RecBole class underneath): the same rankings."""
+@pytest.mark.parametrize("loss", [{}, {"loss": "sampled_softmax", "n_negatives": 16}])
+def test_packed_training_learns_and_loads_as_the_plain_model(loss, toy_env, toy_data, tmp_path):
+    """A packed SASRec beats popularity after a few epochs (full CE, and sampled softmax), and its saved
+    weights load into the per-prefix model (the same RecBole class underneath): the same rankings."""
     from bench.metrics import evaluate
 
-    cfg = {**TINY_SASREC, "hidden_size": 32, "inner_size": 64, "epochs": 4, "lr": 1e-2, "packed": True}
+    cfg = {**TINY_SASREC, "hidden_size": 32, "inner_size": 64, "epochs": 4, "lr": 1e-2, "packed": True, **loss}
     m, facts = _fit("sasrec", cfg, toy_data, tmp_path / "run")
     assert facts["history"][-1]["loss"] < facts["history"][0]["loss"]
     test = toy_data.split("test")
@@ -209,7 +212,7 @@ def test_packed_training_learns_and_loads_as_the_plain_model(toy_env, toy_data, 
     base = evaluate(p.recommend(test.histories, k=10).items, test.targets, toy_data.n_items, ks=(10,)).metrics
     assert got["NDCG@10"] > base["NDCG@10"], (got, base)
     m.save(tmp_path / "model")
-    plain = REGISTRY.get("sasrec")(REGISTRY.get("sasrec").Config(**{**cfg, "packed": False}))
+    plain = REGISTRY.get("sasrec")(REGISTRY.get("sasrec").Config(**{**cfg, "packed": False, "loss": "ce"}))
     plain.load(tmp_path / "model", toy_data)
     h = toy_data.split("valid").histories
     assert (plain.recommend(h, k=10).items == m.recommend(h, k=10).items).all()
@@ -223,3 +226,43 @@ def test_window_batches_close_at_batch_size_targets():
     windows = [([1, 2, 3, 4], 1), ([5, 6], 1), ([7, 8, 9], 1), ([1, 2, 3, 4, 5], 1)]
     got = [([windows.index(w) for w in b], n, done) for b, n, done in window_batches(windows, [3, 0, 1, 2], 4)]
     assert got == [([3], 4, 1), ([0, 1], 4, 3), ([2], 2, 4)]
+
+
+def test_sampled_softmax_by_hand():
+    """h0 = (1, 0), h1 = (0, 1); items 1 = (1, 0), 2 = (0, 2), 3 = (1, 1); targets 1, 2; negatives 2, 3.
+    Row 0: logits target 1, negatives 0, 1. Row 1: target 2; negative 2 is its own target (masked), 3 gives 1."""
+    import math
+
+    from bench.recbole_route import sampled_softmax_loss
+
+    w = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    got = sampled_softmax_loss(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([1, 2]), w, torch.tensor([2, 3]))
+    row0 = -math.log(math.e / (math.e + 1 + math.e))
+    row1 = -math.log(math.e ** 2 / (math.e ** 2 + math.e))
+    assert abs(float(got) - (row0 + row1) / 2) < 1e-6
+
+
+def test_sampled_softmax_with_every_item_is_the_full_softmax():
+    """Every non-padding item as a negative (the target masked as an accidental hit) == the CE over the
+    catalogue without the padding row."""
+    from bench.recbole_route import sampled_softmax_loss
+
+    g = torch.Generator().manual_seed(0)
+    w, h = torch.randn(30, 8, generator=g), torch.randn(12, 8, generator=g)
+    targets = torch.randint(1, 30, (12,), generator=g)
+    full = torch.nn.functional.cross_entropy(h @ w[1:].T, targets - 1)
+    assert torch.allclose(sampled_softmax_loss(h, targets, w, torch.arange(1, 30)), full, atol=1e-6)
+
+
+def test_sampled_softmax_needs_the_packed_route_and_names_itself_in_the_run_id():
+    from bench.specs import RunSpec
+
+    cls = REGISTRY.get("sasrec")
+    with pytest.raises(ValueError, match="set packed: true"):
+        cls.Config(loss="sampled_softmax")
+    base = {"method": "sasrec", "dataset": "beauty", "method_config": {"packed": True}}
+    ids = {RunSpec(**base).run_id(),
+           RunSpec(**{**base, "method_config": {"packed": True, "loss": "ce", "n_negatives": 256}}).run_id()}
+    assert len(ids) == 1  # the defaults stay out of the id (committed rows keep theirs)
+    ss = RunSpec(**{**base, "method_config": {"packed": True, "loss": "sampled_softmax"}}).run_id()
+    assert ss not in ids
