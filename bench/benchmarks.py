@@ -229,7 +229,9 @@ def bench_packed(*, method: str = "rearec", dataset: str = "ml-100k", batches: i
     """Training throughput of a RecBole-route method (``rearec``: past its warm-up, ``sasrec``, ``gru4rec``),
     one process, same model and loss: ``per_prefix``
     (RecBole's dataloader, one sample per training prefix padded to the max history, the public code's
-    route) vs ``packed`` (user windows, every prefix in one pass). Each route times ``batches`` batches of
+    route) vs ``packed`` (user windows, every prefix in one pass), and for a method with a ``loss`` setting
+    (SASRec, GRU4Rec) ``packed_sampled_softmax`` (the same windows, ``loss: sampled_softmax``). Each route times
+    ``batches`` batches of
     about ``batch_size`` targets (forward, backward, Adam step); reported: seconds per target, the estimated
     minutes of one epoch over every training prefix, and the ratio."""
     import tempfile
@@ -275,22 +277,37 @@ def bench_packed(*, method: str = "rearec", dataset: str = "ml-100k", batches: i
                                    "epoch_minutes": round(dt / tgt * total_targets / 60, 2)}
     log(f"per_prefix: {res['routes']['per_prefix']}")
     windows = training_windows(data.train_sequences(), data.max_history)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(windows))
-    dt = tgt = 0
-    for i, (batch, n, _) in enumerate(window_batches(windows, order, m.config.batch_size)):
-        if i > batches:
-            break
-        seq, lens, first = (t.to(m.device) for t in packed_batch(batch, m.ours2rb))
-        sec = step(lambda: m.packed_loss(model, seq, lens, first))
-        if i:  # the first is a warm-up
-            dt, tgt = dt + sec, tgt + n
+    order = np.random.default_rng(seed).permutation(len(windows))
     packed_targets = sum(len(w) - f for w, f in windows)
-    res["routes"]["packed"] = {"targets_per_epoch": packed_targets, "seconds_per_target": dt / tgt,
-                               "epoch_minutes": round(dt / tgt * packed_targets / 60, 2)}
+
+    def time_packed(loss_of):
+        dt = tgt = 0
+        for i, (batch, n, _) in enumerate(window_batches(windows, order, m.config.batch_size)):
+            if i > batches:
+                break
+            seq, lens, first = (t.to(m.device) for t in packed_batch(batch, m.ours2rb))
+            sec = step(lambda: loss_of(model, seq, lens, first))
+            if i:  # the first is a warm-up
+                dt, tgt = dt + sec, tgt + n
+        if not tgt:
+            raise ValueError(f"bench packed: {dataset} has too few windows for {batches} timed batches of "
+                             f"{m.config.batch_size} targets after a warm-up one; lower batches or batch_size")
+        return {"targets_per_epoch": packed_targets, "seconds_per_target": dt / tgt,
+                "epoch_minutes": round(dt / tgt * packed_targets / 60, 2)}
+
+    res["routes"]["packed"] = time_packed(m.packed_loss)
     log(f"packed: {res['routes']['packed']}")
-    res["epoch_speedup_packed_vs_per_prefix"] = round(res["routes"]["per_prefix"]["epoch_minutes"]
-                                                      / res["routes"]["packed"]["epoch_minutes"], 2)
+    def epoch_seconds(route):  # unrounded (a toy epoch rounds to 0.0 minutes)
+        return res["routes"][route]["seconds_per_target"] * res["routes"][route]["targets_per_epoch"]
+
+    res["epoch_speedup_packed_vs_per_prefix"] = round(epoch_seconds("per_prefix") / epoch_seconds("packed"), 2)
+    if getattr(m.config, "loss", None) == "ce":  # SASRec / GRU4Rec: the sampled-softmax loss on the same batches
+        ss = cls(cls.Config(**{**config, "packed": True, "loss": "sampled_softmax"}))
+        res["setup"]["n_negatives"] = ss.config.n_negatives
+        res["routes"]["packed_sampled_softmax"] = time_packed(ss.packed_loss)
+        log(f"packed_sampled_softmax: {res['routes']['packed_sampled_softmax']}")
+        res["epoch_speedup_sampled_softmax_vs_ce_packed"] = round(
+            epoch_seconds("packed") / epoch_seconds("packed_sampled_softmax"), 2)
     log(json.dumps(res, indent=2))
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -266,3 +266,21 @@ def test_sampled_softmax_needs_the_packed_route_and_names_itself_in_the_run_id()
     assert len(ids) == 1  # the defaults stay out of the id (committed rows keep theirs)
     ss = RunSpec(**{**base, "method_config": {"packed": True, "loss": "sampled_softmax"}}).run_id()
     assert ss not in ids
+
+
+def test_bench_packed_times_the_sampled_softmax_route_on_the_same_batches(toy_env, tmp_path):
+    """`reasonrec bench packed --method sasrec`: three routes (per prefix, packed CE, packed sampled softmax)
+    in one process, each with a positive time and the same target count for the two packed routes."""
+    import json
+
+    from bench.benchmarks import bench_packed
+
+    cfg = {**{k: TINY_SASREC[k] for k in ("hidden_size", "n_layers", "n_heads", "inner_size")}, "batch_size": 4}
+    res = bench_packed(method="sasrec", dataset="toy", batches=2, out=str(tmp_path / "b.json"), log=lambda *_: None,
+                       **cfg, n_negatives=8)
+    routes = res["routes"]
+    assert set(routes) == {"per_prefix", "packed", "packed_sampled_softmax"}
+    assert all(r["seconds_per_target"] > 0 for r in routes.values())
+    assert routes["packed"]["targets_per_epoch"] == routes["packed_sampled_softmax"]["targets_per_epoch"]
+    assert res["setup"]["n_negatives"] == 8 and "epoch_speedup_sampled_softmax_vs_ce_packed" in res
+    assert json.loads((tmp_path / "b.json").read_text()) == res
