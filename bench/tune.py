@@ -15,6 +15,7 @@ GRU4Rec's)::
     start:                              # optional: trials run first, in this order (e.g. the defaults, so
       - {method_config.lr: 1.0e-3, method_config.n_layers: 2, method_config.hidden_size: 64}
                                         # the study's best is never worse on validation than them)
+    prune_after: 2                      # optional: epochs a trial runs before it may be pruned
 
 Each trial is an ordinary run (its own run id under ``<out>/<study>/trials/``, resumable) whose final
 ranking is scored on the **validation** split (``eval.split: valid``): the objective is the validation
@@ -78,6 +79,8 @@ class SearchSpace(Strict):
     fixed: dict[str, Any] = Field(default_factory=dict)
     start: list[dict[str, Any]] = Field(default_factory=list,
                                         description="trials to run first (every searched key, a value inside its range)")
+    prune_after: int = Field(2, ge=1, description="epochs every trial runs before the median pruner may stop it "
+                                                  "(raise it for settings that start slowly: large batches, low lr)")
 
     @model_validator(mode="after")
     def _keys(self):
@@ -140,9 +143,20 @@ def study_name(method: str, dataset: str, space: SearchSpace, seed: int) -> str:
     dumped = space.model_dump(mode="json")
     if not dumped["start"]:  # spaces written before the field existed keep their study
         dumped.pop("start")
+    if dumped["prune_after"] == 2:  # likewise
+        dumped.pop("prune_after")
     digest = hashlib.sha256(json.dumps({"method": method, "dataset": dataset, "seed": seed,
                                         "space": dumped}, sort_keys=True).encode())
     return f"{method}-{dataset}-s{seed}-{digest.hexdigest()[:8]}"
+
+
+def make_pruner(space: SearchSpace):
+    """The median pruner: from the third trial on, a trial whose validation score at an epoch trails the
+    median of the earlier trials' scores at that epoch is stopped, once it has run ``prune_after`` epochs
+    (epochs are reported as steps 0, 1, ...)."""
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=space.prune_after - 1)
 
 
 def tune(method: str, dataset: str, space_path: str | Path, out: str | Path = "runs/tune", *, trials: int = 20,
@@ -174,7 +188,7 @@ def tune(method: str, dataset: str, space_path: str | Path, out: str | Path = "r
     try:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = f"sqlite:///{(folder / 'study.db').resolve()}"
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        pruner = make_pruner(space)
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize", pruner=pruner,
                                     load_if_exists=True)
         # the sampler's random start-up draws continue where the earlier processes left off (a fixed seed

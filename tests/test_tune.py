@@ -210,3 +210,32 @@ def test_a_space_without_start_points_keeps_its_study_name(tmp_path):
 
     p = _space(tmp_path)
     assert study_name("sasrec", "toy", load_space(p), 0) == "sasrec-toy-s0-adf6c901"
+
+
+def test_prune_after_holds_the_pruner_off_for_that_many_epochs(tmp_path):
+    """Two finished trials score 0.5 at epochs 0-3; a third scores 0.1. With ``prune_after: 3`` it may not be
+    pruned at epochs 0 and 1 and is pruned at epoch 2 (the default, 2, prunes at epoch 1). The setting is
+    part of the study name only when it is not the default."""
+    import optuna
+
+    from bench.tune import load_space, make_pruner, study_name
+
+    def pruned_at(space):
+        study = optuna.create_study(direction="maximize", pruner=make_pruner(space))
+        for _ in range(2):
+            t = study.ask()
+            for epoch in range(4):
+                t.report(0.5, epoch)
+            study.tell(t, 0.5)
+        t = study.ask()
+        for epoch in range(4):
+            t.report(0.1, epoch)
+            if t.should_prune():
+                return epoch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    default = load_space(_space(tmp_path))
+    (tmp_path / "b").mkdir()
+    later = load_space(_space(tmp_path / "b", prune_after=3))
+    assert pruned_at(default) == 1 and pruned_at(later) == 2
+    assert study_name("sasrec", "toy", later, 0) != study_name("sasrec", "toy", default, 0)
