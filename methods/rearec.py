@@ -9,9 +9,9 @@ per-layer KV cache. The encoder's outputs at the last item and at the K reasonin
 
 - ``variant: erl`` (Ensemble Reasoning Learning): the user representation is the mean of the K+1 outputs;
   loss = CE on its logits - ``kl_weight`` x the mean pairwise KL between the K+1 per-step distributions
-  (diverse steps).
+  (diverse steps; the second distribution of each pair is a stop-gradient, as released).
 - ``variant: prl`` (Progressive Reasoning Learning): the user representation is the last step's output;
-  loss = CE(last step, tau) + ``pl_weight`` x sum_k CE(step k, tau x alpha^(K-k)) (earlier steps at higher
+  loss = CE(last step, tau) + ``pl_weight`` x mean_k CE(step k, tau x alpha^(K-k)) (earlier steps at higher
   temperature) + ``cl_weight`` x InfoNCE between the clean last reasoning state and one computed with
   Gaussian noise (``noise_std``) added to every fed-back state.
 
@@ -248,7 +248,7 @@ def _model_class():
             terms["ce"] = F.cross_entropy(self.logits(outs[:, -1]), target)
             if self.K and self.pl_weight:
                 pl = sum(F.cross_entropy(self.logits(outs[:, k], self.tau * self.alpha ** (self.K - k)), target)
-                         for k in range(self.K))
+                         for k in range(self.K)) / self.K  # the mean over the K earlier steps, as released
                 terms["progressive"] = self.pl_weight * pl
             if self.K and not self.warm and self.cl_weight:
                 a, b = F.normalize(outs[:, -1], dim=-1), F.normalize(noisy(), dim=-1)
@@ -330,10 +330,14 @@ class ReaRec(RecBoleMethod):
 
 
 def pairwise_kl(logp):
-    """Mean KL(p_i || p_j) over the ordered pairs i != j of the K+1 step distributions, per sample: ``logp``
-    [N, n, V] -> [N]. Sum_{i,j} KL(p_i || p_j) = n sum_i <p_i, log p_i> - <sum_i p_i, sum_j log p_j> (the
-    i = j terms are 0 on both sides): two elementwise passes instead of an [N, n, n] batched product over
-    the catalog (tested against the pairwise definition)."""
+    """Mean KL(p_i || sg(p_j)) over the ordered pairs i != j of the K+1 step distributions, per sample:
+    ``logp`` [N, n, V] -> [N]. Sum_{i,j} KL(p_i || p_j) = n sum_i <p_i, log p_i> - <sum_i p_i, sum_j log p_j>
+    (the i = j terms are 0 on both sides): two elementwise passes instead of an [N, n, n] batched product over
+    the catalog (tested against the pairwise definition). The second argument is a stop-gradient, as in the
+    released code (``F.kl_div`` on detached log-probabilities): the value is the plain pairwise KL, but only
+    the first distribution of each pair is pushed away. With gradients through both sides the subtracted KL
+    has no bound and wins over the CE: measured on Beauty, ERL's loss fell from 5.6 to -3.9 in one epoch after
+    warm-up while validation NDCG@10 fell from 0.0069 to 0.0040."""
     p, n = logp.exp(), logp.shape[1]
-    total = n * (p * logp).sum((1, 2)) - (p.sum(1) * logp.sum(1)).sum(-1)
+    total = n * (p * logp).sum((1, 2)) - (p.sum(1) * logp.detach().sum(1)).sum(-1)
     return total / (n * (n - 1))

@@ -207,3 +207,30 @@ def test_pairwise_kl_equals_the_pairwise_definition():
     kl_pq = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
     kl_qp = 0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5)
     assert abs(float(pairwise_kl(two)[0]) - (kl_pq + kl_qp) / 2) < 1e-12
+
+
+def test_pairwise_kl_pushes_only_the_first_distribution_of_each_pair():
+    """The gradient equals that of the pair-by-pair sum of KL(p_i || sg(p_j)) (the released code's
+    ``F.kl_div`` on detached log-probabilities), not that of the fully differentiated KL: without the
+    stop-gradient the subtracted term is unbounded (ERL diverged on Beauty)."""
+    import torch
+
+    from methods.rearec import pairwise_kl
+
+    torch.manual_seed(0)
+    z = torch.randn(4, 3, 6, dtype=torch.float64, requires_grad=True)
+    pairwise_kl(torch.log_softmax(z, -1)).sum().backward()
+    got = z.grad.clone()
+
+    def pairwise(detach):
+        logp = torch.log_softmax(z, -1)
+        p = logp.exp()
+        second = logp.detach() if detach else logp
+        return sum((p[:, i] * (logp[:, i] - second[:, j])).sum(-1) for i in range(3) for j in range(3) if i != j) / 6
+
+    z.grad = None
+    pairwise(detach=True).sum().backward()
+    assert torch.allclose(got, z.grad)
+    z.grad = None
+    pairwise(detach=False).sum().backward()
+    assert not torch.allclose(got, z.grad, atol=1e-3)  # the fully differentiated KL moves differently
