@@ -21,15 +21,17 @@ def _merge(base: dict, over: dict) -> dict:
 
 def demo_suite(methods: list[str] | None = None, dataset: str = DEFAULT_DATASET) -> SuiteSpec:
     names = methods or REGISTRY.names()
-    entries = []
     # longest first, so that parallel workers finish together; a method that reuses another's stage
-    # (GREAM: LASAR's Stage 1) declares a lower priority and starts once that stage is likely done
-    names = sorted(names, key=lambda n: -REGISTRY.get(n).demo_priority)
+    # (GREAM: LASAR's Stage 1) declares a lower priority and starts once that stage is likely done; a row can
+    # override its method's priority (``demo_row_priority``)
+    ranked = []
     for n in names:
         cls = REGISTRY.get(n)
         rows = cls.demo_rows or {None: {}}
-        entries += [SuiteSpec.Entry(method=n, label=label, method_config=_merge(cls.demo_config, over))
-                    for label, over in rows.items()]
+        ranked += [(cls.demo_row_priority.get(label, cls.demo_priority),
+                    SuiteSpec.Entry(method=n, label=label, method_config=_merge(cls.demo_config, over)))
+                   for label, over in rows.items()]
+    entries = [e for _, e in sorted(ranked, key=lambda pe: -pe[0])]  # stable: registry order within a priority
     return SuiteSpec(methods=entries, datasets=[dataset], seeds=[0])
 
 

@@ -137,6 +137,10 @@ class Method:
     demo_rows: ClassVar[dict[str, dict[str, Any]]] = {}
     #: demo order: higher first (the longest rows first, so parallel demo workers finish together)
     demo_priority: ClassVar[int] = 0
+    #: per-row demo order (label -> priority) where a row differs from ``demo_priority``: e.g. a row that
+    #: reuses a stage another row of the method trains waits for it, so it is queued last instead of
+    #: holding a worker idle on the stage lock
+    demo_row_priority: ClassVar[dict[str, int]] = {}
     smoke_config: ClassVar[dict[str, Any]] = {}
     #: evaluation settings (``RunSpec.eval`` fields) the runner passes to :meth:`recommend` as keywords
     inference_options: ClassVar[tuple[str, ...]] = ()

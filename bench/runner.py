@@ -445,8 +445,24 @@ def run_suite(suite: SuiteSpec, out: str | Path | None = None, *, dataset_path: 
     return results
 
 
-def _suite_worker(spec_json: dict, out: str, dataset_path: str | None) -> str:
+def _exit_with_parent(parent: int, every: float = 2.0) -> None:
+    """End this worker once ``parent`` (the suite process) is gone: a killed suite must not leave its runs
+    training on (orphaned, they hold their run locks and keep the cores; the runs resume from their last
+    epoch checkpoint when the suite is started again). A daemon thread polls the parent pid."""
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
+def _suite_worker(spec_json: dict, out: str, dataset_path: str | None, parent: int | None = None) -> str:
     """One run of a parallel suite, in a fresh (spawned) process (no progress bars: they would interleave)."""
+    if parent is not None:
+        _exit_with_parent(parent)
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     import torch
     from transformers.utils import logging as hf_logging
@@ -475,7 +491,7 @@ def _run_parallel(specs: list[RunSpec], out: Path, *, dataset_path: str | None, 
     failed: dict[str, str] = {}
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_suite_worker, s.model_dump(mode="json"), str(out), dataset_path): s for s in pending}
+        futures = {pool.submit(_suite_worker, s.model_dump(mode="json"), str(out), dataset_path, os.getpid()): s for s in pending}
         for n, fut in enumerate(as_completed(futures), 1):
             s = futures[fut]
             try:

@@ -74,6 +74,8 @@ class GREAM(CoTMethod):
                    "sft": {"epochs": 6, "batch_size": 32, "lr": 5e-3, "patience": 3},
                    "cot_sft": {"epochs": 2, "batch_size": 32, "lr": 5e-4, "patience": 2}}
     demo_rows = {"GREAM (direct)": {"mode": "direct"}, "GREAM (reasoning)": {"mode": "reasoning"}}
+    # both rows share one CoT-SFT stage: the second would wait on its lock beside the first, so it runs last
+    demo_row_priority = {"GREAM (reasoning)": -1}
     smoke_config = {"backbone": {"preset": "tiny"}, "max_train_samples": 64, "valid_max_users": 16,
                     "latent_samples": 32, "stage1_cot_samples": 16, "direct_samples": 16, "rewrite_items": 3,
                     "max_think_tokens": 24, "sft": {"epochs": 1, "batch_size": 16},

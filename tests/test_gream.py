@@ -204,3 +204,13 @@ def test_gream_end_to_end_both_modes_share_training(toy_env, tmp_path):
     assert "by_stat" not in direct.evaluation
     cot = reasoning.evaluation["by_stat"]["cot_tokens"]
     assert 1 <= cot["mean"] <= cot["max"] <= SMOKE["max_think_tokens"]
+
+
+def test_demo_queues_the_second_gream_row_last():
+    """Both GREAM rows share one CoT-SFT stage (a lock): the reasoning row is queued after every other row,
+    so it does not hold the second demo worker idle while the direct row trains that stage."""
+    from bench.demo import demo_suite
+
+    labels = [(e.method, e.label) for e in demo_suite(["pop", "gream", "rearec"]).methods]
+    assert labels == [("rearec", "ReaRec-ERL"), ("rearec", "ReaRec-PRL"), ("gream", "GREAM (direct)"),
+                      ("pop", None), ("gream", "GREAM (reasoning)")]

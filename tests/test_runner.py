@@ -312,3 +312,34 @@ def test_committed_rows_keep_their_run_ids():
     for f in folders:
         spec = resolve_spec(json.loads((f / "spec.json").read_text()), check_files=False)
         assert spec.run_id() == f.name, f
+
+
+def test_suite_worker_exits_when_the_suite_process_is_killed(tmp_path):
+    """A parallel suite's worker watches its parent: killing the suite process (not its process group)
+    must not leave the run training on as an orphan."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    child = ("import os, time\nfrom bench.runner import _exit_with_parent\n"
+             "_exit_with_parent(os.getppid(), every=0.1)\nprint('ready', flush=True)\ntime.sleep(60)\n")
+    parent = ("import subprocess, sys, time\n"
+              f"p = subprocess.Popen([sys.executable, '-c', {child!r}], stdout=subprocess.PIPE, text=True)\n"
+              "p.stdout.readline()\nprint(p.pid, flush=True)\ntime.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    worker = int(proc.stdout.readline())
+
+    def alive(pid):
+        try:
+            return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            return False
+
+    assert alive(worker)
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 15
+    while alive(worker) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not alive(worker)
