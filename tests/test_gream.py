@@ -10,7 +10,9 @@ import torch
 
 from bench.generative.cot import REASON_END, REASON_START
 from bench.method import FitContext
-from methods.gream import GREAM, repeated_ngram_mask
+from bench.generative.prompts import collate
+from bench.generative.training import causal_lm_loss
+from methods.gream import GREAM, answer_weights, repeated_ngram_mask
 from methods.lasar.method import LASAR
 
 SMOKE = dict(GREAM.smoke_config)
@@ -162,6 +164,32 @@ def test_repeated_ngram_mask_by_hand():
     assert ban[1].nonzero().flatten().tolist() == []    # "4" -> 4, but 4 is kept (the end marker)
 
 
+def test_answer_weights_by_hand():
+    E = 9  # the end marker; -100 = no label
+    labels = torch.tensor([[-100, 5, 6, E, 7, 8], [-100, -100, -100, -100, 7, 8]])
+    w = answer_weights(labels, E, 20.0)
+    assert w[0].tolist() == [1, 1, 1, 1, 20, 20]  # only the tokens after the marker: the CoT sample's answer
+    assert w[1].tolist() == [1] * 6               # a direct sample has no marker: plain weights
+
+
+def test_weighted_causal_lm_loss_is_the_weighted_token_mean(built, toy_data):
+    ex = built.cot_sft_examples(toy_data)
+    batch = collate([ex[0], ex[-1]], built.bb.pad_id)  # a CoT sample and a direct one
+    model, end = built.bb.model, built._tok(REASON_END)
+    plain = causal_lm_loss(model, batch)
+    assert torch.allclose(causal_lm_loss(model, batch, torch.ones_like(batch["labels"]).float()), plain)
+    # by hand: per-token CE on every labelled position, weighted mean with the answer 20x
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   position_ids=batch["position_ids"]).logits[:, :-1].float()
+    labels, w = batch["labels"][:, 1:], answer_weights(batch["labels"], end, 20.0)[:, 1:]
+    ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+    on = labels != -100
+    want = (ce * w)[on].sum() / w[on].sum()
+    got = causal_lm_loss(model, batch, answer_weights(batch["labels"], end, 20.0))
+    assert torch.allclose(got, want, atol=1e-5) and not torch.allclose(got, plain, atol=1e-4)
+    assert int((w[on] == 20).sum()) == len(built.enc.answer(0))  # the CoT sample's answer tokens only
+
+
 def test_cot_sft_targets_have_think_rewrite_and_answer(built, toy_data):
     ex = built.cot_sft_examples(toy_data)
     cot = [e for e in ex if e.task == "cot"]
@@ -190,6 +218,8 @@ def test_gream_shares_lasars_stage1_and_its_modes_share_cot_sft(toy_data):
     b = GREAM(GREAM.Config(**{**SMOKE, "mode": "reasoning", "max_think_tokens": 50}))._cot_sft_key(toy_data, ctx, g)
     assert a == b
     assert GREAM(GREAM.Config(**{**SMOKE, "rewrite_items": 0}))._cot_sft_key(toy_data, ctx, g) != a
+    weighted = GREAM(GREAM.Config(**{**SMOKE, "answer_weight": 20}))
+    assert weighted.sft_stage(toy_data, ctx).id == g and weighted._cot_sft_key(toy_data, ctx, g) != a
 
 
 def test_gream_end_to_end_both_modes_share_training(toy_env, tmp_path):
@@ -214,3 +244,10 @@ def test_demo_queues_the_second_gream_row_last():
     labels = [(e.method, e.label) for e in demo_suite(["pop", "gream", "rearec"]).methods]
     assert labels == [("rearec", "ReaRec-ERL"), ("rearec", "ReaRec-PRL"), ("gream", "GREAM (direct)"),
                       ("pop", None), ("gream", "GREAM (reasoning)")]
+
+
+def test_gream_and_lasar_demo_rows_share_one_stage1(toy_data):
+    """The demo trains Stage 1 once for LASAR and both GREAM rows: their demo budgets must agree on it."""
+    ctx = FitContext(workdir=Path("/tmp"), seed=0)
+    g = GREAM(GREAM.Config(**GREAM.demo_config)).sft_stage(toy_data, ctx).id
+    assert LASAR(LASAR.Config(**LASAR.demo_config)).sft_stage(toy_data, ctx).id == g

@@ -241,12 +241,15 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
     return facts
 
 
-def causal_lm_loss(model, batch) -> Any:
+def causal_lm_loss(model, batch, weights: Any = None) -> Any:
     """Cross-entropy on response tokens only (labels = -100 elsewhere).
 
     Batches are left-padded with the response last, so only the last ``R + 1`` positions (R = the
     longest response) can predict a label: logits are computed for those alone (``logits_to_keep``),
-    which skips the vocabulary projection for the whole prompt."""
+    which skips the vocabulary projection for the whole prompt.
+
+    ``weights`` ([B, T], aligned with ``batch["labels"]``): a weighted mean over the labelled tokens,
+    ``sum(w * ce) / sum(w)``; None (the default) is the plain token mean."""
     import torch.nn.functional as F
 
     labels = batch["labels"]
@@ -255,4 +258,9 @@ def causal_lm_loss(model, batch) -> Any:
                 position_ids=batch["position_ids"], logits_to_keep=keep)
     logits = out.logits[:, :-1].float()
     labels = labels[:, -keep + 1:] if keep > 1 else labels[:, :0]
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+    if weights is None:
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+    w = (weights[:, -keep + 1:] if keep > 1 else weights[:, :0]).float() * (labels != -100)
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100,
+                         reduction="none")
+    return (ce * w.reshape(-1)).sum() / w.sum().clamp_min(1e-12)

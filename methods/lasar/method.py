@@ -186,7 +186,8 @@ class LASAR(CoTMethod):
     demo_priority = 30
     demo_config = {"backbone": {"preset": "tiny", "max_vocab": 512}, "valid_metric": "loss",
                    "latent_samples": 600, "stage1_cot_samples": 300, "max_steps": 4, "stage2_extra_samples": 2400,
-                   "sft": {"epochs": 6, "batch_size": 32, "lr": 5e-3, "patience": 3},
+                   # Stage 1 is GREAM's (one stage entry): 14 epochs, chosen on GREAM's validation rows
+                   "sft": {"epochs": 14, "batch_size": 32, "lr": 5e-3, "patience": 3},
                    "stage2": {"epochs": 2, "batch_size": 32, "lr": 5e-4, "patience": 2},
                    "rl": {"num_generations": 8, "max_prompts": 32, "batch_prompts": 8}}
     smoke_config = {"backbone": {"preset": "tiny"}, "max_train_samples": 64, "valid_max_users": 16,
