@@ -123,7 +123,8 @@ class RunSpec(Strict):
     #: method settings added after rows were committed: at these values (the behaviour before the field
     #: existed) they are left out of the id, so the committed rows keep theirs
     LATE_SETTINGS: ClassVar[dict[str, dict[str, Any]]] = {
-        m: {"packed": False, "loss": "ce", "n_negatives": 256} for m in ("sasrec", "gru4rec")}
+        **{m: {"packed": False, "loss": "ce", "n_negatives": 256} for m in ("sasrec", "gru4rec")},
+        "gream": {"answer_weight": 1.0}}
 
     def run_id(self) -> str:
         payload = self.model_dump(mode="json", exclude=set(self.NOT_IN_ID))

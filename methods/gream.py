@@ -106,8 +106,11 @@ class GREAM(CoTMethod):
         return out
 
     def _cot_sft_key(self, data, ctx, stage1: str) -> dict:
-        return {"recipe": "gream-cot-sft", "stage1": stage1, "data": data.fingerprint,
-                "config": self.config.model_dump(mode="json", exclude=self.non_cot_sft_fields), "seed": ctx.seed,
+        config = self.config.model_dump(mode="json", exclude=self.non_cot_sft_fields)
+        if config["answer_weight"] == 1:  # added later: entries made before it keep their keys
+            config.pop("answer_weight")
+        return {"recipe": "gream-cot-sft", "stage1": stage1, "data": data.fingerprint, "config": config,
+                "seed": ctx.seed,
                 "selection": {"metric": ctx.selection_metric, "exclude_history": ctx.exclude_history}}
 
     def _train_cot_sft(self, data, valid, ctx) -> dict:

@@ -234,6 +234,13 @@ def test_gream_end_to_end_both_modes_share_training(toy_env, tmp_path):
     assert "by_stat" not in direct.evaluation
     cot = reasoning.evaluation["by_stat"]["cot_tokens"]
     assert 1 <= cot["mean"] <= cot["max"] <= SMOKE["max_think_tokens"]
+    # LASAR reuses the Stage 1 GREAM published (without LASAR's policy head: it keeps its init)
+    lasar_cfg = {**{k: v for k, v in SMOKE.items() if k in LASAR.Config.model_fields}, "max_steps": 3,
+                 "stage2_extra_samples": 16, "stage2": {"epochs": 1, "batch_size": 16}, "rl": {"enabled": False}}
+    lasar = run(build_spec("lasar", "toy", method_config=lasar_cfg, sets=["eval.max_users=8"]), tmp_path,
+                progress=False, echo=False)
+    assert lasar.training.model_extra["sft"]["stage"] == direct.training.model_extra["sft"]["stage"]
+    assert lasar.training.model_extra["sft"].get("reused") is True
 
 
 def test_demo_queues_the_second_gream_row_last():

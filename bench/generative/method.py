@@ -192,8 +192,9 @@ class GenerativeMethod(Method):
     def _adopt(self, bb, data, folder: Path | None = None, strict_modules: bool = True) -> None:
         """Make ``bb`` the method's backbone: attach the method's modules (restoring their saved
         weights from ``folder``), move to the device, rebuild the encoder and the trie tensors.
-        ``strict_modules=False`` (a shared SFT stage, which does not train them): a module whose saved
-        shape differs from this configuration's (e.g. LASAR's head for another N_max) keeps its init."""
+        ``strict_modules=False`` (a shared SFT stage, which does not train them): a module that was not
+        saved (the stage was published by a method without it, e.g. GREAM for LASAR's head) or whose saved
+        shape differs from this configuration's (LASAR's head for another N_max) keeps its init."""
         import torch
 
         from bench.generative.decoding import TrieTensors
@@ -202,9 +203,12 @@ class GenerativeMethod(Method):
         self.modules = self.attach_modules(bb.model)
         if folder is not None and self.modules:
             path = Path(folder) / MODULES_FILE
-            if not path.is_file():
+            if path.is_file():
+                state = torch.load(path, weights_only=True)
+            elif strict_modules:
                 raise FileNotFoundError(f"{path}: the saved extra modules ({', '.join(self.modules)}) are missing")
-            state = torch.load(path, weights_only=True)
+            else:
+                state = {}
             for name, module in self.modules.items():
                 saved = state.get(name)
                 if not strict_modules and (saved is None or any(
