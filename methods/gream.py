@@ -76,10 +76,11 @@ class GREAM(CoTMethod):
                    # 0.0150 / 0.0356, 3,000 0.0197, 8,000 0.0215 / 0.0417 (popularity 0.0173)
                    "cot_sft_samples": 8000,
                    # then (validation, reasoning row): the answer tokens weighted 20x in CoT-SFT 0.0220 -> 0.0278,
-                   # and Stage 1 (shared with LASAR) 14 epochs instead of 6 -> 0.0355
-                   "answer_weight": 20,
+                   # and Stage 1 (shared with LASAR) 14 epochs instead of 6 -> 0.0355; CoT-SFT lr 5e-4 -> 2e-3
+                   # 0.0389, with the answer 50x 0.0408 (4 CoT-SFT epochs: 0.0447, over the demo's time)
+                   "answer_weight": 50,
                    "sft": {"epochs": 14, "batch_size": 32, "lr": 5e-3, "patience": 3},
-                   "cot_sft": {"epochs": 2, "batch_size": 32, "lr": 5e-4, "patience": 2}}
+                   "cot_sft": {"epochs": 2, "batch_size": 32, "lr": 2e-3, "patience": 2}}
     demo_rows = {"GREAM (direct)": {"mode": "direct"}, "GREAM (reasoning)": {"mode": "reasoning"}}
     # both rows share one CoT-SFT stage: the second would wait on its lock beside the first, so it runs last
     demo_row_priority = {"GREAM (reasoning)": -1}
