@@ -234,13 +234,27 @@ def test_gream_end_to_end_both_modes_share_training(toy_env, tmp_path):
     assert "by_stat" not in direct.evaluation
     cot = reasoning.evaluation["by_stat"]["cot_tokens"]
     assert 1 <= cot["mean"] <= cot["max"] <= SMOKE["max_think_tokens"]
-    # LASAR reuses the Stage 1 GREAM published (without LASAR's policy head: it keeps its init)
+
+
+def test_lasar_gives_the_same_result_whichever_method_published_its_stage1(toy_env, tmp_path, monkeypatch):
+    """GREAM's Stage 1 has no policy head (LASAR's module). LASAR reusing it must neither fail (it did:
+    FileNotFoundError) nor differ from LASAR on its own Stage 1 (a fresh head draw at reuse time did)."""
+    from bench.config import build_spec
+    from bench.runner import run
+
     lasar_cfg = {**{k: v for k, v in SMOKE.items() if k in LASAR.Config.model_fields}, "max_steps": 3,
                  "stage2_extra_samples": 16, "stage2": {"epochs": 1, "batch_size": 16}, "rl": {"enabled": False}}
-    lasar = run(build_spec("lasar", "toy", method_config=lasar_cfg, sets=["eval.max_users=8"]), tmp_path,
-                progress=False, echo=False)
-    assert lasar.training.model_extra["sft"]["stage"] == direct.training.model_extra["sft"]["stage"]
-    assert lasar.training.model_extra["sft"].get("reused") is True
+    spec = build_spec("lasar", "toy", method_config=lasar_cfg, sets=["eval.max_users=16"])
+    monkeypatch.setenv("REASONREC_CACHE", str(tmp_path / "own"))
+    own = run(spec, tmp_path / "a", progress=False, echo=False)            # LASAR trains and publishes Stage 1
+    monkeypatch.setenv("REASONREC_CACHE", str(tmp_path / "gream"))
+    gream = run(build_spec("gream", "toy", method_config={**SMOKE, "mode": "direct"}, sets=["eval.max_users=16"]),
+                tmp_path / "b", progress=False, echo=False)                 # GREAM publishes the same Stage 1
+    reused = run(spec, tmp_path / "b", progress=False, echo=False)
+    assert reused.training.model_extra["sft"].get("reused") is True
+    assert reused.training.model_extra["sft"]["stage"] == gream.training.model_extra["sft"]["stage"] \
+        == own.training.model_extra["sft"]["stage"]
+    assert reused.metrics == own.metrics
 
 
 def test_demo_queues_the_second_gream_row_last():

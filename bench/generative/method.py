@@ -192,14 +192,17 @@ class GenerativeMethod(Method):
     def _adopt(self, bb, data, folder: Path | None = None, strict_modules: bool = True) -> None:
         """Make ``bb`` the method's backbone: attach the method's modules (restoring their saved
         weights from ``folder``), move to the device, rebuild the encoder and the trie tensors.
-        ``strict_modules=False`` (a shared SFT stage, which does not train them): a module that was not
-        saved (the stage was published by a method without it, e.g. GREAM for LASAR's head) or whose saved
-        shape differs from this configuration's (LASAR's head for another N_max) keeps its init."""
+        ``strict_modules=False`` (a shared SFT stage, which does not train them): a module whose saved shape
+        differs from this configuration's (LASAR's head for another N_max) keeps its fresh init; one the stage
+        does not have (it was published by a method without it, e.g. GREAM for LASAR's head) gets the weights
+        it had before this call (the run's own build): the same as the method's own stage would hold, so the
+        run's result does not depend on which method published the stage."""
         import torch
 
         from bench.generative.decoding import TrieTensors
 
         self.bb = bb
+        before = {n: m.state_dict() for n, m in (getattr(self, "modules", None) or {}).items()}
         self.modules = self.attach_modules(bb.model)
         if folder is not None and self.modules:
             path = Path(folder) / MODULES_FILE
@@ -211,6 +214,8 @@ class GenerativeMethod(Method):
                 state = {}
             for name, module in self.modules.items():
                 saved = state.get(name)
+                if saved is None and not strict_modules:
+                    saved = before.get(name)
                 if not strict_modules and (saved is None or any(
                         v.shape != module.state_dict()[k].shape for k, v in saved.items())):
                     continue
