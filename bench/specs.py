@@ -102,6 +102,19 @@ class SelectionSettings(Strict):
         return v
 
 
+#: method settings added after rows were committed: at these values (the behaviour before the field existed)
+#: they are left out of run ids and stage keys, so committed rows and cached stages keep theirs
+LATE_SETTINGS: dict[str, dict[str, Any]] = {
+    **{m: {"packed": False, "loss": "ce", "n_negatives": 256} for m in ("sasrec", "gru4rec")},
+    "gream": {"answer_weight": 1.0}}
+
+
+def without_late_settings(method: str, config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` (a method config dump) without the :data:`LATE_SETTINGS` that sit at their old value."""
+    late = LATE_SETTINGS.get(method, {})
+    return {k: v for k, v in config.items() if not (k in late and v == late[k])}
+
+
 class RunSpec(Strict):
     """Everything that determines a run. The run id is the hash of the *resolved* spec
     (:func:`bench.config.resolve_spec` fills every default), minus the fields that change no number."""
@@ -120,19 +133,12 @@ class RunSpec(Strict):
 
     #: fields that change no number: left out of the run id
     NOT_IN_ID: ClassVar[frozenset[str]] = frozenset({"threads", "label", "dataset_card"})
-    #: method settings added after rows were committed: at these values (the behaviour before the field
-    #: existed) they are left out of the id, so the committed rows keep theirs
-    LATE_SETTINGS: ClassVar[dict[str, dict[str, Any]]] = {
-        **{m: {"packed": False, "loss": "ce", "n_negatives": 256} for m in ("sasrec", "gru4rec")},
-        "gream": {"answer_weight": 1.0}}
 
     def run_id(self) -> str:
         payload = self.model_dump(mode="json", exclude=set(self.NOT_IN_ID))
         if payload["eval"].get("split") == "test":  # the default: ids made before the field existed stay valid
             payload["eval"].pop("split")
-        for key, old in self.LATE_SETTINGS.get(self.method, {}).items():
-            if key in payload["method_config"] and payload["method_config"][key] == old:
-                payload["method_config"].pop(key)
+        payload["method_config"] = without_late_settings(self.method, payload["method_config"])
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
         return f"{self.method}-{self.dataset}-s{self.seed}-{digest}"
 

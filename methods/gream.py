@@ -35,6 +35,7 @@ from bench.generative.prompts import Example, seqrec_examples
 from bench.generative.training import TrainConfig, causal_lm_loss, train
 from bench.method import MethodInfo
 from bench.registry import register
+from bench.specs import without_late_settings
 
 
 class GREAMConfig(CoTConfig):
@@ -107,9 +108,8 @@ class GREAM(CoTMethod):
         return out
 
     def _cot_sft_key(self, data, ctx, stage1: str) -> dict:
-        config = self.config.model_dump(mode="json", exclude=self.non_cot_sft_fields)
-        if config["answer_weight"] == 1:  # added later: entries made before it keep their keys
-            config.pop("answer_weight")
+        config = without_late_settings(self.info.name, self.config.model_dump(mode="json",
+                                                                               exclude=self.non_cot_sft_fields))
         return {"recipe": "gream-cot-sft", "stage1": stage1, "data": data.fingerprint, "config": config,
                 "seed": ctx.seed,
                 "selection": {"metric": ctx.selection_metric, "exclude_history": ctx.exclude_history}}

@@ -220,6 +220,7 @@ def test_gream_shares_lasars_stage1_and_its_modes_share_cot_sft(toy_data):
     assert GREAM(GREAM.Config(**{**SMOKE, "rewrite_items": 0}))._cot_sft_key(toy_data, ctx, g) != a
     weighted = GREAM(GREAM.Config(**{**SMOKE, "answer_weight": 20}))
     assert weighted.sft_stage(toy_data, ctx).id == g and weighted._cot_sft_key(toy_data, ctx, g) != a
+    assert "answer_weight" not in a["config"]  # at its old value (1): keys made before the setting stay valid
 
 
 def test_gream_end_to_end_both_modes_share_training(toy_env, tmp_path):
