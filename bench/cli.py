@@ -50,8 +50,14 @@ def cmd_run(args) -> int:
     from bench.config import build_spec
     from bench.runner import run
 
+    base = {}
+    if args.demo is not None:  # the demo row's budget, under --config and --set
+        from bench.demo import demo_method_config
+
+        label, config = demo_method_config(args.method, args.demo or None)
+        base = {"method_config": config, "label": label}
     spec = build_spec(args.method, args.dataset, config_file=args.config, sets=args.set or [], seed=args.seed,
-                      dataset_path=args.dataset_path)
+                      dataset_path=args.dataset_path, **base)
     from bench.report import results_table
 
     res = run(spec, args.out, dataset_path=args.dataset_path, progress=not args.no_progress)
@@ -198,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override, e.g. method_config.epochs=3, eval.max_users=500, seed=1")
     s.add_argument("--seed", type=int)
+    s.add_argument("--demo", nargs="?", const="", metavar="ROW",
+                   help="start from the method's `reasonrec demo` budget (ROW: the row's label, for a method with "
+                        "several, e.g. 'GREAM (reasoning)'); --config and --set apply on top, so with neither "
+                        "this is the demo's run (same run id)")
     s.add_argument("--out", default="runs")
     _common_run_args(s)
     s.set_defaults(func=cmd_run)

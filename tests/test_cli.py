@@ -105,3 +105,22 @@ def test_parallel_suite_equals_the_sequential_one_and_names_failures(toy_env, tm
     with pytest.raises(SuiteFailed, match=r"1 run\(s\) failed: minionerec-toy-s0-\w+ \(TrainingDiverged"):
         run_suite(failing, tmp_path / "fail", progress=False, echo=False, jobs=2)
     assert len(list((tmp_path / "fail").glob("pop-*/result.json"))) == 1
+
+
+def test_run_demo_starts_from_the_demo_rows_budget(capsys):
+    """``reasonrec run --method M --dataset ml-100k --demo [ROW]`` is the demo's run for that row (same run id,
+    so `--set` on top reproduces the demo budget sweeps); a wrong row is refused, naming the rows."""
+    from bench.config import build_spec, suite_specs
+    from bench.demo import demo_method_config, demo_suite
+
+    demo = {(s.method, s.label): s.run_id() for s in suite_specs(demo_suite())}
+    assert ("gream", "GREAM (reasoning)") in demo and ("lcrec", None) in demo
+    for (method, label), run_id in demo.items():
+        row, config = demo_method_config(method, label)
+        assert build_spec(method, "ml-100k", method_config=config, label=row).run_id() == run_id
+    changed = build_spec("lcrec", "ml-100k", method_config=demo_method_config("lcrec")[1],
+                         sets=["method_config.sft.epochs=6", "eval.split=valid"])
+    assert changed.method_config["sft"]["epochs"] == 6 and changed.method_config["max_alignment_per_task"] == 300
+    assert main(["run", "--method", "gream", "--dataset", "ml-100k", "--demo", "GREAM (reasonin)"]) == 2
+    assert "did you mean 'GREAM (reasoning)'" in capsys.readouterr().err
+    assert main(["run", "--method", "gream", "--dataset", "ml-100k", "--demo"]) == 2
