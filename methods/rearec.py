@@ -291,9 +291,9 @@ class ReaRec(RecBoleMethod):
     info = MethodInfo(name="rearec", family="latent", paper="Tang et al., 2025 (ReaRec)",
                       description="SASRec-style encoder + K KV-cached latent reasoning steps (ERL or PRL)")
     demo_priority = 10
-    # ml-100k, measured: 3 epochs at batch 512 gave test N@10 0.0472 (ERL) and 0.0423 (PRL), 2 epochs valid 0.048 / 0.043
-    # epochs chosen on the validation split (PRL's NDCG@10 by epoch: 0.0280, 0.0436, 0.0597, 0.0567, 0.0494;
-    # with 2 the test row sat at popularity level); the best epoch's weights are kept
+    # epochs chosen on the validation split (`run --demo ReaRec-PRL --set eval.split=valid --set method_config.epochs=6`:
+    # NDCG@10 by epoch 0.0280, 0.0436, 0.0597, 0.0567, 0.0494; with 2 the test row sat at popularity level); the
+    # best epoch's weights are kept
     demo_config = {"epochs": 4, "hidden_size": 64, "inner_size": 128, "batch_size": 512}
     demo_rows = {"ReaRec-ERL": {"variant": "erl"}, "ReaRec-PRL": {"variant": "prl"}}
     smoke_config = {"epochs": 2, "batch_size": 256, "hidden_size": 32, "inner_size": 64, "warmup_epochs": 1}
