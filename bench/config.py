@@ -75,7 +75,7 @@ def suite_specs(suite: SuiteSpec, *, dataset_path: str | None = None) -> list[Ru
     specs, seen = [], set()
     for entry in suite.entries():
         for ds in suite.datasets:
-            for seed in suite.seeds:
+            for seed in entry.seeds if entry.seeds is not None else suite.seeds:
                 values = merge_overrides(
                     {"data": suite.data, "eval": suite.eval, "selection": suite.selection, "threads": suite.threads},
                     {"method": entry.method, "label": entry.label, "method_config": entry.method_config,

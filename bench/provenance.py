@@ -11,8 +11,17 @@ PACKAGES = ("reasonrec-bench", "torch", "transformers", "recbole", "accelerate",
             "scikit-learn", "sentence-transformers", "pydantic")
 
 
+ROOT = Path(__file__).resolve().parent.parent
+LOCK_FILE = "constraints.txt"
+
+
 def git_commit(root: Path | None = None) -> str | None:
-    root = root or Path(__file__).resolve().parent.parent
+    """HEAD of the checkout (``-dirty`` with uncommitted changes to tracked files). A copy of the tree
+    without ``.git`` (e.g. sent to a remote GPU machine) has no HEAD: there the sender names the commit
+    it copied in ``REASONREC_GIT_COMMIT``, recorded as given."""
+    root = root or ROOT
+    if not (root / ".git").exists() and os.environ.get("REASONREC_GIT_COMMIT"):
+        return os.environ["REASONREC_GIT_COMMIT"]
     try:
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         if out.returncode != 0:
@@ -47,5 +56,40 @@ def hardware() -> dict:
     return info
 
 
+def _same_version(have: str | None, want: str) -> bool:
+    if have is None:
+        return False
+    try:
+        from packaging.version import Version
+
+        return Version(have) == Version(want)  # 0.1.1-2209 == 0.1.1.post2209
+    except Exception:  # noqa: BLE001 -- an unparsable version: compare the text
+        return have == want
+
+
+def lock(root: Path | None = None) -> dict | None:
+    """The lock file the install used (``constraints.txt``, ``name==version`` lines): its sha256 and
+    the locked packages whose installed version differs (``name: installed != locked``); None without one."""
+    import hashlib
+
+    path = (root or ROOT) / LOCK_FILE
+    if not path.is_file():
+        return None
+    text = path.read_text()
+    differ = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" not in line:
+            continue
+        name, want = (x.strip() for x in line.split("==", 1))
+        try:
+            have = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            have = None
+        if not _same_version(have, want):
+            differ.append(f"{name}: {have} != {want}")
+    return {"file": LOCK_FILE, "sha256": hashlib.sha256(text.encode()).hexdigest()[:16], "differs": differ}
+
+
 def environment() -> dict:
-    return {"versions": versions(), "hardware": hardware(), "git_commit": git_commit()}
+    return {"versions": versions(), "hardware": hardware(), "git_commit": git_commit(), "lock": lock()}

@@ -150,6 +150,7 @@ class SuiteSpec(Strict):
         method: str
         label: str | None = None
         method_config: dict[str, Any] = Field(default_factory=dict)
+        seeds: list[int] | None = Field(None, description="this entry's seeds (default: the suite's)")
 
     methods: list[str | Entry]
     datasets: list[str]
@@ -164,6 +165,9 @@ class SuiteSpec(Strict):
     def _nonempty(self):
         if not self.methods or not self.datasets or not self.seeds:
             raise ValueError("a suite needs at least one method, one dataset and one seed")
+        for m in self.methods:
+            if isinstance(m, SuiteSpec.Entry) and m.seeds is not None and not m.seeds:
+                raise ValueError(f"suite entry {m.method} ({m.label or 'no label'}): seeds is empty")
         return self
 
     def entries(self) -> list[Entry]:

@@ -182,6 +182,14 @@ def test_suite_entries_resolve_like_single_runs(toy_env):
                                                               "selection.metric=HR@5"]).run_id()
 
 
+def test_a_suite_entry_can_name_its_own_seeds(toy_env):
+    suite = SuiteSpec(methods=[SuiteSpec.Entry(method="sasrec", seeds=[0, 1, 2]), "pop"], datasets=["toy"])
+    assert [(s.method, s.seed) for s in suite_specs(suite)] == [("sasrec", 0), ("sasrec", 1), ("sasrec", 2),
+                                                                ("pop", 0)]
+    with pytest.raises(ValueError, match="seeds is empty"):
+        SuiteSpec(methods=[SuiteSpec.Entry(method="sasrec", seeds=[])], datasets=["toy"])
+
+
 # ---------------------------------------------------------------- 3. one metric schema
 
 def test_any_ks_work_end_to_end(toy_env, tmp_path):
