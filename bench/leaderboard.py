@@ -55,8 +55,7 @@ def _group(results: list[RunResult]) -> dict[str, dict[str, list[RunResult]]]:
         out.setdefault(r.spec.dataset, {}).setdefault(r.display_name, []).append(r)
     for ds, rows in out.items():
         for name, runs in rows.items():
-            configs = {json.dumps(r.spec.model_dump(mode="json", exclude={"seed", "threads"}), sort_keys=True)
-                       for r in runs}
+            configs = {json.dumps(r.configuration(), sort_keys=True) for r in runs}
             if len(configs) > 1:
                 raise ValueError(f"dataset {ds}: several configurations share the display name '{name}' "
                                  f"(runs {', '.join(r.run_id for r in runs)}); give them distinct labels")
@@ -150,77 +149,65 @@ def paper_rows(dataset: str, columns: list[str]) -> tuple[list[dict], list[dict]
     return t1, t4
 
 
+def _per_user(r: RunResult) -> dict | None:
+    """A run's ``per_user.json`` (None when it has none)."""
+    path = r.folder / "per_user.json" if r.folder else None
+    return json.loads(path.read_text()) if path is not None and path.is_file() else None
+
+
 def _gains(r: RunResult, metric: str):
     """Per-user NDCG/HR of a run from its ``per_user.json`` (None when it has none)."""
     import numpy as np
 
-    from bench.significance import per_user_gains
+    from bench.metrics import per_user_gains
 
-    path = r.folder / "per_user.json" if r.folder else None
-    if path is None or not path.is_file():
+    pu = _per_user(r)
+    if pu is None:
         return None, None
-    pu = json.loads(path.read_text())
     return per_user_gains(np.array(pu["ranks"]), metric), (tuple(pu["users"]), tuple(pu["targets"]))
 
 
-def paired_permutation_p(d, signs) -> float:
-    """Two-sided p of a paired sign-flip permutation test on per-user differences ``d`` with the
-    random signs ``signs`` [P, n] (+-1): the share of sign flips whose mean difference is at least as
-    extreme as the observed one, counting the observed one ((1 + hits) / (1 + P))."""
-    import numpy as np
-
-    obs = abs(float(d.mean()))
-    d = np.asarray(d, dtype=np.float64)
-    hits = 0
-    for s in range(0, len(signs), 250):  # signs may be int8 (compact): 250 rows at a time in float
-        perm = np.abs(signs[s:s + 250].astype(np.float64) @ d) / len(d)
-        hits += int((perm >= obs - 1e-12).sum())
-    return float((1 + hits) / (1 + len(signs)))
-
-
-def significance_marks(rows: list[Row], metrics=("NDCG@10", "HR@10"), alpha: float = 0.05,
-                       permutations: int = 2000, seed: int = 0) -> None:
-    """Each single-seed row against the best row (by the first metric) of every family: a paired
-    sign-flip permutation test on each metric's per-user values over the same test users
-    (``per_user.json``). Sets ``row.cells['sig']['marks']`` = [{vs, family, marks: [{metric, mark, p,
-    diff}]}]; mark '+' (significantly better), '−' (worse) or '≈' (p >= alpha)."""
-    import numpy as np
+def significance_marks(rows: list[Row], metrics=("NDCG@10", "HR@10"), alpha: float = 0.05) -> None:
+    """Each row against the best row (by the first metric) of every family: the paired t-test
+    (bench.significance, the same test as ``reasonrec paired``) on each metric's per-user values over the
+    same test users, pooled over the seeds both rows have (each user's difference averaged over them).
+    Sets ``row.cells['sig']['marks']`` = [{vs, family, seeds, marks: [{metric, mark, p, diff}]}]; mark '+'
+    (significantly better), '−' (worse) or '≈' (p >= alpha). No mark without a shared seed."""
+    from bench.significance import paired_ttest_p, pooled_differences
 
     key = metrics[0]
     best: dict[str, Row] = {}
     for row in rows:
         v = row.cells.get(key, {}).get("mean")
-        if v is not None and len(row.runs) == 1 and (row.family not in best or v > best[row.family].cells[key]["mean"]):
+        if v is not None and (row.family not in best or v > best[row.family].cells[key]["mean"]):
             best[row.family] = row
-    cache: dict[tuple, tuple] = {}
-    signs: dict[int, np.ndarray] = {}
+    cache: dict[str, dict | None] = {}
 
-    def gains(row, metric):
-        if (row.name, metric) not in cache:
-            cache[(row.name, metric)] = _gains(row.runs[0], metric)
-        return cache[(row.name, metric)]
+    def per_seed(row):
+        if row.name not in cache:
+            pus = {r.spec.seed: _per_user(r) for r in row.runs}
+            cache[row.name] = None if any(v is None for v in pus.values()) else pus
+        return cache[row.name]
 
     for row in rows:
         row.cells["sig"] = {"mean": 0, "std": None, "text": "", "marks": []}
-        if len(row.runs) != 1:
-            continue
         for fam, ref in sorted(best.items()):
-            if ref is row:
+            a, b = per_seed(row), per_seed(ref)
+            if ref is row or a is None or b is None:
                 continue
             marks = []
-            for metric in metrics:
-                (ga, key_a), (gb, key_b) = gains(row, metric), gains(ref, metric)
-                if ga is None or gb is None or key_a != key_b:
-                    break
-                d = (ga - gb).astype(np.float64)
-                if len(d) not in signs:
-                    signs[len(d)] = np.random.default_rng(seed).choice(np.array([-1, 1], dtype=np.int8),
-                                                                        size=(permutations, len(d)))
-                p = paired_permutation_p(d, signs[len(d)]) if d.any() else 1.0
-                marks.append({"metric": metric, "mark": "≈" if p >= alpha else ("+" if d.mean() > 0 else "−"),
-                              "p": p, "diff": float(d.mean())})
+            try:
+                for metric in metrics:
+                    d, seeds = pooled_differences(a, b, metric)
+                    if not seeds:
+                        break
+                    p = paired_ttest_p(d)
+                    marks.append({"metric": metric, "mark": "≈" if p >= alpha else ("+" if d.mean() > 0 else "−"),
+                                  "p": p, "diff": float(d.mean())})
+            except ValueError:  # not evaluated on the same users: no comparison
+                continue
             if len(marks) == len(metrics):
-                row.cells["sig"]["marks"].append({"vs": ref.name, "family": fam, "marks": marks})
+                row.cells["sig"]["marks"].append({"vs": ref.name, "family": fam, "seeds": seeds, "marks": marks})
 
 
 def run_ci(r: RunResult, metrics=("NDCG@10", "HR@10"), resamples: int = 1000, seed: int = 0) -> dict:

@@ -102,15 +102,21 @@ def target_ranks(ranked: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.where(hit.any(1), hit.argmax(1) + 1, 0)
 
 
+def per_user_gains(ranks: np.ndarray, metric: str) -> np.ndarray:
+    """Each user's HR@k (0/1) or NDCG@k (1 / log2(rank + 1) when 1 <= rank <= k, else 0) from the 1-based
+    rank of the target (0 = not ranked). The one place per-user values are computed: the metrics are their
+    means, and significance tests compare them user by user."""
+    family, k = parse_metric(metric)
+    ranks = np.asarray(ranks)
+    hit = (ranks >= 1) & (ranks <= k)
+    if family == "HR":
+        return hit.astype(float)
+    return np.where(hit, 1.0 / np.log2(np.maximum(ranks, 1) + 1), 0.0)
+
+
 def metrics_from_ranks(ranks: np.ndarray, ks=(5, 10, 20)) -> dict[str, float]:
     ranks = np.asarray(ranks)
-    out = {}
-    for name in metric_names(ks):
-        fam, k = parse_metric(name)
-        hit = (ranks >= 1) & (ranks <= k)
-        gains = hit.astype(float) if fam == "HR" else np.where(hit, 1.0 / np.log2(np.maximum(ranks, 1) + 1), 0.0)
-        out[name] = float(gains.mean()) if len(ranks) else 0.0
-    return out
+    return {name: float(per_user_gains(ranks, name).mean()) if len(ranks) else 0.0 for name in metric_names(ks)}
 
 
 def evaluate(items: np.ndarray, targets: np.ndarray, n_items: int, *, ks=(5, 10, 20),

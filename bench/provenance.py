@@ -17,11 +17,11 @@ LOCK_FILE = "constraints.txt"
 
 def git_commit(root: Path | None = None) -> str | None:
     """HEAD of the checkout (``-dirty`` with uncommitted changes to tracked files). A copy of the tree
-    without ``.git`` (e.g. sent to a remote GPU machine) has no HEAD: there the sender names the commit
-    it copied in ``REASONREC_GIT_COMMIT``, recorded as given."""
-    root = root or ROOT
-    if not (root / ".git").exists() and os.environ.get("REASONREC_GIT_COMMIT"):
+    sent elsewhere (a remote GPU machine) may carry no ``.git`` or a stale one: there the sender names the
+    clean commit it copied in ``REASONREC_GIT_COMMIT``, which is recorded as given."""
+    if os.environ.get("REASONREC_GIT_COMMIT"):
         return os.environ["REASONREC_GIT_COMMIT"]
+    root = root or ROOT
     try:
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         if out.returncode != 0:

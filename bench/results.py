@@ -60,6 +60,18 @@ class RunResult(BaseModel):
     def display_name(self) -> str:
         return self.spec.label or self.spec.method
 
+    def configuration(self) -> dict:
+        """What determines this run's numbers, seed aside, in the current schema (:func:`upgrade_config`):
+        method, dataset, the data's fingerprint, eval settings, selection metric and the *resolved* method
+        config the run recorded (``method_facts.config``). Results written by different versions of the
+        spec format (older ones stored only the overrides) compare equal when they ran the same thing;
+        seeds of one configuration are one leaderboard row."""
+        metric = self.spec.selection.metric
+        return {"method": self.spec.method, "dataset": self.spec.dataset, "label": self.spec.label,
+                "data": self.data.get("fingerprint"), "eval": self.spec.eval.model_dump(mode="json"),
+                "selection": metric,
+                "method_config": upgrade_config(self.method_facts.get("config", self.spec.method_config), metric)}
+
     def to_disk(self, folder: Path) -> Path:
         return atomic_write_json(folder / "result.json", self.model_dump(mode="json"))
 
@@ -71,6 +83,26 @@ class RunResult(BaseModel):
         r = cls(**obj)
         r._folder = Path(path).parent
         return r
+
+
+#: method settings added after results were written, at the value that reproduces the behaviour before them
+ADDED_SETTINGS = {("rl", "updates_per_rollout"): 1}
+
+
+def upgrade_config(config: dict, selection_metric: str = "NDCG@10") -> dict:
+    """A recorded method config in the current schema: ``valid_metric: ndcg@10`` (before ``protocol``
+    existed, which means "the selection metric") is ``protocol`` when the selection metric is NDCG@10, and
+    settings added later take the value that reproduces the older behaviour (:data:`ADDED_SETTINGS`)."""
+    out = json.loads(json.dumps(config))
+    if out.get("valid_metric") == "ndcg@10" and selection_metric == "NDCG@10":
+        out["valid_metric"] = "protocol"
+    for path, value in ADDED_SETTINGS.items():
+        node = out
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node.get(path[-1]) is None:
+            node[path[-1]] = value
+    return out
 
 
 def load_results(runs_dir: Path) -> list[RunResult]:

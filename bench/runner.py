@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from bench import distributed, provenance
+from bench import distributed, locks, provenance
 from bench.atomic import atomic_dir, atomic_write_json, atomic_write_text
 from bench.config import (TRAINING_FIELDS, build_spec, load_suite, method_config, reevaluation_spec,  # noqa: F401
                           resolve_spec, suite_specs)
@@ -69,23 +69,11 @@ class RunInProgress(RuntimeError):
 
 def _lock(run_dir: Path):
     """An exclusive, non-blocking lock on ``run_dir/.lock`` (released when the process exits)."""
-    import fcntl
-    import os
-
-    f = open(run_dir / ".lock", "a+")
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip() or "?"
-        f.close()
-        raise RunInProgress(f"run {run_dir.name} is in progress in another process (pid {holder}); "
+        return locks.hold(run_dir / ".lock")
+    except locks.Busy as e:
+        raise RunInProgress(f"run {run_dir.name} is in progress in another process (pid {e.holder}); "
                             f"wait for it or stop it") from None
-    f.seek(0)
-    f.truncate()
-    f.write(str(os.getpid()))
-    f.flush()
-    return f
 
 
 def run(spec: RunSpec | dict, out: str | Path = "runs", *, dataset_path: str | None = None, progress: bool = True,

@@ -29,7 +29,6 @@ evaluation) and ``trials.md`` (every trial, also printed).
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import time
@@ -38,6 +37,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from bench import locks
 from bench.atomic import atomic_write_text
 from bench.specs import SpecError, Strict, deep_merge, load_yaml, set_dotted, validated
 
@@ -124,19 +124,12 @@ def _nest(flat: dict[str, Any]) -> dict:
     return tree
 
 
-class _Lock:
+def _lock(path: Path) -> locks.Held:
     """One tune process per study (a second would share its trials' run folders)."""
-
-    def __init__(self, path: Path):
-        self.f = open(path, "w")
-        try:
-            fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.f.close()
-            raise SpecError(f"another `reasonrec tune` is running this study ({path.parent})") from None
-
-    def close(self):
-        self.f.close()
+    try:
+        return locks.hold(path)
+    except locks.Busy:
+        raise SpecError(f"another `reasonrec tune` is running this study ({path.parent})") from None
 
 
 def study_name(method: str, dataset: str, space: SearchSpace, seed: int) -> str:
@@ -184,7 +177,7 @@ def tune(method: str, dataset: str, space_path: str | Path, out: str | Path = "r
     name = study_name(method, dataset, space, seed)
     folder = Path(out) / name
     folder.mkdir(parents=True, exist_ok=True)
-    lock = _Lock(folder / ".lock")
+    lock = _lock(folder / ".lock")
     try:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = f"sqlite:///{(folder / 'study.db').resolve()}"

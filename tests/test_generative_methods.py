@@ -1,5 +1,6 @@
 """MiniOneRec and LC-Rec specifics on the toy dataset, paper prompt style (the compact style is in
 test_prompt_styles.py; the registry-wide smoke test covers run() in both)."""
+import json
 import random
 from collections import Counter
 
@@ -68,3 +69,40 @@ def test_minionerec_records_sft_and_rl(toy_env, tmp_path):
     assert sft_only.training.model_extra["sft"]["stage"] == facts["sft"]["stage"]
     assert facts["rl"]["valid_before"].keys() == facts["rl"]["valid_after"].keys() == {"valid_NDCG@10"}
     assert 0.0 <= facts["rl"]["group_hit_rate"] <= 1.0
+
+
+def test_an_rl_row_is_the_same_whether_its_sft_stage_was_trained_or_reused(toy_env, tmp_path, monkeypatch):
+    """GRPO draws its prompts from its own stream (bench.generative.method.phase_rng): the SFT+RL row is
+    identical when this run trains the SFT stage and when it reuses the stage the SFT-only row published
+    (before, a reused stage skipped SFT's draws and GRPO picked other prompts)."""
+    cls = REGISTRY.get("minionerec")
+    rows = {}
+    for name, first in (("trained", []), ("reused", [{**cls.smoke_config, "rl": {"enabled": False}}])):
+        monkeypatch.setenv("REASONREC_CACHE", str(tmp_path / name / "cache"))
+        for cfg in first:  # publishes the SFT stage
+            run(build_spec("minionerec", "toy", method_config=cfg), tmp_path / name, progress=False, echo=False)
+        res = run(build_spec("minionerec", "toy", method_config=cls.smoke_config), tmp_path / name, progress=False,
+                  echo=False)
+        rows[name] = (res, json.loads((tmp_path / name / res.run_id / "per_user.json").read_text()))
+    (a, pa), (b, pb) = rows["trained"], rows["reused"]
+    assert not a.training.model_extra["sft"].get("reused") and b.training.model_extra["sft"]["reused"]
+    assert a.run_id == b.run_id and pa["ranks"] == pb["ranks"] and a.metrics == b.metrics
+
+
+def test_lasar_is_the_same_whether_it_trains_stage1_or_reuses_one_with_another_head(toy_env, tmp_path, monkeypatch):
+    """LASAR's Stage 1 is shared by rows that differ in N_max (the policy head's size), which Stage 1 does
+    not train: a row reusing a Stage 1 published with another head size keeps its own build-time head, so
+    it equals the row that trained Stage 1 itself (the mismatched head used to be a fresh draw)."""
+    cls = REGISTRY.get("lasar")
+    rows = {}
+    other = {**cls.smoke_config, "max_steps": cls.smoke_config["max_steps"] + 1, "rl": {"enabled": False}}
+    for name, first in (("trained", []), ("reused", [other])):
+        monkeypatch.setenv("REASONREC_CACHE", str(tmp_path / name / "cache"))
+        for cfg in first:
+            run(build_spec("lasar", "toy", method_config=cfg), tmp_path / name, progress=False, echo=False)
+        res = run(build_spec("lasar", "toy", method_config=cls.smoke_config), tmp_path / name, progress=False,
+                  echo=False)
+        rows[name] = (res, json.loads((tmp_path / name / res.run_id / "per_user.json").read_text()))
+    (a, pa), (b, pb) = rows["trained"], rows["reused"]
+    assert b.training.model_extra["sft"]["reused"] and not a.training.model_extra["sft"].get("reused")
+    assert pa["ranks"] == pb["ranks"] and a.metrics == b.metrics

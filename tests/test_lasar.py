@@ -375,7 +375,7 @@ def test_paired_significance_on_hand_made_ranks(tmp_path):
     r = paired_test(tmp_path / "a", tmp_path / "b")
     assert r["mean_difference"] == pytest.approx(0.25) and r["a_better_users"] == 20 and r["b_better_users"] == 0
     assert r["t_pvalue"] < 1e-6 and r["ci95"][0] > 0
-    assert paired_test(tmp_path / "a", tmp_path / "a")["wilcoxon_pvalue"] == 1.0
+    assert paired_test(tmp_path / "a", tmp_path / "a")["t_pvalue"] == 1.0
     (tmp_path / "c" / "per_user.json").write_text(json.dumps({"users": users[::-1], "targets": targets, "ranks": [1] * 40}))
     with pytest.raises(ValueError, match="same users"):
         paired_test(tmp_path / "a", tmp_path / "c")

@@ -402,20 +402,43 @@ def test_every_link_resolves_and_registry_page(site):
     assert "<code>reason_steps</code>" in reg and "K latent reasoning steps" in reg
 
 
-def test_paired_permutation_p_by_hand():
-    """Sign flips of d = (1, 1, 1, -1): 16 equally likely flips; the mean is at least |0.5| in 10 of them
-    (all four agree: 2; three agree: 8), so the exact two-sided p is 10/16; with every flip enumerated as
-    the permutation set, (1 + 10) / (1 + 16)."""
-    import itertools
+def test_paired_ttest_by_hand():
+    """d = (1, 1, 1, -1): mean 0.5, sample sd 1, t = 0.5 / (1 / 2) = 1 on 3 degrees of freedom; the t(3)
+    cdf is 1/2 + (1/pi) (u / (1 + u^2) + atan u) with u = t / sqrt(3), so p = 2 (1 - F(1)) = 0.391002."""
+    import math
 
     import numpy as np
 
-    from bench.leaderboard import paired_permutation_p
+    from bench.significance import paired_ttest_p
 
-    d = np.array([1.0, 1.0, 1.0, -1.0])
-    signs = np.array(list(itertools.product([-1.0, 1.0], repeat=4)))
-    assert abs(paired_permutation_p(d, signs) - 11 / 17) < 1e-12
-    assert paired_permutation_p(np.full(200, 0.1), np.random.default_rng(0).choice([-1.0, 1.0], (999, 200))) == 1 / 1000
+    u = 1 / math.sqrt(3)
+    want = 2 * (1 - (0.5 + (u / (1 + u * u) + math.atan(u)) / math.pi))
+    assert abs(want - 0.391002) < 1e-6
+    assert paired_ttest_p(np.array([1.0, 1.0, 1.0, -1.0])) == pytest.approx(want, abs=1e-9)
+    assert paired_ttest_p(np.zeros(5)) == 1.0 and paired_ttest_p(np.full(5, 0.1)) == 0.0
+
+
+def test_pooled_differences_average_over_the_shared_seeds():
+    """Row A has seeds 0 and 1, row B seeds 1 and 2: only seed 1 is shared. With A = B on seed 2 added,
+    each user's difference is the mean over seeds 1 and 2."""
+    import numpy as np
+
+    from bench.significance import pooled_differences
+
+    pu = lambda ranks: {"users": [0, 1, 2], "targets": [5, 6, 7], "ranks": ranks}  # noqa: E731
+    a = {0: pu([1, 1, 1]), 1: pu([1, 0, 3])}
+    b = {1: pu([0, 0, 1]), 2: pu([1, 1, 1])}
+    d, seeds = pooled_differences(a, b, "HR@10")
+    assert seeds == [1] and d.tolist() == [1.0, 0.0, 0.0]
+    d, seeds = pooled_differences(a, b, "NDCG@10")
+    assert d.tolist() == pytest.approx([1.0, 0.0, 0.5 - 1.0])
+    a[2] = pu([0, 1, 1])
+    d, seeds = pooled_differences(a, b, "HR@10")
+    assert seeds == [1, 2] and d.tolist() == [0.0, 0.0, 0.0]  # ((1 - 0) + (0 - 1)) / 2 for user 0
+    assert pooled_differences({0: pu([1, 1, 1])}, {1: pu([1, 1, 1])}, "HR@10")[1] == []
+    b[2] = {**pu([1, 1, 1]), "users": [2, 1, 0]}
+    with pytest.raises(ValueError, match="seed 2"):
+        pooled_differences(a, b, "HR@10")
 
 
 def test_tuning_trials_are_not_rows_and_history_variants_show(tmp_path):
@@ -469,3 +492,33 @@ def test_tuning_trials_get_their_own_table(toy_env, tmp_path):
     assert ("table1", "toy") not in p.tables
     for t in res["trials"]:
         assert (site.parent / "runs" / f"{t['run_id']}.html").is_file()
+
+
+def test_seeds_written_in_two_spec_formats_are_one_row(tmp_path):
+    """The committed Beauty MiniOneRec seed 0 stored only its overrides (``method_config: {}``) and
+    ``valid_metric: ndcg@10`` without ``rl.updates_per_rollout``; seeds 1-2 store the resolved config in
+    the current schema. Same configuration: one row with mean +- std over 3 seeds. A real difference in
+    the recorded config (here the lr) still refuses to share a display name."""
+    from bench.results import upgrade_config
+
+    old_cfg = {"valid_metric": "ndcg@10", "sft": {"lr": 0.002}, "rl": {"enabled": True, "beta": 0.001}}
+    new_cfg = {"valid_metric": "protocol", "sft": {"lr": 0.002}, "rl": {"enabled": True, "beta": 0.001,
+                                                                         "updates_per_rollout": 1}}
+    assert upgrade_config(old_cfg) == new_cfg
+    assert upgrade_config(old_cfg, "HR@10")["valid_metric"] == "ndcg@10"  # not the selection metric then
+    runs = tmp_path / "runs"
+    for seed, v, cfg, overrides in ((0, 0.02, old_cfg, {}), (1, 0.03, new_cfg, new_cfg), (2, 0.04, new_cfg, new_cfg)):
+        r = fake_result("minionerec", "beauty", seed, v, label="M")
+        r.spec = r.spec.model_copy(update={"method_config": overrides})
+        r.method_facts = {"config": cfg}
+        r.data["fingerprint"] = "f0"
+        r.to_disk(runs / f"minionerec-beauty-s{seed}-x")
+    index = build_site([runs], tmp_path / "site")
+    text = index.read_text()
+    assert "0.0300 ± 0.0100" in text  # N@10 over the three seeds
+    bad = fake_result("minionerec", "beauty", 3, 0.05, label="M")
+    bad.method_facts = {"config": {**new_cfg, "sft": {"lr": 0.001}}}
+    bad.data["fingerprint"] = "f0"
+    bad.to_disk(runs / "minionerec-beauty-s3-x")
+    with pytest.raises(ValueError, match="several configurations share the display name 'M'"):
+        build_site([runs], tmp_path / "site2")

@@ -24,8 +24,10 @@ def test_the_repo_lock_matches_this_install():
     assert out is not None and out["differs"] == []
 
 
-def test_commit_of_a_copy_without_git(tmp_path, monkeypatch):
+def test_commit_of_a_copied_tree(tmp_path, monkeypatch):
+    """The device tool's copy carried a stale .git (the session's first commit, dirty): the sender's
+    REASONREC_GIT_COMMIT names the clean commit the tree was copied from."""
+    assert provenance.git_commit(tmp_path) is None  # no git repository there
     monkeypatch.setenv("REASONREC_GIT_COMMIT", "abc123")
     assert provenance.git_commit(tmp_path) == "abc123"
-    (tmp_path / ".git").mkdir()  # a real checkout never takes the variable's word
-    assert provenance.git_commit(tmp_path) is None
+    assert provenance.git_commit() == "abc123"  # also over a real checkout

@@ -1,4 +1,6 @@
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +27,25 @@ SMOKE_CASES = [(n, None) for n in REGISTRY.names()] + [(n, s) for n in REGISTRY.
                                                        for s in ("compact", "paper")]
 
 
+#: every registered method's toy metrics and run id at its smoke budget, pinned so that a refactor that must
+#: preserve behaviour (the phase pipeline, one epoch loop) shows any change. A metric moves by >= 1/(40 log2 21)
+#: when one toy user's rank changes, so 1e-6 tells a changed ranking from float noise. Regenerate, after a
+#: change that is meant to move them, with REASONREC_UPDATE_PINS=1 and say why in the commit.
+PINS = Path(__file__).parent / "toy_metrics.json"
+
+
+def _check_pin(key: str, run_id: str, metrics: dict) -> None:
+    pins = json.loads(PINS.read_text()) if PINS.is_file() else {}
+    if os.environ.get("REASONREC_UPDATE_PINS"):
+        pins[key] = {"run_id": run_id, "metrics": metrics}
+        PINS.write_text(json.dumps(pins, indent=1, sort_keys=True) + "\n")
+        return
+    assert key in pins, f"no pinned toy metrics for {key}: run with REASONREC_UPDATE_PINS=1"
+    assert run_id == pins[key]["run_id"], f"{key}: the run id changed"
+    for m, v in pins[key]["metrics"].items():
+        assert metrics[m] == pytest.approx(v, abs=1e-6), f"{key}: {m} {metrics[m]:.6f}, pinned {v:.6f}"
+
+
 @pytest.mark.parametrize("name,style", SMOKE_CASES)
 def test_every_registered_method_trains_and_ranks(name, style, toy_env, tmp_path):
     cls = REGISTRY.get(name)
@@ -42,6 +63,7 @@ def test_every_registered_method_trains_and_ranks(name, style, toy_env, tmp_path
     per_user = json.loads((run_dir / "per_user.json").read_text())
     assert len(per_user["ranks"]) == res.latency.n_samples
     assert RunResult.from_disk(run_dir / "result.json").metrics == res.metrics
+    _check_pin(f"{name}/{style or 'default'}", spec.run_id(), res.metrics)
 
 
 @pytest.mark.parametrize("name", REGISTRY.names())

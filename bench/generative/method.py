@@ -192,11 +192,11 @@ class GenerativeMethod(Method):
     def _adopt(self, bb, data, folder: Path | None = None, strict_modules: bool = True) -> None:
         """Make ``bb`` the method's backbone: attach the method's modules (restoring their saved
         weights from ``folder``), move to the device, rebuild the encoder and the trie tensors.
-        ``strict_modules=False`` (a shared SFT stage, which does not train them): a module whose saved shape
-        differs from this configuration's (LASAR's head for another N_max) keeps its fresh init; one the stage
-        does not have (it was published by a method without it, e.g. GREAM for LASAR's head) gets the weights
-        it had before this call (the run's own build): the same as the method's own stage would hold, so the
-        run's result does not depend on which method published the stage."""
+        ``strict_modules=False`` (a shared SFT stage, which does not train them): a module the stage does not
+        have (it was published by a method without it, e.g. GREAM for LASAR's head) or has in another shape
+        (LASAR's head for another N_max) gets the weights it had before this call (the run's own build): the
+        same as the method's own stage would hold, so the run's result does not depend on which row
+        published the stage (a mismatched shape used to keep a fresh draw, and the row changed with it)."""
         import torch
 
         from bench.generative.decoding import TrieTensors
@@ -214,11 +214,10 @@ class GenerativeMethod(Method):
                 state = {}
             for name, module in self.modules.items():
                 saved = state.get(name)
-                if saved is None and not strict_modules:
-                    saved = before.get(name)
-                if not strict_modules and (saved is None or any(
-                        v.shape != module.state_dict()[k].shape for k, v in saved.items())):
-                    continue
+                if not strict_modules and not _fits(saved, module):
+                    saved = before.get(name)  # the run's own build-time weights
+                    if not _fits(saved, module):
+                        continue
                 module.load_state_dict(saved)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.bb.model.to(self.device)
@@ -394,11 +393,11 @@ class GenerativeMethod(Method):
                         ctx.log(f"{self.info.name}: SFT stage published as {stage.id}")
             facts["sft"]["stage"] = stage.id
             facts["started_from"] = {"stage": stage.id, "path": str(stage.dir)}
-        facts.update(self.after_sft(data, valid, ctx, rng) or {})
+        facts.update(self.after_sft(data, valid, ctx, phase_rng(ctx.seed, "after-sft")) or {})
         rl: GRPOConfig | None = getattr(self.config, "rl", None)
         if rl is not None and rl.enabled:
             t0 = time.time()
-            facts["rl"] = self._grpo(data, valid, ctx, rl, rng)
+            facts["rl"] = self._grpo(data, valid, ctx, rl, phase_rng(ctx.seed, "rl"))
             facts["rl"]["seconds"] = round(time.time() - t0, 1)
         self.bb.model.eval()
         return facts
@@ -459,3 +458,19 @@ class GenerativeMethod(Method):
 
 
 MODULES_FILE = "extra_modules.pt"
+
+
+def _fits(saved: dict | None, module) -> bool:
+    """Whether a saved state dict loads into ``module`` (present, same keys, same shapes)."""
+    if saved is None:
+        return False
+    own = module.state_dict()
+    return set(saved) == set(own) and all(v.shape == own[k].shape for k, v in saved.items())
+
+
+def phase_rng(seed: int, phase: str) -> random.Random:
+    """A phase's own random stream, from the run's seed and the phase's name. The SFT stage draws from
+    ``random.Random(seed)``; every later phase from its own stream, so what it draws (GRPO's prompts) does
+    not depend on whether the SFT stage was trained in this run or reused from the stage cache (it did: a
+    reused stage skipped SFT's draws, and the same run id gave different RL rows)."""
+    return random.Random(f"{seed}:{phase}")

@@ -17,10 +17,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import time
 from pathlib import Path
 from typing import Any, Callable
 
+from bench import locks
 from bench.atomic import atomic_dir, atomic_write_text
 
 STAGE_FORMAT = 1
@@ -61,21 +61,14 @@ class StageCache:
     @contextlib.contextmanager
     def lock(self, log: Callable[[str], None] = print):
         """Exclusive while one process trains this entry; a second process waits here."""
-        import fcntl
-
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / f"{self.id}.lock", "a+") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log(f"stage {self.id}: another process is training it; waiting to reuse it")
-                t0 = time.perf_counter()
-                fcntl.flock(f, fcntl.LOCK_EX)
-                _WAITED[0] += time.perf_counter() - t0
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        try:
+            held = locks.hold(self.root / f"{self.id}.lock")
+        except locks.Busy:
+            log(f"stage {self.id}: another process is training it; waiting to reuse it")
+            held = locks.hold(self.root / f"{self.id}.lock", wait=True)
+            _WAITED[0] += held.waited
+        with held:
+            yield
 
     def publish(self, write: Callable[[Path], None], facts: dict) -> Path:
         """``write(folder)`` saves the model; then key and facts; then one atomic rename."""

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Heavy real-data rows on a lent H200, in one call of the device tool (see leaderboard/results/README.md):
 #   carry .whl (pydantic wheels for the device's Python), .devdata (the three datasets' files), .devcache
-#   (the prepared SID data, so no embedding model is needed there); REASONREC_GIT_COMMIT names the clean
+#   (the prepared SID data, so no embedding model is needed there); REASONREC_GIT_COMMIT=$(git rev-parse HEAD)
+#   (typed into the command from a clean checkout here) names the
 #   commit the tree was copied from. Runs the suites in this folder at once (one process per run), stops
 #   them at DEADLINE seconds, and packs every complete run's result files (no checkpoints) into $OUT.
+# Before the call, here: copy each dataset's files (Beauty: inter, item, index, item2attributes; Sports: inter,
+# item, item2attributes; Instruments: inter, index) from ../shared/data into .devdata/<dataset>/, run
+# `reasonrec prepare --dataset <d>` for each, `cp -r ~/.cache/reasonrec .devcache`, and download the pydantic
+# wheels into .whl (the device tool's README, Python 3.12). All three folders are git-ignored.
 set -u
 DEADLINE=${DEADLINE:-520}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
