@@ -119,7 +119,7 @@ class GREAM(CoTMethod):
         n_tok = sum(len(e.prompt) + len(e.response) for e in examples)
         ctx.log(f"gream: CoT-SFT on {len(examples):,} examples ({sum(e.task == 'cot' for e in examples):,} with CoT), "
                 f"{n_tok:,} tokens")
-        t0 = time.time()  # model selection decodes in the direct mode (fit sets _training): one for both rows
+        t0 = time.time()  # model selection decodes in the direct mode (phase stage-2): one for both rows
         end, w = self._tok(REASON_END), self.config.answer_weight
 
         def loss(m, b):
@@ -128,17 +128,10 @@ class GREAM(CoTMethod):
 
         facts = train(self.bb.model, loss,
                       examples, self._collate, self.config.cot_sft, workdir=ctx.workdir,
-                      valid_fn=self._valid_fn(data, valid, ctx), seed=ctx.seed, progress=ctx.progress,
+                      valid_fn=self._valid_fn(data, valid, ctx, "stage-2"), seed=ctx.seed, progress=ctx.progress,
                       log=ctx.log, name="cot_sft", lengths=[len(e.prompt) + len(e.response) for e in examples])
         facts.update(seconds=round(time.time() - t0, 1), examples=len(examples), tokens_per_epoch=n_tok)
         return facts
-
-    def fit(self, data, *, valid, ctx):
-        self._training = True  # Stage 1 and CoT-SFT select on the direct mode
-        try:
-            return super().fit(data, valid=valid, ctx=ctx)
-        finally:
-            self._training = False
 
     def after_sft(self, data, valid, ctx, rng):
         stage1 = self.sft_stage(data, ctx)
@@ -148,14 +141,16 @@ class GREAM(CoTMethod):
                 "mode": self.config.mode, "cot_samples": len(self.cot_state(data)["cots"])}
 
     # ------------------------------------------------------------ inference
-    def prefix_state(self, model, histories, *, grad: bool = False):
-        if self.config.mode == "direct" or getattr(self, "_training", False):
-            return super().prefix_state(model, histories, grad=grad)
+    def prefix(self, model, histories, phase, *, grad=False, given=None, state=None):
+        """The direct prompt in training and model selection (every phase but ``test``: one Stage 1 and one
+        CoT-SFT serve both rows); in the reasoning mode's ``test`` phase, the generated CoT
+        (``aux["per_user"]["cot_tokens"]``: its length per user)."""
+        if self.config.mode == "direct" or phase != "test":
+            return super().prefix(model, histories, phase, grad=grad, given=given, state=state)
         if grad:
             raise NotImplementedError("gream: the reasoning mode's prefix is generated text (no gradient through it)")
-        state, lengths = self.generate_reasoning(model, histories)
-        self.record_decode_stat("cot_tokens", lengths.cpu().numpy())
-        return state
+        out, lengths = self.generate_reasoning(model, histories)
+        return out, {"per_user": {"cot_tokens": lengths}}
 
     @property
     def think_cap(self) -> int:

@@ -28,7 +28,7 @@ facts = {"sft": train(model, causal_lm_loss, examples, lambda b: collate(b, bb.p
 ref = copy.deepcopy(model).eval()  # the frozen reference is the SFT model, as in GenerativeMethod._grpo
 trie = TrieTensors(SIDTrie.build(codes, 3), sid)
 loss = GRPOLoss(ref, GRPOConfig(num_generations=4), beam_rollout(trie, bb.pad_id),
-                lambda m, p, t: completion_logprobs(m, p, t, bb.pad_id))
+                lambda m, p, t, given: (completion_logprobs(m, p, t, bb.pad_id), {}))
 prompts = [([5, 6, 7 + i % 3], i % 9) for i in range(16)]
 facts["grpo"] = train(model, loss, prompts, lambda b: b, TrainConfig(epochs=1, batch_size=2, lr=1e-2),
                       workdir=out / "ckpt", progress=False, log=lambda *_: None, name="grpo", restore_best=False)

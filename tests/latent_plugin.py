@@ -4,8 +4,9 @@ method (fit, recommend, _grpo, save, load): proof that a latent-reasoning method
 - an extra special token (``<think>``) closes the prompt;
 - a policy head (a linear map of the last hidden state) is an attached module: trained, saved and
   reloaded with the backbone;
-- ``prefix_state``: prompt, then a variable number of latent steps per user (0..3, here a function
-  of the history length), finished rows masked — what ranking and GRPO rollouts decode from;
+- ``prefix`` (every phase alike here): prompt + ``<think>``, then a variable number of latent steps per user
+  (0..3, a function of the history length), finished rows masked — what ranking, validation and GRPO
+  rollouts decode from; the step count goes back as ``aux["per_user"]["latent_steps"]``;
 - ``completion_logprobs``: from the same latent prefix with grad (GRPO reaches the head);
 - ``sft_loss`` returns named components; ``rl_extra_terms`` adds a term that sees the rollout;
 - ``param_groups``: the head trains with its own learning rate.
@@ -66,30 +67,28 @@ class LatentToy(GenerativeMethod):
     def steps(self, history) -> int:
         return len(history) % (self.config.max_latent_steps + 1)
 
-    def prompt(self, history):
-        return [*super().prompt(history), self.bb.tokenizer.convert_tokens_to_ids(THINK)]
-
-    def prefix_state(self, model, histories, *, grad=False):
+    def prefix(self, model, histories, phase, *, grad=False, given=None, state=None):
         import torch
 
         from bench.generative.decoding import extend_prefix, prefill
         from bench.generative.prompts import left_pad
 
-        self._count("prefix_state")
-        ids, mask = left_pad([self.prompt(h) for h in histories], self.bb.pad_id)
+        self._count("prefix")
+        think = self.bb.tokenizer.convert_tokens_to_ids(THINK)
+        ids, mask = left_pad([[*self.prompt(h), think] for h in histories], self.bb.pad_id)
         with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
             state = prefill(model, ids.to(self.device), mask.to(self.device), grad=grad, hidden=True)
             n = torch.tensor([self.steps(h) for h in histories], device=self.device)
             head = getattr(model, "module", model).latent_head
             for t in range(int(n.max()) if len(histories) else 0):
                 state = extend_prefix(model, state, head(state.last_hidden), active=n > t)
-        return state
+        return state, {"per_user": {"latent_steps": n}}
 
-    def completion_logprobs(self, model, histories, tokens):
+    def completion_logprobs(self, model, histories, tokens, given=None):
         self._count("completion_logprobs")
-        return super().completion_logprobs(model, histories, tokens)
+        return super().completion_logprobs(model, histories, tokens, given)
 
-    def rl_extra_terms(self, model, rollout, logp):
+    def rl_extra_terms(self, model, rollout, logp, aux, state):
         self._count("rl_extra_terms")
         # a stand-in for LASAR's terminal KL: it sees the rollout's reference log-probs
         return {"terminal_kl": 0.01 * ((logp - rollout.ref_logp.to(logp.device)) ** 2).mean()}

@@ -260,7 +260,8 @@ def test_grpo_ratio_is_against_the_rollout_policy(toy_env, toy_data, tmp_path):
     model = m.bb.model.float()
     ref = copy.deepcopy(model).eval()
     cfg = GRPOConfig(num_generations=4, updates_per_rollout=2, clip_eps=0.05, beta=0.0)
-    loss = GRPOLoss(ref, cfg, rollout=beam_rollout(m.trie, m.bb.pad_id, prefix_fn=m.prefix_state),
+    loss = GRPOLoss(ref, cfg, rollout=beam_rollout(m.trie, m.bb.pad_id,
+                                                   prefix_fn=lambda mod, p: m.prefix(mod, p, "rollout")),
                     logprobs=m.completion_logprobs)
     tr = toy_data.train_samples(6, seed=0)
     batch = [(list(h), int(t)) for h, t in zip(tr.histories, tr.targets)]
@@ -272,7 +273,7 @@ def test_grpo_ratio_is_against_the_rollout_policy(toy_env, toy_data, tmp_path):
             p.add_(torch.randn_like(p) * 0.05)
     second = loss(model, batch)  # the same batch object: the same rollout, the ratio against its policy
     assert loss._rollout is rollout and second["clip_fraction"] > 0
-    logp = m.completion_logprobs(model, rollout.prompts, rollout.tokens).flatten(0, 1)
+    logp = m.completion_logprobs(model, rollout.prompts, rollout.tokens, rollout.aux)[0].flatten(0, 1)
     mask = rollout.valid.reshape(-1, 1).expand_as(logp).float()
     want = grpo_token_terms(logp, rollout.old_logp, rollout.ref_logp, rollout.advantages.reshape(-1), mask, 0.05, 0.0)
     torch.testing.assert_close(second["loss"], want["loss"])
@@ -282,19 +283,46 @@ def test_grpo_ratio_is_against_the_rollout_policy(toy_env, toy_data, tmp_path):
 
 # ---------------------------------------------------------------- 7. hooks: a latent plugin overrides no core method
 
-def test_latent_plugin_uses_every_hook_and_reloads(toy_env, tmp_path):
+def _overridden_core_methods(cls) -> set[str]:
+    """Methods of the generative core (GenerativeMethod and its bases) that ``cls`` or a class between it
+    and the core redefines, hooks (bench.generative.method.HOOKS) aside."""
+    import inspect
+
+    from bench.generative.method import HOOKS, GenerativeMethod
+
+    core = {n for k in GenerativeMethod.__mro__ for n, v in vars(k).items() if callable(v) or isinstance(v, property)}
+    mine = {n for k in cls.__mro__[:cls.__mro__.index(GenerativeMethod)] for n, v in vars(k).items()
+            if inspect.isfunction(v) or isinstance(v, property)}
+    return (mine & core) - HOOKS
+
+
+def test_no_generative_plugin_overrides_a_core_method():
+    """Every registered generative plugin (and the test's latent plugin) fills hooks only: LASAR no longer
+    overrides ``prompt``/``prefix_state`` with mode flags, GREAM no longer overrides ``fit``."""
     from tests.latent_plugin import LatentToy
 
     from bench.generative.method import GenerativeMethod
 
-    for core in ("fit", "recommend", "_grpo", "save", "load", "_decode", "_train_sft"):
-        assert getattr(LatentToy, core) is getattr(GenerativeMethod, core), core
+    plugins = {n: REGISTRY.get(n) for n in REGISTRY.names() if issubclass(REGISTRY.get(n), GenerativeMethod)}
+    assert {"minionerec", "lcrec", "lasar", "gream"} <= set(plugins)
+    for name, cls in {**plugins, "latent-toy": LatentToy}.items():
+        assert _overridden_core_methods(cls) == set(), name
+
+    class Sneaky(LatentToy):  # the check sees an override
+        def fit(self, data, *, valid, ctx):
+            return super().fit(data, valid=valid, ctx=ctx)
+
+    assert _overridden_core_methods(Sneaky) == {"fit"}
+
+
+def test_latent_plugin_uses_every_hook_and_reloads(toy_env, tmp_path):
+    from tests.latent_plugin import LatentToy
     REGISTRY.register()(LatentToy)
     LatentToy.calls = {}
     try:
         spec = build_spec("latent-toy", "toy", method_config=LatentToy.smoke_config, sets=["eval.max_users=12"])
         res = _quiet(spec, tmp_path)
-        for hook in ("extra_special_tokens", "attach_modules", "sft_examples", "sft_loss", "prefix_state",
+        for hook in ("extra_special_tokens", "attach_modules", "sft_examples", "sft_loss", "prefix",
                      "completion_logprobs", "rl_extra_terms", "param_groups_sft", "param_groups_rl"):
             assert LatentToy.calls.get(hook), hook
         sft_hist, rl_hist = res.training.model_extra["sft"]["history"], res.training.model_extra["rl"]["history"]

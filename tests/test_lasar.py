@@ -40,7 +40,7 @@ def _no_cache_prefix(m, model, history, steps):
     """The latent loop recomputed from scratch at every step (no KV cache, one sample): the input
     embeddings of the prompt, then each step's rescaled final hidden state, then <lat_e>."""
     emb = model.get_input_embeddings()
-    ids = torch.tensor(m.prompt(history))
+    ids = torch.tensor(m.reasoning_prompt(m.enc, history))
     x = emb(ids)
     scale = emb.weight.norm(dim=-1).mean()
     hiddens = []
@@ -61,7 +61,7 @@ def test_cached_latent_loop_equals_the_uncached_computation(lasar, toy_data):
     h = _histories(toy_data, 1)
     with torch.no_grad():
         for n in (1, 3):
-            state, aux = m.latent_prefix(model, h, steps=torch.tensor([n]))
+            state, aux = m.latent_prefix(model, h, "test", steps=torch.tensor([n]))
             _, logits, hid = _no_cache_prefix(m, model, h[0], n)
             torch.testing.assert_close(state.last_logits[0], logits, atol=1e-4, rtol=1e-4)
             torch.testing.assert_close(aux["hiddens"][0], torch.stack(hid), atol=1e-4, rtol=1e-4)
@@ -74,10 +74,10 @@ def test_variable_n_batch_equals_each_sample_alone(lasar, toy_data):
     hist = _histories(toy_data, 4)
     steps = torch.tensor([1, 4, 2, 3])
     with torch.no_grad():
-        state, aux = m.latent_prefix(model, hist, steps=steps)
+        state, aux = m.latent_prefix(model, hist, "test", steps=steps)
         batch = constrained_beam_search(model, m.trie, prefix=state, beam_width=10)
         for i, h in enumerate(hist):
-            s1, a1 = m.latent_prefix(model, [h], steps=steps[i:i + 1])
+            s1, a1 = m.latent_prefix(model, [h], "test", steps=steps[i:i + 1])
             one = constrained_beam_search(model, m.trie, prefix=s1, beam_width=10)
             assert batch.items[i].tolist() == one.items[0].tolist()
             torch.testing.assert_close(batch.scores[i], one.scores[0], atol=1e-4, rtol=1e-4)
@@ -88,11 +88,11 @@ def test_terminal_state_is_each_rows_own_step_n_not_n_max(lasar, toy_data):
     m, model = lasar, lasar.bb.model
     steps = torch.tensor([1, 3, 2])
     with torch.no_grad():
-        _, aux = m.latent_prefix(model, _histories(toy_data, 3), steps=steps)
+        _, aux = m.latent_prefix(model, _histories(toy_data, 3), "test", steps=steps)
     assert aux["hiddens"].shape[1] == 3
     for i, n in enumerate(steps.tolist()):
         torch.testing.assert_close(aux["h_n"][i], aux["hiddens"][i, n - 1])
-        _, full = m.latent_prefix(model, _histories(toy_data, 3), steps=torch.tensor([3, 3, 3]))
+        _, full = m.latent_prefix(model, _histories(toy_data, 3), "test", steps=torch.tensor([3, 3, 3]))
     assert not torch.allclose(aux["h_n"][0], full["h_n"][0])  # step 3's state differs from step 1's
     torch.testing.assert_close(aux["h_n"][1], full["h_n"][1])
 
@@ -104,7 +104,7 @@ def test_decoder_after_the_latent_loop_equals_exhaustive_uncached_scoring(lasar,
     h = _histories(toy_data, 1)
     n = 2
     with torch.no_grad():
-        state, _ = m.latent_prefix(model, h, steps=torch.tensor([n]))
+        state, _ = m.latent_prefix(model, h, "test", steps=torch.tensor([n]))
         res = constrained_beam_search(model, m.trie, prefix=state, beam_width=m.n_items)
         x, _, _ = _no_cache_prefix(m, model, h[0], n)
         emb = model.get_input_embeddings()
@@ -192,13 +192,16 @@ def test_rl_terms_use_the_sampled_n_for_policy_and_reference(lasar, toy_data):
 
     prompts = [p for p, _ in m.rl_prompts(toy_data, random.Random(0), 4)]
     assert all(isinstance(p, LatentPrompt) for p in prompts)
+    state = m.rl_init()
     with torch.no_grad():
-        m.rollout_prefix_state(model, prompts)
-    sampled = [p.steps for p in prompts]
-    assert all(1 <= n <= m.config.max_steps for n in sampled)
+        _, rollout_aux = m.prefix(model, prompts, "rollout", state=state)
+    sampled = rollout_aux["steps"].tolist()
+    assert all(1 <= n <= m.config.max_steps for n in sampled) and state["steps"] == sampled
     tokens = torch.tensor([m.enc.answer(0)] * 4).view(4, 1, -1)
-    m.completion_logprobs(model, prompts, tokens)
-    assert m._aux["steps"].tolist() == sampled  # log-probs reuse the rollout's N
+    _, aux = m.completion_logprobs(model, prompts, tokens, rollout_aux)
+    assert aux["steps"].tolist() == sampled  # log-probs reuse the rollout's N
+    _, fresh = m.completion_logprobs(model, prompts, tokens)  # without it: the head's argmax
+    assert fresh["steps"].tolist() == (fresh["logits"].argmax(-1) + 1).tolist()
 
 
 def test_metadata_teacher_is_deterministic_and_never_leaks_the_target(toy_data):
@@ -318,9 +321,9 @@ def test_force_n_is_an_inference_setting_sharing_the_stage2_entry(toy_data):
         LASAR(LASAR.Config(**SMOKE))._stage2_key(toy_data, ctx, "sft-x")
     m = LASAR(LASAR.Config(**{**SMOKE, "forced_steps": 3}))
     logits = torch.tensor([[5.0, 0, 0, 0], [0, 0, 0, 5.0]])
-    assert m.steps_for(logits).tolist() == [3, 3]  # inference: forced
-    m._in_stage2 = True
-    assert m.steps_for(logits).tolist() == [1, 4]  # Stage 2: the head's N
+    assert m.steps_for(logits, "test").tolist() == [3, 3]  # inference: forced
+    assert m.steps_for(logits, "rollout").tolist() == [3, 3]
+    assert m.steps_for(logits, "stage-2").tolist() == [1, 4]  # Stage 2: the head's N
 
 
 def test_lasar_end_to_end_records_steps_and_reloads(toy_env, tmp_path):

@@ -158,6 +158,7 @@ class Rollout:
     advantages: torch.Tensor      # [B, G]
     old_logp: torch.Tensor | None = None   # [B*G, T] under the rollout policy (mu > 1)
     ref_logp: torch.Tensor | None = None   # [B*G, T] under the frozen reference
+    aux: dict = field(default_factory=dict)  # what the rollout's prefix decided per prompt (LASAR: N)
 
 
 @dataclass
@@ -166,10 +167,12 @@ class GRPOLoss:
     ``(prompt, target_item)``; a prompt is whatever ``rollout`` and ``logprobs`` read (token ids by
     default; the generative base passes histories and its hooks).
 
-    ``rollout(model, prompts, G) -> (items [B,G], tokens [B,G,T])`` defaults to the constrained beam
-    search; ``logprobs(model, prompts, tokens [B,G,T]) -> [B,G,T]`` (differentiable);
-    ``extra_terms(model, rollout, logp) -> {name: scalar tensor}`` adds loss terms that see the rollout
-    and its advantages (LASAR's terminal KL and REINFORCE), each logged by name.
+    ``rollout(model, prompts, G) -> (items [B,G], tokens [B,G,T], aux)`` (:func:`beam_rollout`: the
+    constrained beam search); ``logprobs(model, prompts, tokens [B,G,T], given) -> ([B,G,T], aux)``
+    (differentiable; ``given`` is the rollout's ``aux``, so a per-prompt choice made at rollout time holds in
+    every pass that re-scores it); ``extra_terms(model, rollout, logp, aux) -> {name: scalar tensor}`` adds
+    loss terms that see the rollout, its advantages and the policy pass's ``aux`` (LASAR's terminal KL and
+    REINFORCE), each logged by name.
 
     The rollout, its rewards, reference log-probs and rollout-policy log-probs are computed once per
     batch object and reused by the ``updates_per_rollout`` optimizer steps the loop takes on it."""
@@ -194,23 +197,25 @@ class GRPOLoss:
         was_training = policy.training
         policy.eval()
         with torch.no_grad():
-            items, tokens = self.rollout(policy, prompts, G)
+            items, tokens, aux = self.rollout(policy, prompts, G)
             items, tokens = items.cpu(), tokens.cpu()
             valid = items >= 0
             rewards = self.reward_fn(items, target)
             adv = group_advantages(rewards, self.cfg.adv_eps, valid)
             tokens = tokens.clamp(min=0)  # missing candidates (fewer than G items) are masked below
-            ref = self.logprobs(self.ref_model, prompts, tokens).flatten(0, 1)
-            old = self.logprobs(policy, prompts, tokens).flatten(0, 1) if self.cfg.updates_per_rollout > 1 else None
+            ref = self.logprobs(self.ref_model, prompts, tokens, aux)[0].flatten(0, 1)
+            old = self.logprobs(policy, prompts, tokens, aux)[0].flatten(0, 1) if self.cfg.updates_per_rollout > 1 \
+                else None
         policy.train(was_training)
         self.stats.append({"reward": float(rewards[valid].mean()), "hit": float(rule_reward(items, target).sum(1).mean())})
-        return Rollout(prompts, target, items, tokens, valid, rewards, adv, old, ref)
+        return Rollout(prompts, target, items, tokens, valid, rewards, adv, old, ref, aux)
 
     def __call__(self, model, batch) -> dict:
         if batch is not self._batch or self._rollout is None:
             self._batch, self._rollout = batch, self._new_rollout(model, batch)
         r = self._rollout
-        logp = self.logprobs(model, r.prompts, r.tokens).flatten(0, 1)      # [B*G, T]
+        logp, aux = self.logprobs(model, r.prompts, r.tokens, r.aux)
+        logp = logp.flatten(0, 1)                                            # [B*G, T]
         mask = r.valid.reshape(-1, 1).expand_as(logp).float().to(logp.device)
         old = r.old_logp.to(logp.device) if r.old_logp is not None else logp.detach()
         terms = grpo_token_terms(logp, old, r.ref_logp.to(logp.device), r.advantages.reshape(-1).to(logp.device), mask,
@@ -218,7 +223,7 @@ class GRPOLoss:
         out = {"loss": terms["loss"], "grpo": float(terms["loss"].detach()), "kl": terms["kl"],
                "clip_fraction": terms["clip_fraction"]}
         if self.extra_terms is not None:
-            for name, value in self.extra_terms(model, r, logp).items():
+            for name, value in self.extra_terms(model, r, logp, aux).items():
                 out["loss"] = out["loss"] + value
                 out[name] = value
         return out
@@ -226,18 +231,21 @@ class GRPOLoss:
 
 def beam_rollout(trie, pad_id: int, prefix_fn: Callable | None = None):
     """The default rollout: constrained beam search; tokens are the SID token ids. ``prefix_fn(model,
-    prompts) -> PrefixState`` decodes from a method's own prefix (default: prefill token prompts)."""
+    prompts) -> (PrefixState, aux)`` decodes from a method's own prefix and returns what it decided per
+    prompt (default: prefill token prompts, ``aux`` empty)."""
     import torch
 
     from bench.generative.decoding import constrained_beam_search
 
     def rollout(model, prompts, G):
+        aux = {}
         if prefix_fn is None:
             res = constrained_beam_search(model, trie, prompts=prompts, pad_id=pad_id, beam_width=G)
         else:
-            res = constrained_beam_search(model, trie, prefix=prefix_fn(model, prompts), beam_width=G)
+            state, aux = prefix_fn(model, prompts)
+            res = constrained_beam_search(model, trie, prefix=state, beam_width=G)
         levels = torch.arange(res.codes.shape[-1], device=res.codes.device)
         tokens = trie.sid_token_ids[levels, res.codes]
-        return res.items, tokens
+        return res.items, tokens, aux
 
     return rollout

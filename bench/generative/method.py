@@ -22,6 +22,16 @@ from bench.generative.training import TrainConfig, causal_lm_loss, train
 from bench.method import Method, MethodConfig, Recommendations
 
 
+#: who asks a method for its decoding prefix (:meth:`GenerativeMethod.prefix`)
+PHASES = ("sft-valid", "stage-2", "rollout", "test")
+
+#: the methods a generative plugin may override (everything else is the core's; a contract test checks
+#: every registered plugin)
+HOOKS = frozenset({"sft_examples", "sft_loss", "extra_special_tokens", "attach_modules", "prefix",
+                   "completion_logprobs", "rl_init", "rl_extra_terms", "rl_facts", "rl_prompts", "after_sft",
+                   "param_groups", "uses_item_text", "extra_corpus", "describe"})
+
+
 class GenerativeConfig(MethodConfig):
     """Defaults are sized for a 2-core CPU: a config-built backbone (``medium`` preset) reading the
     compact prompt, packed seqrec SFT, trained until the validation NDCG@10 stops improving (or the
@@ -59,11 +69,15 @@ class GenerativeMethod(Method):
     """SFT (+ optional GRPO) on a SID-generating LM, ranked by the shared trie-constrained beam search.
 
     A method with its own reasoning (LASAR's latent loop, GREAM's CoT) fills hooks and overrides no
-    core method: :meth:`sft_examples`, :meth:`sft_loss`, :meth:`extra_special_tokens`,
-    :meth:`attach_modules` (extra trainable modules, saved and reloaded with the backbone),
-    :meth:`prefix_state` (what ``recommend`` and GRPO rollouts decode from), :meth:`completion_logprobs`
-    (log-probs of SID completions from a differentiable prefix), :meth:`rl_extra_terms` (extra RL loss
-    terms that see the rollout and advantages) and :meth:`param_groups` (optimizer groups per stage).
+    core method (:data:`HOOKS`; a contract test walks every registered plugin): :meth:`sft_examples`,
+    :meth:`sft_loss`, :meth:`extra_special_tokens`, :meth:`attach_modules` (extra trainable modules, saved
+    and reloaded with the backbone), :meth:`prefix` (what ranking, validation and GRPO rollouts decode
+    from, told which phase asks: :data:`PHASES`), :meth:`completion_logprobs` (log-probs of SID
+    completions from a differentiable prefix), :meth:`rl_init` / :meth:`rl_extra_terms` / :meth:`rl_facts`
+    (the RL phase's own state, passed to each call, extra loss terms and facts) and :meth:`param_groups`
+    (optimizer groups per stage). What a method decides per user travels as the ``aux`` dict that
+    :meth:`prefix` returns: on the rollout (the log-prob passes and the RL terms read it) and, under
+    ``aux["per_user"]``, on :class:`~bench.method.Recommendations` (per-user statistics in ``per_user.json``).
     Loss components returned as dicts are logged per epoch by the shared training loop."""
 
     Config: ClassVar = GenerativeConfig
@@ -94,25 +108,40 @@ class GenerativeMethod(Method):
         the backbone and restored on load. Called once per built or loaded backbone."""
         return {}
 
-    def prefix_state(self, model, histories: list[list[int]], *, grad: bool = False):
-        """The :class:`~bench.generative.decoding.PrefixState` that ranking and GRPO rollouts decode
-        from (default: the prompt, prefilled). ``grad``: keep the graph (RL log-probs)."""
+    def prefix(self, model, histories: list[list[int]], phase: str, *, grad: bool = False,
+               given: dict | None = None, state: dict | None = None):
+        """``(PrefixState, aux)``: the :class:`~bench.generative.decoding.PrefixState` the constrained
+        decoder continues from, and what the method decided per row (a dict; ``aux["per_user"]``: per-user
+        statistics, e.g. LASAR's ``latent_steps``, reported by the runner). ``phase`` (:data:`PHASES`) says
+        who asks: ``sft-valid`` (model selection while the SFT stage trains), ``stage-2`` (training and
+        validation of a method's second supervised phase), ``rollout`` (GRPO: the rollout and the log-prob
+        passes that re-score it, which get the rollout's ``aux`` as ``given``; ``state`` is the RL phase's
+        :meth:`rl_init` dict) or ``test`` (ranking, and validation during RL). ``grad``: keep the graph
+        (RL log-probs). Default: the prompt, prefilled, in every phase."""
         from bench.generative.decoding import prefill
         from bench.generative.prompts import left_pad
 
         ids, mask = left_pad([self.prompt(h) for h in histories], self.bb.pad_id)
-        return prefill(model, ids.to(self.device), mask.to(self.device), grad=grad)
+        return prefill(model, ids.to(self.device), mask.to(self.device), grad=grad), {}
 
-    def completion_logprobs(self, model, histories: list[list[int]], tokens):
-        """Per-token log-probs [B, G, T] of G SID completions per history, differentiable (default:
-        from :meth:`prefix_state` with grad, the prompt's cache shared by the group)."""
+    def completion_logprobs(self, model, histories: list[list[int]], tokens, given: dict | None = None):
+        """``(log-probs [B, G, T], aux)`` of G SID completions per history, differentiable: from
+        :meth:`prefix` in the ``rollout`` phase with grad (the prompt's cache shared by the group), ``given``
+        the rollout's ``aux`` (a per-prompt choice made at rollout time is kept)."""
         from bench.generative.grpo import prefix_completion_logprobs
 
-        return prefix_completion_logprobs(model, self.prefix_state(model, histories, grad=True), tokens)
+        state, aux = self.prefix(model, histories, "rollout", grad=True, given=given)
+        return prefix_completion_logprobs(model, state, tokens), aux
 
-    def rl_extra_terms(self, model, rollout, logp) -> dict:
+    def rl_init(self) -> dict:
+        """The RL phase's own state (e.g. a sampler's generator, a running baseline), created once when
+        GRPO starts and passed to :meth:`prefix` (rollouts), :meth:`rl_extra_terms` and :meth:`rl_facts`."""
+        return {}
+
+    def rl_extra_terms(self, model, rollout, logp, aux: dict, state: dict) -> dict:
         """Extra GRPO loss terms ``{name: scalar tensor}`` added to the objective (and logged); they
-        see the rollout (items, rewards, advantages, reference log-probs) and the policy's log-probs."""
+        see the rollout (items, rewards, advantages, reference log-probs, its ``aux``), the policy's
+        log-probs and the ``aux`` of the policy pass that produced them, and the RL state."""
         return {}
 
     def after_sft(self, data, valid, ctx, rng: random.Random) -> dict:
@@ -121,19 +150,13 @@ class GenerativeMethod(Method):
         return {}
 
     def rl_prompts(self, data, rng: random.Random, n: int) -> list[tuple]:
-        """GRPO's ``(prompt, target)`` pairs; a prompt is what :meth:`prefix_state` reads (default: the
+        """GRPO's ``(prompt, target)`` pairs; a prompt is what :meth:`prefix` reads (default: the
         histories of ``n`` random training samples)."""
         train_s = data.train_samples(n, seed=rng.randint(0, 2**31) + 1)
         return [(list(h), int(t)) for h, t in zip(train_s.histories, train_s.targets)]
 
-    def rollout_prefix_state(self, model, prompts):
-        """The prefix a GRPO rollout decodes from (default: :meth:`prefix_state`). A method that makes a
-        per-prompt choice for the rollout (LASAR samples its step count) makes it here; the log-prob
-        calls that follow on the same prompts reuse it."""
-        return self.prefix_state(model, prompts)
-
-    def rl_facts(self) -> dict:
-        """Facts of the RL phase a method's hooks collected (merged into ``training.rl``)."""
+    def rl_facts(self, state: dict) -> dict:
+        """Facts of the RL phase from its state (merged into ``training.rl``)."""
         return {}
 
     def param_groups(self, model, stage: str) -> list[dict] | None:
@@ -245,36 +268,32 @@ class GenerativeMethod(Method):
     def _collate(self, batch):
         return collate(batch, self.bb.pad_id, self.config.max_prompt_tokens)
 
-    def _decode(self, model, histories, *, k: int, width: int, batch_size: int | None = None):
-        """Top-k items per history with the shared trie-constrained beam search from :meth:`prefix_state`."""
+    def _decode(self, model, histories, *, k: int, width: int, phase: str, batch_size: int | None = None):
+        """Top-k items and scores per history with the shared trie-constrained beam search from
+        :meth:`prefix` in ``phase``, and the per-user statistics the prefix reported (``aux["per_user"]``)."""
         import torch
 
         from bench.generative.decoding import constrained_beam_search
 
         width = max(width, k)
-        out_items, out_scores = [], []
-        self._decode_stats: dict[str, list] = {}
+        out_items, out_scores, stats = [], [], {}
         bs = batch_size or self.config.decode_batch_size
         with torch.no_grad():
             for s in range(0, len(histories), bs):
-                state = self.prefix_state(model, histories[s:s + bs])
+                state, aux = self.prefix(model, histories[s:s + bs], phase)
+                for name, values in (aux.get("per_user") or {}).items():
+                    stats.setdefault(name, []).append(np.asarray(values.cpu() if hasattr(values, "cpu") else values))
                 res = constrained_beam_search(model, self.trie, prefix=state, beam_width=width)
                 out_items.append(res.items[:, :k].cpu())
                 out_scores.append(res.scores[:, :k].cpu())
-        self.last_decode_stats = {name: np.concatenate(v) for name, v in self._decode_stats.items()}
-        self._decode_stats = None
-        return torch.cat(out_items).numpy(), torch.cat(out_scores).numpy()
+        return (torch.cat(out_items).numpy(), torch.cat(out_scores).numpy(),
+                {name: np.concatenate(v) for name, v in stats.items()})
 
-    def record_decode_stat(self, name: str, values) -> None:
-        """Called by :meth:`prefix_state` while decoding: a per-row statistic (e.g. LASAR's step count)
-        that ``recommend`` returns per user (the runner reports its mean and metrics per value)."""
-        if getattr(self, "_decode_stats", None) is not None:
-            self._decode_stats.setdefault(name, []).append(np.asarray(values))
-
-    def _valid_fn(self, data, valid, ctx):
+    def _valid_fn(self, data, valid, ctx, phase: str = "sft-valid"):
         """Model selection: the run's selection metric through ``ctx.validate`` (the protocol every
-        method uses) on a fixed subset of ``valid_max_users`` users, or the SFT loss on the same users
-        (``valid_metric: loss``); the loss is recorded every epoch either way."""
+        method uses; decoding from :meth:`prefix` in ``phase``) on a fixed subset of ``valid_max_users``
+        users, or the SFT loss on the same users (``valid_metric: loss``); the loss is recorded every epoch
+        either way."""
         import torch
 
         from bench.metrics import fixed_subset
@@ -298,7 +317,8 @@ class GenerativeMethod(Method):
             model.eval()
             out = {"valid_loss": round(loss(model), 5)}
             if self.config.valid_metric == "protocol":
-                got = ctx.validate(lambda h, k: self._decode(model, h, k=k, width=self.config.valid_beam_width)[0],
+                got = ctx.validate(lambda h, k: self._decode(model, h, k=k, width=self.config.valid_beam_width,
+                                                             phase=phase)[0],
                                    valid, data.n_items, max_users=self.config.valid_max_users,
                                    batch_size=self.config.decode_batch_size)
                 out.update({f"valid_{m}": round(v, 5) for m, v in got.items() if "@" in m})
@@ -403,14 +423,17 @@ class GenerativeMethod(Method):
         return facts
 
     def _grpo(self, data, valid, ctx, rl: GRPOConfig, rng: random.Random) -> dict:
+        state = self.rl_init()
         batch = self.rl_prompts(data, rng, rl.max_prompts)
-        valid_fn = self._valid_fn(data, valid, ctx)
+        valid_fn = self._valid_fn(data, valid, ctx, "test")
         before = valid_fn(self.bb.model)
         ref = copy.deepcopy(self.bb.model).eval()
         for p in ref.parameters():
             p.requires_grad_(False)
-        loss = GRPOLoss(ref, rl, rollout=beam_rollout(self.trie, self.bb.pad_id, prefix_fn=self.rollout_prefix_state),
-                        logprobs=self.completion_logprobs, extra_terms=self.rl_extra_terms)
+        rollout = beam_rollout(self.trie, self.bb.pad_id,
+                               prefix_fn=lambda m, prompts: self.prefix(m, prompts, "rollout", state=state))
+        loss = GRPOLoss(ref, rl, rollout=rollout, logprobs=self.completion_logprobs,
+                        extra_terms=lambda m, r, logp, aux: self.rl_extra_terms(m, r, logp, aux, state))
         cfg = TrainConfig(epochs=rl.epochs, lr=rl.lr, batch_size=rl.batch_prompts, patience=rl.epochs,
                           max_minutes=rl.max_minutes)
         groups = (lambda m: self.param_groups(m, "rl")) if self.param_groups(self.bb.model, "rl") else None
@@ -429,12 +452,12 @@ class GenerativeMethod(Method):
                 f"{key} {before[key]} -> {after.get(key)} on the same validation users")
         facts["prompts"] = len(batch)
         facts["updates_per_rollout"] = rl.updates_per_rollout
-        facts.update(self.rl_facts())
+        facts.update(self.rl_facts(state))
         return facts
 
     def recommend(self, histories, *, k, beam_width: int = 50):
-        items, scores = self._decode(self.bb.model, histories, k=k, width=beam_width)
-        return Recommendations(items, scores, stats=dict(self.last_decode_stats))
+        items, scores, stats = self._decode(self.bb.model, histories, k=k, width=beam_width, phase="test")
+        return Recommendations(items, scores, stats=stats)
 
     def describe(self):
         if not hasattr(self, "bb"):

@@ -13,10 +13,11 @@ Phases (paper Sections 2-3, App. E):
 3. **Stage 2** (:meth:`after_sft`, cached as a stage): the latent loop (Eq. 3) between ``<lat_s>`` and
    ``<lat_e>`` with N = argmax of the policy head (a 2-layer tanh MLP on h_0); loss = answer CE +
    alpha * step-wise bidirectional KL to the anchors (t <= min(N, segments)) + beta * head CE.
-4. **RL** (the shared GRPO through :meth:`rollout_prefix_state`, :meth:`completion_logprobs` and
-   :meth:`rl_extra_terms`): N sampled from the head per prompt (all beams and the reference share
-   it), terminal KL between h_N and the last segment's anchor, REINFORCE on the head with an EMA
-   baseline, a step penalty and an entropy bonus.
+4. **RL** (the shared GRPO through :meth:`prefix` in the ``rollout`` phase, :meth:`completion_logprobs`,
+   :meth:`rl_init` and :meth:`rl_extra_terms`): N sampled from the head per prompt at rollout time and
+   carried in the rollout's ``aux`` (all beams, the reference and the policy passes share it), terminal KL
+   between h_N and the last segment's anchor, REINFORCE on the head with an EMA baseline (in the RL state),
+   a step penalty and an entropy bonus.
 5. **Inference**: N = argmax per user; the batched variable-N loop on the KV cache; the shared
    constrained beam search continues from that prefix. Per-user N is returned as a stat (the
    runner records its mean and the per-N HR/NDCG table).
@@ -93,12 +94,11 @@ class LASARConfig(CoTConfig):
 
 
 class LatentPrompt:
-    """A history (item ids; iterable like one) that also carries what the RL terms read: the sample's
-    index (anchors) and the step count sampled for the current rollout (shared by its beams and the
-    reference). Not a list subclass: data loaders rebuild lists element by element."""
+    """A history (item ids; iterable like one) that also carries the sample's index, which the RL terms
+    read (its anchors). Never modified. Not a list subclass: data loaders rebuild lists element by element."""
 
     def __init__(self, history, index: int):
-        self.history, self.index, self.steps = list(history), index, None
+        self.history, self.index = list(history), index
 
     def __iter__(self):
         return iter(self.history)
@@ -204,16 +204,10 @@ class LASAR(CoTMethod):
         model.policy_head = head
         return {"policy_head": head}
 
-    @property
-    def latent_on(self) -> bool:
-        """The latent loop is used (not in the no-latent ablation, and not while Stage 1 trains: its
-        model selection decodes the plain prompt)."""
-        return self.config.latent and not getattr(self, "_in_stage1", False)
-
-    def prompt(self, history):
-        if not self.latent_on:
-            return super().prompt(history)
-        return self.reasoning_prompt(self.enc, history)
+    def latent_on(self, phase: str) -> bool:
+        """The latent loop is used in ``phase``: not in the no-latent ablation, and not in Stage 1's model
+        selection (``sft-valid``: Stage 1 trains the plain prompt)."""
+        return self.config.latent and phase != "sft-valid"
 
     # ------------------------------------------------------------ segments, anchors (teacher CoT: bench.generative.cot)
     def _segments(self, data, log=print) -> dict:
@@ -248,7 +242,7 @@ class LASAR(CoTMethod):
                 rows = idx[s:s + batch_size]
                 seqs, ends = [], []
                 for i in rows:
-                    ids = list(self.prompt(st["samples"].histories[i]))
+                    ids = list(self.reasoning_prompt(self.enc, st["samples"].histories[i]))
                     e = []
                     for seg in st["segments"][i][:n_max]:
                         ids += self.enc.text(seg)[: self.config.max_cot_tokens] or [self.bb.pad_id]
@@ -307,27 +301,18 @@ class LASAR(CoTMethod):
         cos = lambda x, y: float((last[x] * last[y]).sum(-1).mean())  # noqa: E731
         return {"same_first_code": round(cos(sa, sb), 4), "random": round(cos(ra[ok], rb[ok]), 4)}
 
-    # ------------------------------------------------------------ Stage 1 (the shared SFT hook)
-    def sft_examples(self, data, enc, rng: random.Random):
-        self._in_stage1 = True  # until after_sft: Stage 1's validation decodes the plain prompt
-        return super().sft_examples(data, enc, rng)
-
     # ------------------------------------------------------------ the latent loop
-    def steps_for(self, logits, prompts=None):
-        """N per row: a prompt's fixed steps (RL rollouts), else forced_steps, else argmax of the head."""
+    def steps_for(self, logits, phase: str):
+        """N per row: forced_steps (Force N; not in Stage 2, which trains the adaptive head), else the
+        head's argmax."""
         import torch
 
         n = logits.argmax(-1) + 1
-        if self.config.forced_steps is not None and not getattr(self, "_in_stage2", False):
+        if self.config.forced_steps is not None and phase != "stage-2":
             n = torch.full_like(n, self.config.forced_steps)
-        if prompts is not None:
-            fixed = [getattr(p, "steps", None) for p in prompts]
-            if any(f is not None for f in fixed):
-                n = torch.tensor([f if f is not None else int(v) for f, v in zip(fixed, n.tolist())],
-                                 device=logits.device)
         return n
 
-    def latent_prefix(self, model, histories, *, grad: bool = False, steps=None, sample: bool = False,
+    def latent_prefix(self, model, histories, phase: str, *, grad: bool = False, steps=None, sample: bool = False,
                       generator=None):
         """Prompt (ending in ``<lat_s>``) -> N_i latent steps (each step's input embedding is the
         previous step's final hidden state; rows that finished are masked) -> ``<lat_e>``. Returns the
@@ -339,7 +324,7 @@ class LASAR(CoTMethod):
         from bench.generative.prompts import left_pad
 
         core = getattr(model, "module", model)
-        ids, mask = left_pad([self.prompt(h) for h in histories], self.bb.pad_id)
+        ids, mask = left_pad([self.reasoning_prompt(self.enc, h) for h in histories], self.bb.pad_id)
         with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
             state = prefill(model, ids.to(self.device), mask.to(self.device), grad=grad, hidden=True)
             h0 = state.last_hidden
@@ -349,7 +334,7 @@ class LASAR(CoTMethod):
                     probs = torch.softmax(logits.detach().float(), -1)
                     steps = torch.multinomial(probs, 1, generator=generator).squeeze(1) + 1
                 else:
-                    steps = self.steps_for(logits, histories)
+                    steps = self.steps_for(logits, phase)
             steps = steps.to(self.device)
             hiddens = []
             scale = None
@@ -367,13 +352,22 @@ class LASAR(CoTMethod):
         hid = torch.stack(hiddens, 1) if hiddens else h0.new_zeros(len(histories), 0, h0.shape[-1])
         return state, {"h0": h0, "logits": logits, "steps": steps, "hiddens": hid, "h_n": h_n}
 
-    def prefix_state(self, model, histories, *, grad: bool = False):
-        if not self.latent_on:
-            return super().prefix_state(model, histories, grad=grad)
-        state, aux = self.latent_prefix(model, histories, grad=grad)
-        self._aux = aux
-        self.record_decode_stat("latent_steps", aux["steps"].cpu().numpy())
-        return state
+    def prefix(self, model, histories, phase, *, grad=False, given=None, state=None):
+        """The latent prefix (outside ``sft-valid``). A rollout samples N from the head (REINFORCE on, no
+        Force N) with the RL state's generator, else takes the argmax (or forced N); the passes that
+        re-score a rollout get its N as ``given``. ``aux``: h_0, head logits, N, the step states, h_N, and
+        ``per_user.latent_steps``."""
+        if not self.latent_on(phase):
+            return super().prefix(model, histories, phase, grad=grad, given=given, state=state)
+        if phase == "rollout" and given is None and state is not None:  # the rollout itself: it decides N
+            sample = self.config.rl.reinforce and self.config.forced_steps is None
+            out, aux = self.latent_prefix(model, histories, phase, sample=sample, generator=state["generator"])
+            state["steps"].extend(aux["steps"].tolist())
+        else:
+            out, aux = self.latent_prefix(model, histories, phase, grad=grad,
+                                          steps=given.get("steps") if given else None)
+        aux["per_user"] = {"latent_steps": aux["steps"]}
+        return out, aux
 
     # ------------------------------------------------------------ Stage 2
     def stage2_loss(self, model, idx: list[int]) -> dict:
@@ -384,7 +378,7 @@ class LASAR(CoTMethod):
         st = self._cot_state
         pool = st["stage2"]
         hist = [pool.histories[i] for i in idx]
-        state, aux = self.latent_prefix(model, hist, grad=True)
+        state, aux = self.latent_prefix(model, hist, "stage-2", grad=True)
         answer = torch.tensor([self.enc.answer(int(pool.targets[i])) for i in idx], device=self.device)
         ce = -prefix_completion_logprobs(model, state, answer.unsqueeze(1)).mean()
         out = {"loss": ce, "ce": ce}
@@ -453,7 +447,6 @@ class LASAR(CoTMethod):
     def after_sft(self, data, valid, ctx, rng):
         from bench.generative.backbone import load_backbone
 
-        self._in_stage1 = False
         if not self.config.latent:
             return {"latent": False}
         stage1 = self.sft_stage(data, ctx)
@@ -488,13 +481,10 @@ class LASAR(CoTMethod):
         ctx.log(f"lasar: Stage 2 on {len(st['stage2']):,} samples ({len(st['cots']):,} with CoT; alignment "
                 f"{self.config.alignment}, "
                 f"{'two-stage' if self.config.two_stage else 'mixed, from the initial weights'})")
-        self._in_stage2 = True  # the head's N in training and in Stage-2 validation, whatever forced_steps
-        try:
-            facts = train(self.bb.model, self.stage2_loss, list(range(len(st["stage2"]))), lambda b: list(b),
-                          self.config.stage2, workdir=ctx.workdir, valid_fn=self._stage2_valid_fn(data, valid, ctx),
-                          seed=ctx.seed, progress=ctx.progress, log=ctx.log, name="stage2")
-        finally:
-            self._in_stage2 = False
+        # phase stage-2: the head's N in training and in Stage-2 validation, whatever forced_steps
+        facts = train(self.bb.model, self.stage2_loss, list(range(len(st["stage2"]))), lambda b: list(b),
+                      self.config.stage2, workdir=ctx.workdir, valid_fn=self._stage2_valid_fn(data, valid, ctx),
+                      seed=ctx.seed, progress=ctx.progress, log=ctx.log, name="stage2")
         facts["seconds"] = round(time.time() - t0, 1)
         return facts
 
@@ -506,7 +496,7 @@ class LASAR(CoTMethod):
         from bench.generative.grpo import prefix_completion_logprobs
         from bench.metrics import fixed_subset
 
-        protocol = self._valid_fn(data, valid, ctx)
+        protocol = self._valid_fn(data, valid, ctx, "stage-2")
         if self.config.valid_metric == "protocol":
             return protocol
         idx = fixed_subset(len(valid), self.config.valid_max_users)
@@ -518,7 +508,7 @@ class LASAR(CoTMethod):
             with torch.no_grad():
                 for s in range(0, len(idx), 64):
                     rows = idx[s:s + 64]
-                    state, _ = self.latent_prefix(model, [valid.histories[i] for i in rows])
+                    state, _ = self.latent_prefix(model, [valid.histories[i] for i in rows], "stage-2")
                     ans = torch.tensor([self.enc.answer(int(valid.targets[i])) for i in rows], device=self.device)
                     total += float(-prefix_completion_logprobs(model, state, ans.unsqueeze(1)).mean()) * len(rows)
             model.train(was)
@@ -528,45 +518,28 @@ class LASAR(CoTMethod):
         return score
 
     # ------------------------------------------------------------ RL hooks
+    def rl_init(self) -> dict:
+        """N's sampler (seeded once per RL phase), the REINFORCE baseline and the N each rollout drew."""
+        import torch
+
+        return {"generator": torch.Generator(device=self.device).manual_seed(1234), "baseline": 0.0,
+                "steps": [], "baseline_rollout": None}
+
     def rl_prompts(self, data, rng, n):
-        self._rl_steps, self._baseline = [], 0.0
-        if not self.latent_on:
+        if not self.latent_on("rollout"):
             return super().rl_prompts(data, rng, n)
         st = self._cot_state
         pick = sorted(rng.sample(range(len(st["cots"])), min(n, len(st["cots"]))))
         return [(LatentPrompt(st["samples"].histories[i], i), int(st["samples"].targets[i])) for i in pick]
 
-    def rollout_prefix_state(self, model, prompts):
+    def rl_extra_terms(self, model, rollout, logp, aux, state):
+        """Terminal KL (h_N of this policy pass vs the last segment's anchor) and REINFORCE on the head
+        (the rollout's N, its group reward, the RL state's EMA baseline: updated once per rollout)."""
         import torch
 
-        if not self.latent_on:
-            return super().rollout_prefix_state(model, prompts)
-        sample = self.config.rl.reinforce and self.config.forced_steps is None
-        if not hasattr(self, "_rl_gen"):
-            self._rl_gen = torch.Generator(device=self.device).manual_seed(1234)
-        for p in prompts:
-            p.steps = None
-        state, aux = self.latent_prefix(model, prompts, sample=sample, generator=self._rl_gen)
-        for p, n in zip(prompts, aux["steps"].tolist()):
-            p.steps = int(n)
-        self._rl_steps.extend(aux["steps"].tolist())
-        return state
-
-    def completion_logprobs(self, model, histories, tokens):
-        from bench.generative.grpo import prefix_completion_logprobs
-
-        if not self.latent_on:
-            return super().completion_logprobs(model, histories, tokens)
-        state, aux = self.latent_prefix(model, histories, grad=True)
-        self._aux = aux  # rl_extra_terms reads the policy's h_N and head logits of this very call
-        return prefix_completion_logprobs(model, state, tokens)
-
-    def rl_extra_terms(self, model, rollout, logp):
-        import torch
-
-        if not self.latent_on:
+        if not self.latent_on("rollout"):
             return {}
-        rl, aux, st = self.config.rl, self._aux, self._cot_state
+        rl, st = self.config.rl, self._cot_state
         out = {}
         idx = [p.index for p in rollout.prompts]
         if rl.terminal_kl > 0:
@@ -576,23 +549,23 @@ class LASAR(CoTMethod):
         if rl.reinforce and self.config.forced_steps is None:
             valid = rollout.valid.float()
             reward = (rollout.rewards * valid).sum(1) / valid.sum(1).clamp(min=1)  # R_group
-            loss, ent = reinforce_loss(aux["logits"], aux["steps"], reward.to(self.device), self._baseline,
+            loss, ent = reinforce_loss(aux["logits"], aux["steps"], reward.to(self.device), state["baseline"],
                                        rl.step_penalty, rl.entropy_coef)
-            if rollout is not getattr(self, "_baseline_seen", None):  # one baseline update per rollout
-                self._baseline_seen = rollout
-                self._baseline = rl.baseline_decay * self._baseline + (1 - rl.baseline_decay) * float(reward.mean())
+            if rollout is not state["baseline_rollout"]:  # one baseline update per rollout
+                state["baseline_rollout"] = rollout
+                state["baseline"] = rl.baseline_decay * state["baseline"] + (1 - rl.baseline_decay) * float(reward.mean())
             out["reinforce"] = loss
             out["head_entropy"] = ent.detach()
         return out
 
-    def rl_facts(self):
-        steps = getattr(self, "_rl_steps", [])
+    def rl_facts(self, state):
+        steps = state["steps"]
         if not steps:
             return {}
         values, counts = np.unique(steps, return_counts=True)
         return {"mean_steps_sampled": round(float(np.mean(steps)), 4),
                 "steps_sampled": {str(int(k)): int(v) for k, v in zip(values, counts)},
-                "reinforce_baseline": round(self._baseline, 5)}
+                "reinforce_baseline": round(state["baseline"], 5)}
 
     def describe(self):
         out = super().describe()
