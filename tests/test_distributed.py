@@ -53,3 +53,35 @@ def test_reasonrec_run_under_torchrun_writes_one_result(toy_env, tmp_path):
     log = (run_dir / "run.log").read_text()
     assert "process 0 of 2" in log and log.count("wrote ") == 1
     assert not (run_dir / "error.txt").exists()
+
+
+@pytest.mark.parametrize("method,later", [("lasar", "stage2"), ("gream", "cot_sft")])
+def test_cached_phases_under_torchrun_train_once_then_reuse(toy_env, tmp_path, method, later):
+    """LASAR (Stage 1, Stage 2, RL) and GREAM (Stage 1, CoT-SFT) under torchrun on 2 processes: the main
+    process alone publishes each stage while the other trains beside it (before the one stage driver, the
+    other process waited on the stage lock while the main one trained with DDP collectives: a deadlock);
+    a second launch (another eval setting, so another run id) reuses both stages on both processes."""
+    import yaml
+
+    from bench.registry import REGISTRY
+
+    root = Path(__file__).resolve().parents[1]
+    env = {"PYTHONPATH": str(root), "REASONREC_CACHE": str(tmp_path / "cache")}
+    results = []
+    for users in (12, 10):
+        cfg = tmp_path / f"run{users}.yaml"
+        cfg.write_text(yaml.safe_dump({"method_config": REGISTRY.get(method).smoke_config,
+                                       "eval": {"max_users": users}}))
+        p = _torchrun(["-m", "bench.cli", "run", "--method", method, "--dataset", "toy", "--config", str(cfg),
+                       "--out", str(tmp_path / "runs"), "--no-progress"], env=env, cwd=tmp_path)
+        assert p.returncode == 0, p.stderr[-3000:]
+        (res,) = [json.loads(f.read_text()) for f in (tmp_path / "runs").glob("*/result.json")
+                  if json.loads(f.read_text())["evaluation"]["n_users"] == users]
+        results.append(res)
+    first, second = (r["training"] for r in results)
+    assert not first["sft"].get("reused") and not first[later].get("reused")
+    assert second["sft"]["reused"] and second[later]["reused"]
+    assert second[later]["stage"] == first[later]["stage"]
+    if method == "lasar":
+        assert first["rl"]["steps"] > 0
+    assert not list((tmp_path / "cache" / "stages").glob("*.training"))  # markers removed

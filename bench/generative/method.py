@@ -2,7 +2,6 @@
 optionally GRPO, and ranks with the shared trie-constrained beam search on the shared prompt."""
 from __future__ import annotations
 
-import contextlib
 import copy
 import random
 import time
@@ -17,7 +16,7 @@ from bench.generative.backbone import BackboneConfig, add_embedding_dropout, bui
 from bench.generative.grpo import GRPOConfig, GRPOLoss, beam_rollout
 from bench.generative.prompts import (ALPACA, SEQREC_TEMPLATE, START_TOKEN, Example, PromptEncoder, collate,
                                       packed_seqrec_examples, seqrec_examples, training_windows)
-from bench.generative.stages import StageCache
+from bench.generative.stages import StageCache, run_stage
 from bench.generative.training import TrainConfig, causal_lm_loss, train
 from bench.method import Method, MethodConfig, Recommendations
 
@@ -338,22 +337,17 @@ class GenerativeMethod(Method):
 
     def cached_phase(self, stage_name: str, key: dict | None, data, ctx, train_fn, facts_key: str) -> dict:
         """A training phase after SFT (LASAR's Stage 2, GREAM's CoT-SFT) trained once per ``key`` and
-        reused from the stage cache by every row that shares it; ``key`` None trains it every time.
-        ``train_fn()`` trains ``self.bb`` in place and returns the phase's facts; returned with the
-        stage id (and ``reused: true`` when loaded)."""
+        reused from the stage cache by every row that shares it (:func:`bench.generative.stages.run_stage`,
+        also under ``torchrun``); ``key`` None trains it every time. ``train_fn()`` trains ``self.bb`` in
+        place and returns the phase's facts; returned with the stage id (and ``reused: true`` when loaded)."""
         if key is None:
             return train_fn()
         stage = StageCache(stage_name, key)
-        with stage.lock(ctx.log):
-            if stage.exists():
-                done = stage.facts()
-                self._adopt(load_backbone(stage.dir, data.sid_levels, data.codebook_size), data, stage.dir)
-                ctx.log(f"{self.info.name}: {stage_name} {stage.id} reused (trained by run {done.get('run_id')})")
-                return {**done[facts_key], "reused": True, "stage": stage.id}
-            facts = train_fn()
-            stage.publish(self.save, {"run_id": Path(ctx.workdir).parent.name, facts_key: facts})
-            ctx.log(f"{self.info.name}: {stage_name} published as {stage.id}")
-            return {**facts, "stage": stage.id}
+        facts, reused = run_stage(
+            stage, facts_key, train=train_fn, save=self.save, run_id=Path(ctx.workdir).parent.name,
+            log=lambda msg: ctx.log(f"{self.info.name}: {stage_name} {msg}"),
+            load=lambda d: self._adopt(load_backbone(d, data.sid_levels, data.codebook_size), data, d))
+        return {**facts, **({"reused": True} if reused else {}), "stage": stage.id}
 
     # ------------------------------------------------------------ the SFT stage (cached)
     def sft_stage(self, data, ctx) -> StageCache | None:
@@ -386,8 +380,6 @@ class GenerativeMethod(Method):
         return facts
 
     def fit(self, data, *, valid, ctx):
-        from bench import distributed
-
         self._build(data, ctx)
         rng = random.Random(ctx.seed)
         facts: dict = {"prompt_style": self.style, "packed_seqrec": self.packed,
@@ -396,21 +388,14 @@ class GenerativeMethod(Method):
         if stage is None:
             facts["sft"] = self._train_sft(data, valid, ctx, rng)
         else:
-            with stage.lock(ctx.log) if distributed.is_main() else contextlib.nullcontext():
-                if stage.exists():
-                    done = stage.facts()
-                    self._adopt(load_backbone(stage.dir, data.sid_levels, data.codebook_size), data, stage.dir,
-                                strict_modules=False)
-                    facts["sft"] = {**done["sft"], "reused": True}
-                    facts["reused_seconds"] = done["sft"].get("seconds", 0.0)
-                    ctx.log(f"{self.info.name}: SFT stage {stage.id} reused (trained by run {done.get('run_id')}, "
-                            f"{done['sft'].get('seconds', 0) / 60:.1f} min)")
-                else:
-                    facts["sft"] = self._train_sft(data, valid, ctx, rng)
-                    if distributed.is_main():
-                        run_id = Path(ctx.workdir).parent.name
-                        stage.publish(self.save, {"run_id": run_id, "sft": facts["sft"]})
-                        ctx.log(f"{self.info.name}: SFT stage published as {stage.id}")
+            sft, reused = run_stage(
+                stage, "sft", train=lambda: self._train_sft(data, valid, ctx, rng), save=self.save,
+                run_id=Path(ctx.workdir).parent.name, log=lambda msg: ctx.log(f"{self.info.name}: SFT {msg}"),
+                load=lambda d: self._adopt(load_backbone(d, data.sid_levels, data.codebook_size), data, d,
+                                           strict_modules=False))
+            facts["sft"] = {**sft, "reused": True} if reused else sft
+            if reused:
+                facts["reused_seconds"] = sft.get("seconds", 0.0)
             facts["sft"]["stage"] = stage.id
             facts["started_from"] = {"stage": stage.id, "path": str(stage.dir)}
         facts.update(self.after_sft(data, valid, ctx, phase_rng(ctx.seed, "after-sft")) or {})

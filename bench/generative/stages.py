@@ -77,3 +77,62 @@ class StageCache:
             atomic_write_text(tmp / "key.json", json.dumps(self.key, indent=1, sort_keys=True, default=str))
             atomic_write_text(tmp / "facts.json", json.dumps(facts, indent=1, default=str))
         return self.dir
+
+
+# ---------------------------------------------------------------- the one stage driver
+
+def launch_token() -> str:
+    """What every process of one multi-process launch shares and another launch does not (torchrun's run
+    id, else the rendezvous address)."""
+    import os
+
+    return os.environ.get("TORCHELASTIC_RUN_ID") or f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+
+
+def run_stage(stage: StageCache, facts_key: str, *, train: Callable[[], dict], load: Callable[[Path], None],
+              save: Callable[[Path], None], run_id: str, log: Callable[[str], None] = print,
+              poll_seconds: float = 0.5) -> tuple[dict, bool]:
+    """Train ``stage`` once and reuse it everywhere: the one place a phase is cached. Returns the phase's
+    facts (the trained run's, for a reused entry) and whether it was reused.
+
+    One process: under the stage's lock (a second process training the same entry makes this one wait,
+    then reuse it), load the entry if it exists, else ``train()`` and publish it (``save`` writes the
+    model into the entry's folder). A multi-process launch (``torchrun``): the main process alone takes
+    the lock, decides and publishes; when it trains it first writes a marker naming this launch, and
+    the other processes, which wait on the file system (no collective, so no timeout while the main
+    process waits for another run's entry), then train beside it (the training loop's collectives need
+    every process) or load the entry once it exists."""
+    from bench import distributed
+
+    if distributed.world_size() == 1 or distributed.is_main():
+        with stage.lock(log):
+            if stage.exists():
+                done = stage.facts()
+                load(stage.dir)
+                log(f"stage {stage.id} reused (trained by run {done.get('run_id')}, "
+                    f"{(done[facts_key].get('seconds') or 0) / 60:.1f} min)")
+                return done[facts_key], True
+            marker = stage.root / f"{stage.id}.training"
+            if distributed.world_size() > 1:
+                atomic_write_text(marker, launch_token())
+            try:
+                facts = train()
+                stage.publish(save, {"run_id": run_id, facts_key: facts})
+            finally:
+                marker.unlink(missing_ok=True)
+            log(f"stage {stage.id} published")
+            return facts, False
+    import time
+
+    marker, token = stage.root / f"{stage.id}.training", launch_token()
+    while True:
+        if stage.exists():
+            done = stage.facts()
+            load(stage.dir)
+            return done[facts_key], True
+        try:
+            if marker.read_text() == token:
+                return train(), False
+        except FileNotFoundError:
+            pass
+        time.sleep(poll_seconds)

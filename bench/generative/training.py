@@ -133,7 +133,19 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
         {"params": [p for p in model.parameters() if p.requires_grad]}]
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
-    model, opt, loader, sched = acc.prepare(model, opt, loader, sched)
+    # Several processes: the model is not wrapped in DDP. A phase's loss may run the model several times
+    # per step (LASAR's latent loop: one forward per latent step; GRPO: prompt then completions) and use
+    # modules outside its forward (LASAR's policy head on h_0), which DDP's per-parameter hooks refuse
+    # ("marked ready twice", "did not receive grad"); instead the gradients are averaged over the processes
+    # at each optimizer step (the same update DDP makes), after the weights are made equal once.
+    manual_sync = acc.num_processes > 1
+    if manual_sync:
+        model = model.to(acc.device)
+        _broadcast_weights(model)
+        opt, loader, sched = acc.prepare(opt, loader, sched)
+        acc.register_for_checkpointing(model)
+    else:
+        model, opt, loader, sched = acc.prepare(model, opt, loader, sched)
 
     state_file, last_dir, best_file = workdir / f"{name}_progress.json", workdir / f"{name}_last", workdir / f"{name}_best.pt"
     st = {"epoch": -1, "step": 0, "best": -math.inf, "bad": 0, "history": []}
@@ -168,6 +180,8 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
                             f"{name}: the training loss is {value} at epoch {epoch + 1}, optimizer step {st['step'] + 1} "
                             f"(lr {cfg.lr:g}); lower the learning rate or check the data. No result is written.")
                     acc.backward(loss)
+                    if acc.sync_gradients and manual_sync:
+                        _average_gradients(model, acc.num_processes)
                     if acc.sync_gradients:
                         if cfg.max_grad_norm:
                             acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -264,3 +278,37 @@ def causal_lm_loss(model, batch, weights: Any = None) -> Any:
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100,
                          reduction="none")
     return (ce * w.reshape(-1)).sum() / w.sum().clamp_min(1e-12)
+
+
+def _broadcast_weights(model) -> None:
+    """Every process starts a phase from the main process's weights."""
+    import torch.distributed as dist
+
+    for t in list(model.parameters()) + list(model.buffers()):
+        dist.broadcast(t.data, 0)
+
+
+def _average_gradients(model, world: int) -> None:
+    """All-reduce (mean) the parameters' gradients over the processes. A parameter no process computed a
+    gradient for (a module the loss did not reach) keeps none, as in one process (the optimizer skips it);
+    one that only some processes reached counts zeros from the others."""
+    import torch
+    import torch.distributed as dist
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        return
+    seen = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=params[0].device)
+    dist.all_reduce(seen, op=dist.ReduceOp.MAX)
+    params = [p for p, s in zip(params, seen.tolist()) if s]
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        p.grad = flat[offset:offset + n].view_as(g).clone()
+        offset += n
