@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 _API = {
     "prepare": "bench.data", "SIDData": "bench.data",
     "build_spec": "bench.config", "resolve_spec": "bench.config", "run": "bench.runner", "reevaluate": "bench.runner",
-    "load_suite": "bench.config", "run_suite": "bench.runner",
+    "load_suite": "bench.config", "run_suite": "bench.suites",
     "build_site": "bench.leaderboard", "get_method": "bench.registry", "register": "bench.registry",
     "Method": "bench.method", "MethodInfo": "bench.method", "MethodConfig": "bench.method",
     "Recommendations": "bench.method", "RunSpec": "bench.specs", "RunResult": "bench.results",

@@ -90,7 +90,7 @@ def cmd_tune(args) -> int:
 
 def cmd_suite(args) -> int:
     from bench.config import load_suite
-    from bench.runner import run_suite
+    from bench.suites import run_suite
 
     from bench.report import results_table
 
@@ -329,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     from bench.loaders import DataError
     from bench.method import TrainingDiverged
     from bench.registry import RegistryError
-    from bench.runner import RunInProgress, SuiteFailed
+    from bench.runner import RunInProgress
+    from bench.suites import SuiteFailed
     from bench.specs import SpecError
 
     try:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from bench.leaderboard import build_site
 from bench.registry import REGISTRY
-from bench.runner import run_suite
+from bench.suites import run_suite
 from bench.specs import SpecError, SuiteSpec
 
 DEFAULT_DATASET = "ml-100k"

@@ -89,7 +89,7 @@ def test_cli_evaluate_reuses_a_finished_run(toy_env, tmp_path, capsys):
 
 def test_parallel_suite_equals_the_sequential_one_and_names_failures(toy_env, tmp_path, capsys):
     from bench.registry import REGISTRY
-    from bench.runner import SuiteFailed, run_suite
+    from bench.suites import SuiteFailed, run_suite
     from bench.specs import SuiteSpec
 
     suite = SuiteSpec(methods=["pop", "random"], datasets=["toy"], seeds=[0, 1])

@@ -9,7 +9,8 @@ from bench.method import Method, MethodConfig, MethodInfo, Recommendations
 from bench.registry import REGISTRY
 from bench.metrics import metric_names
 from bench.results import RunResult
-from bench.runner import build_spec, run, run_suite
+from bench.runner import build_spec, run
+from bench.suites import run_suite
 from bench.specs import SpecError, SuiteSpec
 
 
@@ -344,7 +345,7 @@ def test_suite_worker_exits_when_the_suite_process_is_killed(tmp_path):
     import time
     from pathlib import Path
 
-    child = ("import os, time\nfrom bench.runner import _exit_with_parent\n"
+    child = ("import os, time\nfrom bench.suites import _exit_with_parent\n"
              "_exit_with_parent(os.getppid(), every=0.1)\nprint('ready', flush=True)\ntime.sleep(60)\n")
     parent = ("import subprocess, sys, time\n"
               f"p = subprocess.Popen([sys.executable, '-c', {child!r}], stdout=subprocess.PIPE, text=True)\n"

@@ -1,0 +1,120 @@
+"""Suites: methods x datasets x seeds from a YAML file (``reasonrec suite``), each run through
+:func:`bench.runner.run`; complete runs are skipped, interrupted ones resumed. With ``jobs`` > 1 each run
+is its own spawned process (one torch thread), watched so that a killed suite leaves no orphan training."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from bench import distributed
+from bench.config import suite_specs
+from bench.data import SIDData, prepare
+from bench.results import RunResult
+from bench.runner import RunInProgress, is_complete, run
+from bench.specs import RunSpec, SuiteSpec
+
+
+class SuiteFailed(RuntimeError):
+    """Runs of a parallel suite failed (each named, with its error); the others completed."""
+
+
+def run_suite(suite: SuiteSpec, out: str | Path | None = None, *, dataset_path: str | None = None,
+              progress: bool = True, echo: bool = True, jobs: int = 1) -> list[RunResult]:
+    """Every (method, dataset, seed) of ``suite``, skipping complete runs and resuming interrupted ones.
+    ``jobs`` > 1: that many runs at once, each in its own process (one torch thread each unless the suite
+    sets ``threads``): on a machine with that many cores, about that many times faster. The workers are
+    spawned, so a script calling this needs the ``if __name__ == "__main__":`` guard."""
+    out = Path(out or suite.out)
+    specs = suite_specs(suite, dataset_path=dataset_path)  # validate everything before running anything
+    if jobs > 1 and distributed.world_size() == 1:
+        return _run_parallel(specs, out, dataset_path=dataset_path, echo=echo, jobs=jobs)
+    results = []
+    cache: dict[tuple, SIDData] = {}
+    for n, spec in enumerate(specs, 1):
+        run_dir = out / spec.run_id()
+        state = "done" if is_complete(run_dir) else ("resume" if run_dir.exists() else "new")
+        if echo and distributed.is_main():
+            print(f"[{n}/{len(specs)}] {spec.run_id()} ({state})", flush=True)
+        if state == "done":
+            results.append(RunResult.from_disk(run_dir / "result.json"))
+            continue
+        key = (spec.dataset_card or spec.dataset, json.dumps(spec.data, sort_keys=True))
+        if key not in cache:
+            with distributed.main_process_first():  # multi-process launch: the others read its cache
+                cache[key] = prepare(key[0], spec.data, path=dataset_path, progress=progress,
+                                     log=print if echo and distributed.is_main() else (lambda *_: None))
+        try:
+            results.append(run(spec, out, dataset_path=dataset_path, progress=progress, echo=echo, data=cache[key]))
+        except RunInProgress as e:  # another process runs it: leave it alone, carry on
+            if distributed.world_size() > 1:  # the helper processes would wait in training: stop them all
+                raise
+            print(f"  skipped: {e}", flush=True)
+    return results
+
+
+def _exit_with_parent(parent: int, every: float = 2.0) -> None:
+    """End this worker once ``parent`` (the suite process) is gone: a killed suite must not leave its runs
+    training on (orphaned, they hold their run locks and keep the cores; the runs resume from their last
+    epoch checkpoint when the suite is started again). A daemon thread polls the parent pid."""
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
+def _suite_worker(spec_json: dict, out: str, dataset_path: str | None, parent: int | None = None) -> str:
+    """One run of a parallel suite, in a fresh (spawned) process (no progress bars: they would interleave)."""
+    if parent is not None:
+        _exit_with_parent(parent)
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+    spec = RunSpec(**spec_json)
+    torch.set_num_threads(spec.threads or 1)
+    return run(spec, out, dataset_path=dataset_path, progress=False, echo=False).run_id
+
+
+def _run_parallel(specs: list[RunSpec], out: Path, *, dataset_path: str | None, echo: bool,
+                  jobs: int) -> list[RunResult]:
+    """``jobs`` worker processes take the pending runs in the suite's order. Each dataset is prepared
+    first, here (the workers read its cache). A failed run is reported with its ``error.txt`` once the
+    others have finished; then the suite fails naming every failed run."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    say = print if echo else (lambda *_a, **_k: None)
+    pending = [s for s in specs if not is_complete(out / s.run_id())]
+    for key in {(s.dataset_card or s.dataset, json.dumps(s.data, sort_keys=True)) for s in pending}:
+        prepare(key[0], json.loads(key[1]), path=dataset_path, progress=False, log=say)
+    say(f"{len(specs) - len(pending)} of {len(specs)} runs complete; {len(pending)} to run, {jobs} at a time "
+        f"(logs: {out}/<run id>/run.log)", flush=True)
+    failed: dict[str, str] = {}
+    t0 = time.time()
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_suite_worker, s.model_dump(mode="json"), str(out), dataset_path, os.getpid()): s for s in pending}
+        for n, fut in enumerate(as_completed(futures), 1):
+            s = futures[fut]
+            try:
+                fut.result()
+                res = RunResult.from_disk(out / s.run_id() / "result.json")
+                say(f"[{n}/{len(pending)}] {s.run_id()} ({s.label or s.method}): "
+                    + ", ".join(f"{k} {v:.4f}" for k, v in res.metrics.items() if k.endswith("@10"))
+                    + f"  [{(time.time() - t0) / 60:.1f} min]", flush=True)
+            except RunInProgress as e:
+                say(f"[{n}/{len(pending)}] skipped: {e}", flush=True)
+            except Exception as e:  # noqa: BLE001 - collected, raised below with every failure named
+                failed[s.run_id()] = f"{type(e).__name__}: {e}"
+                say(f"[{n}/{len(pending)}] {s.run_id()} FAILED: {failed[s.run_id()]}", flush=True)
+    if failed:
+        raise SuiteFailed(f"{len(failed)} run(s) failed: " + "; ".join(f"{k} ({v})" for k, v in failed.items()))
+    return [RunResult.from_disk(out / s.run_id() / "result.json") for s in specs
+            if is_complete(out / s.run_id())]
