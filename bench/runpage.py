@@ -1,0 +1,123 @@
+"""A run page's facts from its result file: provenance, settings, the command that reproduces it, training
+curves and bootstrap intervals of its metrics (rendered by :mod:`bench.leaderboard`)."""
+from __future__ import annotations
+
+import json
+
+from bench.results import RunResult
+from bench.summary import _flatten, _gains
+
+
+def run_ci(r: RunResult, metrics=("NDCG@10", "HR@10"), resamples: int = 1000, seed: int = 0) -> dict:
+    """Bootstrap 95% intervals of a run's metrics over its test users (from ``per_user.json``)."""
+    import numpy as np
+
+    out = {}
+    rng = np.random.default_rng(seed)
+    for m in metrics:
+        g, _ = _gains(r, m)
+        if g is None or not len(g):
+            continue
+        idx = rng.integers(0, len(g), (resamples, len(g)))
+        boots = g[idx].mean(1)
+        out[m] = {"mean": float(g.mean()), "lo": float(np.quantile(boots, 0.025)), "hi": float(np.quantile(boots, 0.975))}
+    return out
+
+
+def training_curves(r: RunResult) -> list[dict]:
+    """Validation curves of every training phase a result records (any ``history`` list of epochs with a
+    validation score, at any depth of ``training``): [{phase, svg}]."""
+    from bench.svg import line_svg
+
+    out = []
+
+    def score(h: dict):
+        for k in ("valid_score", "valid_NDCG@10", "NDCG@10"):
+            if isinstance(h.get(k), (int, float)):
+                return float(h[k])
+        return None
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            hist = node.get("history")
+            if isinstance(hist, list) and hist and all(isinstance(h, dict) for h in hist):
+                pts = [(float(h.get("epoch", i)), score(h)) for i, h in enumerate(hist)]
+                pts = [(x, y) for x, y in pts if y is not None]
+                if len(pts) > 1:  # a single epoch is no curve (its score is in the facts)
+                    phase = ".".join(path) or "training"
+                    out.append({"phase": phase, "svg": line_svg({phase: pts}, "epoch", "validation score",
+                                                                f"{r.display_name}: {phase} validation")})
+            for k, v in node.items():
+                if k != "history":
+                    walk(v, path + [k])
+
+    walk(r.training.model_dump(mode="json"), [])
+    return out
+
+
+def _set_value(v) -> str:
+    # --set values are read back as YAML: JSON (strings quoted) is YAML, so '#', ': ', 'yes', '2024' stay strings
+    return json.dumps(v)
+
+
+def reproduce_command(r: RunResult) -> str:
+    """The ``reasonrec run`` command that makes this row: every method setting that differs from the
+    method's defaults as ``--set``, the label, the seed and evaluation settings that differ."""
+    import shlex
+
+    from bench.registry import REGISTRY
+    from bench.specs import RunSpec
+
+    parts = ["reasonrec", "run", "--method", r.spec.method, "--dataset", r.spec.dataset]
+    if r.spec.seed:
+        parts += ["--seed", str(r.spec.seed)]
+    try:
+        defaults = _flatten(REGISTRY.get(r.spec.method).Config().model_dump(mode="json"))
+    except Exception:  # noqa: BLE001 - an unknown method: every stored setting
+        defaults = {}
+    for k, v in sorted(_flatten(r.spec.method_config).items()):
+        if k not in defaults or defaults[k] != v:
+            parts += ["--set", f"method_config.{k}={_set_value(v)}"]
+    mine = r.spec.model_dump(mode="json")
+    try:  # the card's data settings and the default eval / selection (no dataset files needed)
+        from bench.config import resolve_spec
+
+        base = resolve_spec({"method": r.spec.method, "dataset": r.spec.dataset_card or r.spec.dataset},
+                            check_files=False).model_dump(mode="json")
+    except Exception:  # noqa: BLE001 - an unknown dataset card: every stored data setting
+        base = RunSpec(method=r.spec.method, dataset=r.spec.dataset).model_dump(mode="json")
+    for section in ("data", "eval", "selection"):
+        ref = _flatten(base.get(section) or {})
+        for k, v in sorted(_flatten(mine.get(section) or {}).items()):
+            if ref.get(k, object()) != v:
+                parts += ["--set", f"{section}.{k}={_set_value(v)}"]
+    if r.spec.label:
+        parts += ["--set", f"label={_set_value(r.spec.label)}"]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def run_page_facts(r: RunResult) -> dict:
+    """What a run page shows beyond the raw JSON: method card, reproduce command, config / protocol /
+    provenance as rows."""
+    info = r.method_info
+    needs = [n for n, flag in (("item text", info.get("needs_text")), ("teacher CoT", info.get("needs_cot")),
+                               ("semantic IDs", info.get("uses_sids"))) if flag]
+    env = r.environment
+    hw = env.get("hardware", {})
+    provenance = {"git commit": env.get("git_commit"), "data": r.data.get("name"),
+                  "data fingerprint": r.data.get("fingerprint"), "created": r.created,
+                  "hardware": hw.get("cuda") or f"CPU ({hw.get('processor', '?')}), {hw.get('cpu_count', '?')} cores, "
+                                                f"{hw.get('torch_threads', '?')} torch thread(s)",
+                  "python": hw.get("python"),
+                  **{f"version: {k}": v for k, v in sorted((env.get("versions") or {}).items())}}
+    protocol = {k: v for k, v in _flatten({k: v for k, v in r.evaluation.items() if k != "by_stat"}).items()}
+    from bench.report import human_seconds, training_seconds
+
+    total = training_seconds(r)
+    return {"training": {"own": human_seconds(r.training.seconds), "all": human_seconds(total),
+                         "reused": human_seconds(total - r.training.seconds) if total > r.training.seconds else None,
+                         "waited": r.training.model_dump().get("stage_wait_seconds")},
+            "card": {"description": info.get("description", ""), "paper": info.get("paper", ""),
+                     "family": info.get("family", ""), "needs": ", ".join(needs) or "interactions only"},
+            "command": reproduce_command(r), "config": _flatten(r.spec.method_config),
+            "protocol": protocol, "provenance": {k: v for k, v in provenance.items() if v not in (None, "")}}
