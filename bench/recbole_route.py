@@ -34,6 +34,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from bench.atomic import atomic_torch_save, atomic_write_text
+from bench.epochs import EpochBook
 from bench.method import Method, MethodConfig, Recommendations, TrainingDiverged, validation_epoch
 
 
@@ -272,7 +273,7 @@ class RecBoleMethod(Method):
         with _in_dir(workdir):
             config, model, train_data = self._build(data, workdir, ctx.seed)
             trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-            start, best, best_epoch, bad, history, stopped = 0, -np.inf, None, 0, [], "epochs"
+            book = EpochBook(c.epochs, c.patience, c.max_minutes)
             if not last.is_file():  # a fresh start: record the item numbering its checkpoints will use
                 np.save(workdir / "item_ids.npy", self.rb2ours)
             if last.is_file():
@@ -287,17 +288,15 @@ class RecBoleMethod(Method):
                 model.load_state_dict(state["model"])
                 trainer.optimizer.load_state_dict(state["optimizer"])
                 _set_rng_state(state["rng"], train_data)  # after the rebuild, which re-seeded everything
-                start, best, best_epoch = state["epoch"] + 1, state["best"], state["best_epoch"]
-                bad, history, stopped = state["bad"], state["history"], state["stopped"]
-                ctx.log(f"resumed {self.info.name} at epoch {start} (best {metric} {best:.4f})"
-                        + ("" if stopped == "epochs" else f"; training had ended ({stopped})"))
-                if stopped != "epochs":  # ended by early stopping or the time budget: no more epochs
-                    start = c.epochs
-            t0 = time.time()
+                book.restore(state)
+                ctx.log(f"resumed {self.info.name} at epoch {book.epoch + 1} (best {metric} {book.best:.4f})"
+                        + ("" if not book.done else f"; training had ended ({book.stopped})"))
+            book.started = time.time()
             from tqdm.auto import tqdm
 
-            bar = tqdm(range(start, c.epochs), desc=f"{self.info.name} epochs", disable=not ctx.progress,
-                       initial=start, total=c.epochs)
+            todo = book.remaining()  # empty once ended by early stopping or the time budget
+            bar = tqdm(todo, desc=f"{self.info.name} epochs", disable=not ctx.progress,
+                       initial=todo.start if todo else c.epochs, total=c.epochs)
             for epoch in bar:
                 te = time.time()
                 if hasattr(model, "set_epoch"):  # a custom model with epoch-dependent losses (warm-up)
@@ -306,32 +305,22 @@ class RecBoleMethod(Method):
                 with validation_epoch(epoch):
                     got = self._validate(model, data, valid, ctx)
                 score = float(got["score"])
-                history.append({"epoch": epoch, "loss": round(loss, 4),
-                                **{f"valid_{m}": round(float(v), 5) for m, v in got.items() if "@" in m},
-                                "valid_score": round(score, 5), "seconds": round(time.time() - te, 1)})
-                if score > best:
-                    best, best_epoch, bad = score, epoch, 0
+                record = {"epoch": epoch, "loss": round(loss, 4),
+                          **{f"valid_{m}": round(float(v), 5) for m, v in got.items() if "@" in m},
+                          "valid_score": round(score, 5), "seconds": round(time.time() - te, 1)}
+                if book.end_epoch(epoch, score, record):
                     atomic_torch_save(model.state_dict(), best_path)
-                else:
-                    bad += 1
-                if bad >= c.patience:
-                    stopped = "early_stopping"
-                elif c.max_minutes and (time.time() - t0) / 60 > c.max_minutes:
-                    stopped = "time_budget"
                 atomic_torch_save({"model": model.state_dict(), "optimizer": trainer.optimizer.state_dict(),
-                                   "rng": _rng_state(train_data), "epoch": epoch, "best": best,
-                                   "best_epoch": best_epoch, "bad": bad, "history": history, "stopped": stopped,
-                                   "selection": selection}, last)
-                bar.set_postfix(loss=f"{loss:.3f}", valid=f"{score:.4f}", best=f"{best:.4f}")
-                ctx.log(f"epoch {epoch}: loss {loss:.4f}, valid {metric} {score:.4f} (best {best:.4f})")
-                if stopped != "epochs":
+                                   "rng": _rng_state(train_data), **book.state(), "selection": selection}, last)
+                bar.set_postfix(loss=f"{loss:.3f}", valid=f"{score:.4f}", best=f"{book.best:.4f}")
+                ctx.log(f"epoch {epoch}: loss {loss:.4f}, valid {metric} {score:.4f} (best {book.best:.4f})")
+                if book.done:
                     break
         if best_path.is_file():
             model.load_state_dict(torch.load(best_path, map_location=self.device, weights_only=False))
         model.eval()
         self.model = model
-        return {"epochs_run": len(history), "best_epoch": best_epoch, "best_valid": round(float(best), 5),
-                "selection": selection, "stopped_by": stopped, "history": history}
+        return {**book.facts(), "best_valid": round(float(book.best), 5), "selection": selection}
 
     def recommend(self, histories, *, k):
         items, scores = self._rank(self.model, histories, k)

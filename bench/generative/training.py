@@ -17,6 +17,7 @@ from typing import Any, Callable, Literal, Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench.atomic import atomic_torch_save, atomic_write_json
+from bench.epochs import EpochBook
 from bench.method import TrainingDiverged, validation_epoch
 
 
@@ -148,18 +149,13 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
         model, opt, loader, sched = acc.prepare(model, opt, loader, sched)
 
     state_file, last_dir, best_file = workdir / f"{name}_progress.json", workdir / f"{name}_last", workdir / f"{name}_best.pt"
-    st = {"epoch": -1, "step": 0, "best": -math.inf, "bad": 0, "history": []}
+    book = EpochBook(cfg.epochs, cfg.patience, cfg.max_minutes, cfg.max_steps)
     if state_file.is_file() and last_dir.is_dir():
-        st = json.loads(state_file.read_text())
+        book.restore(json.loads(state_file.read_text()))
         acc.load_state(str(last_dir))
-        log(f"{name}: resumed after epoch {st['epoch']} (step {st['step']}, best {st['best']:.4f})")
-    stop = "epochs"
-    if st.get("done"):
-        stop = st["done"]
-    t0 = time.time()
-    for epoch in range(st["epoch"] + 1, cfg.epochs):
-        if st.get("done"):
-            break
+        log(f"{name}: resumed after epoch {book.epoch} (step {book.step}, best {book.best:.4f})")
+    t0 = book.started = time.time()
+    for epoch in book.remaining():
         loader.set_epoch(epoch) if hasattr(loader, "set_epoch") else None
         gen.manual_seed(seed + epoch)  # the same shuffles whether resumed or not
         if buckets is not None:
@@ -177,7 +173,7 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
                     value = float(loss.detach())
                     if not math.isfinite(value):
                         raise TrainingDiverged(
-                            f"{name}: the training loss is {value} at epoch {epoch + 1}, optimizer step {st['step'] + 1} "
+                            f"{name}: the training loss is {value} at epoch {epoch + 1}, optimizer step {book.step + 1} "
                             f"(lr {cfg.lr:g}); lower the learning rate or check the data. No result is written.")
                     acc.backward(loss)
                     if acc.sync_gradients and manual_sync:
@@ -185,7 +181,7 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
                     if acc.sync_gradients:
                         if cfg.max_grad_norm:
                             acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                        st["step"] += 1
+                        book.step += 1
                     opt.step()
                     sched.step()
                     opt.zero_grad()
@@ -195,12 +191,12 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
                     for key, v in out.items():
                         if key != "loss":
                             components[key] = components.get(key, 0.0) + float(v.detach() if hasattr(v, "detach") else v)
-                if cfg.max_steps and st["step"] >= cfg.max_steps:
+                if cfg.max_steps and book.step >= cfg.max_steps:
                     break
             if isinstance(batch, dict) and "attention_mask" in batch:
                 tokens += int(batch["attention_mask"].sum())
             bar.set_postfix(loss=f"{running / max(n, 1):.4f}")
-            if cfg.max_steps and st["step"] >= cfg.max_steps:
+            if cfg.max_steps and book.step >= cfg.max_steps:
                 break
         train_seconds = time.time() - t_epoch
         with validation_epoch(epoch):
@@ -214,42 +210,24 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
         if tokens:
             rec["tokens"] = tokens * acc.num_processes
             rec["tokens_per_second"] = round(tokens * acc.num_processes / max(train_seconds, 1e-9), 1)
-        st["history"].append(rec)
-        if score > st["best"]:
-            st["best"], st["bad"] = score, 0
-            if acc.is_main_process:
-                atomic_torch_save(acc.unwrap_model(model).state_dict(), best_file)
-        else:
-            st["bad"] += 1
-        log(f"{name} epoch {epoch}: train loss {rec['train_loss']:.4f}, valid {score:.4f} (best {st['best']:.4f})"
+        if book.end_epoch(epoch, score, rec) and acc.is_main_process:
+            atomic_torch_save(acc.unwrap_model(model).state_dict(), best_file)
+        log(f"{name} epoch {epoch}: train loss {rec['train_loss']:.4f}, valid {score:.4f} (best {book.best:.4f})"
             + (f", {rec['tokens_per_second']:,.0f} tokens/s" if "tokens_per_second" in rec else "")
             + "".join(f", {k} {v}" for k, v in extra.items())
             + "".join(f", {k} {v}" for k, v in rec.get("loss_components", {}).items()))
-        if st["bad"] >= cfg.patience:
-            stop = "early_stopping"
-        elif cfg.max_steps and st["step"] >= cfg.max_steps:
-            stop = "max_steps"
-        elif cfg.max_minutes and (time.time() - t0) / 60 > cfg.max_minutes:
-            stop = "time_budget"
-        st["epoch"] = epoch
-        if stop != "epochs":
-            st["done"] = stop
         with _quiet_logger("accelerate.utils.other"):  # "Removed shared tensor {'lm_head.weight'}": tied weights, expected
             acc.save_state(str(last_dir))
         if acc.is_main_process:
-            atomic_write_json(state_file, st, indent=1)
-        if stop != "epochs":
+            atomic_write_json(state_file, book.state(), indent=1)
+        if book.done:
             break
     model = acc.unwrap_model(model, keep_fp32_wrapper=False)  # inference outside the loop: no autocast
     if restore_best and best_file.is_file():
         model.load_state_dict(torch.load(best_file, weights_only=True))
     acc.free_memory()
-    facts = {"epochs_run": len(st["history"]), "steps": st["step"], "best_valid": st["best"], "stopped_by": stop,
-             "history": st["history"]}
-    if st["history"]:
-        best = max(st["history"], key=lambda r: r["valid_score"])
-        facts["best_epoch"] = best["epoch"]
-    tok = [(r["tokens"], r["train_seconds"]) for r in st["history"] if "tokens" in r]
+    facts = {**book.facts(), "steps": book.step}
+    tok = [(r["tokens"], r["train_seconds"]) for r in book.history if "tokens" in r]
     if tok:  # training throughput (validation excluded), over every epoch run
         facts["tokens_per_second"] = round(sum(t for t, _ in tok) / max(sum(s for _, s in tok), 1e-9), 1)
     return facts
