@@ -4,7 +4,7 @@ Training
 1. **Stage 1** is the teacher-CoT Stage 1 LASAR uses (:mod:`bench.generative.cot`: packed seqrec SFT + a
    causal-LM pass over ``history <lat_s> CoT <lat_e> answer``): the same recipe, fields and tokens, so the
    two methods share one Stage-1 entry of the stage cache.
-2. **CoT-SFT** (:meth:`after_sft`, cached as a stage both modes share): GREAM's target format on every CoT
+2. **CoT-SFT** (:meth:`middle_phases`, cached as a stage both modes share): GREAM's target format on every CoT
    sample -- the think block (teacher CoT), the rewritten history (the SIDs of the last ``rewrite_items``
    history items: the released code copies the history verbatim), then the answer SID -- mixed with
    ``direct_samples`` direct samples (history -> SID). In the compact layout the rewrite sits inside the
@@ -31,6 +31,7 @@ from typing import Literal
 from pydantic import Field
 
 from bench.generative.cot import COT_SAMPLE_SEED, REASON_END, CoTConfig, CoTMethod, cot_non_sft_fields
+from bench.generative.method import Phase
 from bench.generative.prompts import Example, seqrec_examples
 from bench.generative.training import TrainConfig, causal_lm_loss, train
 from bench.method import MethodInfo
@@ -133,12 +134,12 @@ class GREAM(CoTMethod):
         facts.update(seconds=round(time.time() - t0, 1), examples=len(examples), tokens_per_epoch=n_tok)
         return facts
 
-    def after_sft(self, data, valid, ctx, rng):
+    def middle_phases(self, data, valid, ctx):
+        """CoT-SFT, cached: the direct and reasoning rows share it."""
         stage1 = self.sft_stage(data, ctx)
         key = self._cot_sft_key(data, ctx, stage1.id) if stage1 is not None else None
-        return {"cot_sft": self.cached_phase("gream-cot-sft", key, data, ctx,
-                                             lambda: self._train_cot_sft(data, valid, ctx), "cot_sft"),
-                "mode": self.config.mode, "cot_samples": len(self.cot_state(data)["cots"])}
+        return [Phase("cot_sft", lambda: self._train_cot_sft(data, valid, ctx), self.stage_entry("gream-cot-sft", key)),
+                Phase("", lambda: {"mode": self.config.mode, "cot_samples": len(self.cot_state(data)["cots"])})]
 
     # ------------------------------------------------------------ inference
     def prefix(self, model, histories, phase, *, grad=False, given=None, state=None):

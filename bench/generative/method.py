@@ -5,8 +5,9 @@ from __future__ import annotations
 import copy
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Callable, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -24,10 +25,27 @@ from bench.method import Method, MethodConfig, Recommendations
 #: who asks a method for its decoding prefix (:meth:`GenerativeMethod.prefix`)
 PHASES = ("sft-valid", "stage-2", "rollout", "test")
 
+@dataclass
+class Phase:
+    """One training phase of a generative method, run by the one driver (:meth:`GenerativeMethod.fit`):
+    ``train()`` trains the backbone in place (or only computes, e.g. LASAR's anchors) and returns the
+    phase's facts, stored under ``training.<name>`` (``name`` "": merged into the training facts). With a
+    ``stage`` the phase is trained once and reused from the stage cache by every row that shares it
+    (:func:`bench.generative.stages.run_stage`, the only caching code, also under torchrun); its facts then
+    carry the stage id and, when loaded, ``reused: true`` and the seconds it took when it was trained. No
+    phase knows how it is cached. ``strict_modules=False``: a reused entry may lack the method's extra
+    modules (a shared SFT stage, which does not train them; see :meth:`GenerativeMethod._adopt`)."""
+
+    name: str
+    train: Callable[[], dict]
+    stage: StageCache | None = None
+    strict_modules: bool = True
+
+
 #: the methods a generative plugin may override (everything else is the core's; a contract test checks
 #: every registered plugin)
 HOOKS = frozenset({"sft_examples", "sft_loss", "extra_special_tokens", "attach_modules", "prefix",
-                   "completion_logprobs", "rl_init", "rl_extra_terms", "rl_facts", "rl_prompts", "after_sft",
+                   "completion_logprobs", "rl_init", "rl_extra_terms", "rl_facts", "rl_prompts", "middle_phases",
                    "param_groups", "uses_item_text", "extra_corpus", "describe"})
 
 
@@ -143,10 +161,10 @@ class GenerativeMethod(Method):
         log-probs and the ``aux`` of the policy pass that produced them, and the RL state."""
         return {}
 
-    def after_sft(self, data, valid, ctx, rng: random.Random) -> dict:
-        """Training phases between SFT and RL (LASAR's Stage 2); returns their facts (merged into the
-        training facts). Default: none."""
-        return {}
+    def middle_phases(self, data, valid, ctx) -> list[Phase]:
+        """The method's own :class:`Phase` list between SFT and RL (LASAR: anchors, then Stage 2; GREAM:
+        CoT-SFT), each with its stage-cache entry or none. Default: none."""
+        return []
 
     def rl_prompts(self, data, rng: random.Random, n: int) -> list[tuple]:
         """GRPO's ``(prompt, target)`` pairs; a prompt is what :meth:`prefix` reads (default: the
@@ -335,19 +353,22 @@ class GenerativeMethod(Method):
                     "users": min(self.config.valid_max_users, len(valid))}
         return ctx.selection(self.config.valid_max_users, len(valid))
 
-    def cached_phase(self, stage_name: str, key: dict | None, data, ctx, train_fn, facts_key: str) -> dict:
-        """A training phase after SFT (LASAR's Stage 2, GREAM's CoT-SFT) trained once per ``key`` and
-        reused from the stage cache by every row that shares it (:func:`bench.generative.stages.run_stage`,
-        also under ``torchrun``); ``key`` None trains it every time. ``train_fn()`` trains ``self.bb`` in
-        place and returns the phase's facts; returned with the stage id (and ``reused: true`` when loaded)."""
-        if key is None:
-            return train_fn()
-        stage = StageCache(stage_name, key)
+    def run_phase(self, phase: Phase, data, ctx) -> dict:
+        """The one driver for a phase: trained here (no stage), or trained once and reused through the stage
+        cache; the facts as :class:`Phase` describes them."""
+        if phase.stage is None:
+            return phase.train()
+        stage = phase.stage
         facts, reused = run_stage(
-            stage, facts_key, train=train_fn, save=self.save, run_id=Path(ctx.workdir).parent.name,
-            log=lambda msg: ctx.log(f"{self.info.name}: {stage_name} {msg}"),
-            load=lambda d: self._adopt(load_backbone(d, data.sid_levels, data.codebook_size), data, d))
+            stage, phase.name or "facts", train=phase.train, save=self.save, run_id=Path(ctx.workdir).parent.name,
+            log=lambda msg: ctx.log(f"{self.info.name}: {phase.name or 'phase'} {msg}"),
+            load=lambda d: self._adopt(load_backbone(d, data.sid_levels, data.codebook_size), data, d,
+                                       strict_modules=phase.strict_modules))
         return {**facts, **({"reused": True} if reused else {}), "stage": stage.id}
+
+    def stage_entry(self, stage_name: str, key: dict | None) -> StageCache | None:
+        """A phase's stage-cache entry (None when the phase is not cached: ``key`` None)."""
+        return StageCache(stage_name, key) if key is not None else None
 
     # ------------------------------------------------------------ the SFT stage (cached)
     def sft_stage(self, data, ctx) -> StageCache | None:
@@ -385,29 +406,27 @@ class GenerativeMethod(Method):
         facts: dict = {"prompt_style": self.style, "packed_seqrec": self.packed,
                        "selection": self._selection(ctx, valid)}
         stage = self.sft_stage(data, ctx)
-        if stage is None:
-            facts["sft"] = self._train_sft(data, valid, ctx, rng)
-        else:
-            sft, reused = run_stage(
-                stage, "sft", train=lambda: self._train_sft(data, valid, ctx, rng), save=self.save,
-                run_id=Path(ctx.workdir).parent.name, log=lambda msg: ctx.log(f"{self.info.name}: SFT {msg}"),
-                load=lambda d: self._adopt(load_backbone(d, data.sid_levels, data.codebook_size), data, d,
-                                           strict_modules=False))
-            facts["sft"] = {**sft, "reused": True} if reused else sft
-            if reused:
-                facts["reused_seconds"] = sft.get("seconds", 0.0)
-            facts["sft"]["stage"] = stage.id
+        facts["sft"] = self.run_phase(Phase("sft", lambda: self._train_sft(data, valid, ctx, rng), stage,
+                                            strict_modules=False), data, ctx)
+        if stage is not None:
+            if facts["sft"].get("reused"):
+                facts["reused_seconds"] = facts["sft"].get("seconds", 0.0)
             facts["started_from"] = {"stage": stage.id, "path": str(stage.dir)}
-        facts.update(self.after_sft(data, valid, ctx, phase_rng(ctx.seed, "after-sft")) or {})
+        phases = self.middle_phases(data, valid, ctx)
         rl: GRPOConfig | None = getattr(self.config, "rl", None)
         if rl is not None and rl.enabled:
-            t0 = time.time()
-            facts["rl"] = self._grpo(data, valid, ctx, rl, phase_rng(ctx.seed, "rl"))
-            facts["rl"]["seconds"] = round(time.time() - t0, 1)
+            phases.append(Phase("rl", lambda: self._grpo(data, valid, ctx, rl, phase_rng(ctx.seed, "rl"))))
+        for phase in phases:
+            got = self.run_phase(phase, data, ctx)
+            if phase.name:
+                facts[phase.name] = got
+            else:
+                facts.update(got)
         self.bb.model.eval()
         return facts
 
     def _grpo(self, data, valid, ctx, rl: GRPOConfig, rng: random.Random) -> dict:
+        t0 = time.time()
         state = self.rl_init()
         batch = self.rl_prompts(data, rng, rl.max_prompts)
         valid_fn = self._valid_fn(data, valid, ctx, "test")
@@ -438,6 +457,7 @@ class GenerativeMethod(Method):
         facts["prompts"] = len(batch)
         facts["updates_per_rollout"] = rl.updates_per_rollout
         facts.update(self.rl_facts(state))
+        facts["seconds"] = round(time.time() - t0, 1)
         return facts
 
     def recommend(self, histories, *, k, beam_width: int = 50):

@@ -10,7 +10,7 @@ Phases (paper Sections 2-3, App. E):
    drop in similarity (:mod:`methods.lasar.segment`); the Stage-1 backbone encodes prompt + segments
    once and the final-layer hidden state at each segment's last token is that step's anchor (cached
    on disk, kept on CPU, moved per batch). The segment count (1..N_max) is the policy head's label.
-3. **Stage 2** (:meth:`after_sft`, cached as a stage): the latent loop (Eq. 3) between ``<lat_s>`` and
+3. **Stage 2** (:meth:`middle_phases`, cached as a stage): the latent loop (Eq. 3) between ``<lat_s>`` and
    ``<lat_e>`` with N = argmax of the policy head (a 2-layer tanh MLP on h_0); loss = answer CE +
    alpha * step-wise bidirectional KL to the anchors (t <= min(N, segments)) + beta * head CE.
 4. **RL** (the shared GRPO through :meth:`prefix` in the ``rollout`` phase, :meth:`completion_logprobs`,

@@ -1,4 +1,4 @@
-"""LASAR's Stage 2 (the ``after_sft`` hook, cached as a stage): answer CE through the latent loop, step-wise
+"""LASAR's Stage 2 (a phase of ``middle_phases``, cached as a stage): answer CE through the latent loop, step-wise
 alignment to the CoT anchors, the policy head's CE on the segment count, and a replayed Stage-1 batch."""
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+from bench.generative.method import Phase
 from bench.generative.training import train
 from methods.lasar.losses import align_distance
 
@@ -88,12 +89,19 @@ class Stage2:
                 "seed": ctx.seed,
                 "selection": {"metric": ctx.selection_metric, "exclude_history": ctx.exclude_history}}
 
-    def after_sft(self, data, valid, ctx, rng):
+    def middle_phases(self, data, valid, ctx):
+        """Anchors (from the Stage-1 weights, every run: their facts), then Stage 2 (cached: rows that differ
+        only in RL or inference share it); the no-latent ablation has neither."""
+        if not self.config.latent:
+            return [Phase("", lambda: {"latent": False})]
+        stage1 = self.sft_stage(data, ctx)
+        key = self._stage2_key(data, ctx, stage1.id) if self.config.reuse_sft and stage1 is not None else None
+        return [Phase("", lambda: self._prepare_anchors(data, ctx, stage1)),
+                Phase("stage2", lambda: self._train_stage2(data, valid, ctx), self.stage_entry("lasar-stage2", key))]
+
+    def _prepare_anchors(self, data, ctx, stage1) -> dict:
         from bench.generative.backbone import load_backbone
 
-        if not self.config.latent:
-            return {"latent": False}
-        stage1 = self.sft_stage(data, ctx)
         st = self._anchors(self.bb.model, data, stage1.id if stage1 else f"run:{ctx.workdir}", ctx)
         first = data.codes[st["samples"].targets, 0]
         init = self._encode_anchors(load_backbone(ctx.workdir / "backbone_init", data.sid_levels,
@@ -107,9 +115,6 @@ class Stage2:
                                          "max_steps": self.config.max_steps, "teacher": self.config.teacher.kind}}
         ctx.log(f"lasar: anchor signal (centred cosine of last-segment anchors, pairs whose next items share the "
                 f"first SID code vs random pairs): {facts['anchor_signal']}")
-        key = self._stage2_key(data, ctx, stage1.id) if self.config.reuse_sft and stage1 is not None else None
-        facts["stage2"] = self.cached_phase("lasar-stage2", key, data, ctx, lambda: self._train_stage2(data, valid, ctx),
-                                            "stage2")
         return facts
 
     def _train_stage2(self, data, valid, ctx) -> dict:
