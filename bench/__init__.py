@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 _API = {
     "prepare": "bench.data", "SIDData": "bench.data",
-    "build_spec": "bench.config", "resolve_spec": "bench.config", "run": "bench.runner", "reevaluate": "bench.runner",
+    "build_spec": "bench.config", "resolve_spec": "bench.config", "run": "bench.runner", "reevaluate": "bench.reevaluate",
     "load_suite": "bench.config", "run_suite": "bench.suites",
     "build_site": "bench.leaderboard", "get_method": "bench.registry", "register": "bench.registry",
     "Method": "bench.method", "MethodInfo": "bench.method", "MethodConfig": "bench.method",

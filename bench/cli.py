@@ -68,7 +68,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from bench.runner import reevaluate
+    from bench.reevaluate import reevaluate
 
     res = reevaluate(args.run_dir, args.set or [], args.out, dataset_path=args.dataset_path,
                      progress=not args.no_progress)

@@ -12,7 +12,8 @@ import pytest
 from bench.config import build_spec, resolve_spec, suite_specs
 from bench.method import FitContext, Method, MethodConfig, MethodInfo, Recommendations
 from bench.registry import REGISTRY
-from bench.runner import reevaluate, run
+from bench.reevaluate import reevaluate
+from bench.runner import run
 from bench.suites import run_suite
 from bench.specs import RunSpec, SpecError, SuiteSpec
 

@@ -328,7 +328,8 @@ def test_force_n_is_an_inference_setting_sharing_the_stage2_entry(toy_data):
 
 def test_lasar_end_to_end_records_steps_and_reloads(toy_env, tmp_path):
     from bench.config import build_spec
-    from bench.runner import reevaluate, run
+    from bench.reevaluate import reevaluate
+    from bench.runner import run
 
     spec = build_spec("lasar", "toy", method_config=SMOKE, sets=["eval.max_users=12"])
     r = run(spec, tmp_path / "runs", progress=False, echo=False)

@@ -268,7 +268,7 @@ def test_recbole_run_ended_by_early_stopping_trains_no_more(toy_env, toy_data, t
 
 @pytest.mark.parametrize("name", ["gru4rec", "minionerec"])
 def test_reevaluate_reuses_the_trained_model(name, toy_env, tmp_path):
-    from bench.runner import reevaluate
+    from bench.reevaluate import reevaluate
 
     cls = REGISTRY.get(name)
     spec = build_spec(name, "toy", method_config=cls.smoke_config, sets=["eval.max_users=10"])
@@ -291,7 +291,7 @@ def test_reevaluate_reuses_the_trained_model(name, toy_env, tmp_path):
 
 
 def test_reevaluate_refuses_what_needs_training(toy_env, tmp_path):
-    from bench.runner import reevaluate
+    from bench.reevaluate import reevaluate
 
     spec = build_spec("pop", "toy", sets=["eval.max_users=10"])
     _quiet(spec, tmp_path)

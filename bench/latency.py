@@ -1,0 +1,99 @@
+"""``reasonrec bench latency``: ranking latency per sample of saved models (a run's ``model/`` or a stage
+entry) in one process, on the same users, interleaved repeats, ratios to the first (the paper's Table 4)."""
+from __future__ import annotations
+import json
+import time
+from pathlib import Path
+import numpy as np
+
+
+def _saved_config(path: Path) -> dict:
+    """The method config a saved model was trained with: the run's ``spec.json`` beside ``model/``, or
+    a stage entry's ``key.json`` (its stage fields; the rest are defaults)."""
+    for spec in (path.parent / "spec.json", path / "spec.json"):
+        if spec.is_file():
+            return json.loads(spec.read_text()).get("method_config", {})
+    key = path / "key.json"
+    if key.is_file():
+        return json.loads(key.read_text()).get("config", {})
+    raise FileNotFoundError(f"{path}: no spec.json beside it and no key.json in it (a run's model/ folder or a "
+                            "stage entry is expected)")
+
+
+def _lenient_config(cls, values: dict, log=print):
+    """The method's config from saved values; fields an older version wrote that no longer validate
+    (renamed options) fall back to their defaults, named in the log (inference reads few fields)."""
+    from pydantic import ValidationError
+
+    values = dict(values)
+    while True:
+        try:
+            return cls.Config(**values)
+        except ValidationError as e:
+            bad = {str(err["loc"][0]) for err in e.errors() if err["loc"]} & set(values)
+            if not bad:
+                raise
+            log(f"{cls.info.name}: saved config field(s) {sorted(bad)} do not validate now; using the defaults")
+            for k in bad:
+                values.pop(k)
+
+
+def bench_latency(models: list[str], *, dataset: str, users: int = 1000, batch_size: int = 256,
+                  beam_width: int = 50, k: int = 20, repeats: int = 3, threads: int | None = None,
+                  out: str | None = None, log=print) -> dict:
+    """Per-sample ranking latency of saved models (``METHOD=FOLDER``: a run's ``model/`` or a stage
+    entry), in one process on the same test users, batches and beam width; repeats interleave the
+    models (A B A B ...) and the median and the minimum (best of the repeats) are reported, with each
+    model's ratios to the first."""
+    import torch
+
+    from bench.data import prepare
+    from bench.metrics import fixed_subset
+    from bench.registry import get_method
+
+    if threads:
+        torch.set_num_threads(threads)
+    data = prepare(dataset, progress=False, log=lambda *_: None)
+    test = data.split("test")
+    idx = fixed_subset(len(test), users)
+    hist = [test.histories[i] for i in idx]
+    batches = [hist[s:s + batch_size] for s in range(0, len(hist), batch_size)]
+    loaded = []
+    for spec in models:
+        name, sep, folder = spec.partition("=")
+        if not sep:
+            raise ValueError(f"--model {spec!r}: expected METHOD=FOLDER")
+        cls, path = get_method(name), Path(folder)
+        m = cls(_lenient_config(cls, _saved_config(path), log))
+        m.load(path, data)
+        options = {"beam_width": beam_width} if "beam_width" in cls.inference_options else {}
+        m.recommend(batches[0][:8], k=k, **options)  # warm-up
+        loaded.append((f"{name}:{path}", m, options))
+    times: dict[str, list[float]] = {label: [] for label, _, _ in loaded}
+    stats: dict[str, dict] = {}
+    for _ in range(repeats):
+        for label, m, options in loaded:
+            t0 = time.perf_counter()
+            steps = []
+            for b in batches:
+                rec = m.recommend(b, k=k, **options)
+                steps += list(np.asarray(rec.stats.get("latent_steps", [])))
+            times[label].append((time.perf_counter() - t0) / len(hist))
+            if steps:
+                stats[label] = {"mean_latent_steps": round(float(np.mean(steps)), 4)}
+    per_sample = {label: float(np.median(v)) for label, v in times.items()}
+    first = next(iter(per_sample.values()))
+    res = {"setup": {"dataset": dataset, "users": len(hist), "batch_size": batch_size, "beam_width": beam_width,
+                     "k": k, "repeats": repeats, "torch_threads": torch.get_num_threads(), "models": models},
+           "seconds_per_sample": per_sample, "all_repeats": times,
+           "ratio_to_first": {label: v / first for label, v in per_sample.items()},
+           # best of the repeats: the least disturbed measurement on a shared machine (timeit's rule)
+           "min_seconds_per_sample": {label: min(v) for label, v in times.items()},
+           "ratio_to_first_min": {label: min(v) / min(next(iter(times.values()))) for label, v in times.items()},
+           "stats": stats}
+    log(json.dumps(res, indent=2))
+    if out:
+        from bench.atomic import atomic_write_json
+
+        atomic_write_json(Path(out), res)
+    return res
