@@ -142,6 +142,10 @@ class Method:
     #: holding a worker idle on the stage lock
     demo_row_priority: ClassVar[dict[str, int]] = {}
     smoke_config: ClassVar[dict[str, Any]] = {}
+    #: config fields added after the method's rows were committed, each at the value that reproduces the
+    #: behaviour before it existed: at that value they are left out of run ids and stage keys
+    #: (:func:`bench.specs.without_late_settings`), so committed rows keep their ids
+    late_settings: ClassVar[dict[str, Any]] = {}
     #: evaluation settings (``RunSpec.eval`` fields) the runner passes to :meth:`recommend` as keywords
     inference_options: ClassVar[tuple[str, ...]] = ()
     #: the paper's ablation tables this method's rows fill: table key (a ``published.json`` section) ->

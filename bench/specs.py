@@ -102,16 +102,22 @@ class SelectionSettings(Strict):
         return v
 
 
-#: method settings added after rows were committed: at these values (the behaviour before the field existed)
-#: they are left out of run ids and stage keys, so committed rows and cached stages keep theirs
-LATE_SETTINGS: dict[str, dict[str, Any]] = {
-    **{m: {"packed": False, "loss": "ce", "n_negatives": 256} for m in ("sasrec", "gru4rec")},
-    "gream": {"answer_weight": 1.0}}
+def late_settings(method: str) -> dict[str, Any]:
+    """The settings ``method`` declares as added after its rows were committed (``Method.late_settings``), at
+    the value that reproduces the behaviour before each existed. The core names no plugin: the method's
+    class says (looked up in the registry; an unknown method declares none)."""
+    from bench.registry import REGISTRY, RegistryError  # lazy: a run id may be computed before any plugin import
+
+    try:
+        return dict(getattr(REGISTRY.get(method), "late_settings", {}) or {})
+    except RegistryError:
+        return {}
 
 
 def without_late_settings(method: str, config: dict[str, Any]) -> dict[str, Any]:
-    """``config`` (a method config dump) without the :data:`LATE_SETTINGS` that sit at their old value."""
-    late = LATE_SETTINGS.get(method, {})
+    """``config`` (a method config dump) without the method's late settings that sit at their old value: left
+    out of run ids and stage keys, so committed rows and cached stages keep theirs."""
+    late = late_settings(method)
     return {k: v for k, v in config.items() if not (k in late and v == late[k])}
 
 

@@ -66,6 +66,8 @@ class GREAM(CoTMethod):
                       description="explicit CoT: CoT-SFT on teacher reasoning + rewritten history + SID; "
                                   "direct or reasoning inference", uses_sids=True, needs_text=False)
     Config = GREAMConfig
+    #: added after the GREAM rows were committed; at this value, as before it (left out of run ids)
+    late_settings = {"answer_weight": 1.0}
     non_sft_fields = cot_non_sft_fields(GREAMConfig)
     #: CoT-SFT does not read these (both modes share the CoT-SFT entry)
     non_cot_sft_fields = {"mode", "max_think_tokens", "no_repeat_ngram", "decode_batch_size", "reuse_sft", "rl"}
