@@ -102,7 +102,11 @@ def cmd_suite(args) -> int:
 
 def cmd_leaderboard(args) -> int:
     from bench.leaderboard import build_site
+    from bench.specs import SpecError
 
+    missing = [r for r in args.runs if not Path(r).is_dir()]
+    if missing:
+        raise SpecError(f"runs folder not found: {', '.join(missing)}")
     index = build_site([Path(r) for r in args.runs], Path(args.out), title=args.title)
     print(f"leaderboard: {index}")
     return 0

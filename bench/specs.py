@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -54,7 +55,7 @@ class DataSettings(Strict):
 class DatasetCard(Strict):
     """A dataset card (datasets/*.yaml): where the files are and how to read them."""
 
-    name: str
+    name: str = Field(..., description="a plain name: it names run ids, run folders and cache folders")
     description: str = ""
     format: Literal["recbole_ml100k", "lcrec", "amazon_raw"]
     path: str = Field(..., description="folder; may use ${REASONREC_DATA} and ${RECBOLE_EXAMPLES}")
@@ -64,6 +65,15 @@ class DatasetCard(Strict):
     text_fields: list[str] = Field(default_factory=list, description="item fields joined into the item text")
     data: DataSettings = DataSettings()
     citation: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        # it becomes part of run ids and of folder names under runs/ and the cache: no spaces, no separators
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v) or ".." in v:
+            raise ValueError(f"name {v!r} is not a plain name (letters, digits, '_', '.', '-'; it names run ids and "
+                             f"folders), e.g. {re.sub(r'[^A-Za-z0-9_.-]+', '-', v).strip('-.') or 'my-dataset'!r}")
+        return v
     license: str = ""
 
 

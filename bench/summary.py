@@ -4,6 +4,7 @@ facts and intervals, tuning studies. No rendering here (:mod:`bench.leaderboard`
 SVG) and no torch."""
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
 from dataclasses import dataclass, field
@@ -37,16 +38,21 @@ def _fmt(mean: float, std: float | None, digits: int = 4) -> str:
 
 
 def _group(results: list[RunResult]) -> dict[str, dict[str, list[RunResult]]]:
-    """dataset -> display name -> runs (seeds of the same configuration)."""
+    """dataset -> display name -> runs (seeds of the same configuration). Configurations that share a
+    display name (two unlabelled budgets of one method, a re-evaluation beside its source) are not merged:
+    each gets its own row, named ``<name> · <digest of its configuration>`` (label them to name them)."""
     out: dict[str, dict[str, list[RunResult]]] = {}
     for r in results:
         out.setdefault(r.spec.dataset, {}).setdefault(r.display_name, []).append(r)
     for ds, rows in out.items():
-        for name, runs in rows.items():
-            configs = {json.dumps(r.configuration(), sort_keys=True) for r in runs}
-            if len(configs) > 1:
-                raise ValueError(f"dataset {ds}: several configurations share the display name '{name}' "
-                                 f"(runs {', '.join(r.run_id for r in runs)}); give them distinct labels")
+        for name, runs in list(rows.items()):
+            by_config: dict[str, list[RunResult]] = {}
+            for r in runs:
+                by_config.setdefault(json.dumps(r.configuration(), sort_keys=True), []).append(r)
+            if len(by_config) > 1:
+                del rows[name]
+                for config, group in by_config.items():
+                    rows[f"{name} · {hashlib.sha256(config.encode()).hexdigest()[:8]}"] = group
     return out
 
 

@@ -124,3 +124,28 @@ def test_run_demo_starts_from_the_demo_rows_budget(capsys):
     assert main(["run", "--method", "gream", "--dataset", "ml-100k", "--demo", "GREAM (reasonin)"]) == 2
     assert "did you mean 'GREAM (reasoning)'" in capsys.readouterr().err
     assert main(["run", "--method", "gream", "--dataset", "ml-100k", "--demo"]) == 2
+
+
+def test_a_card_name_must_be_a_plain_name(toy_env, tmp_path):
+    """``name`` becomes part of run ids and folder names: ``Industrial v2`` or ``industrial/v2`` is refused when
+    the card is read (naming the card file and a usable name), before anything runs or is written."""
+    from bench import assets
+    from bench.loaders import load_card
+    from bench.specs import SpecError
+
+    text = assets.TOY_CARD.read_text()
+    for bad, hint in (("Industrial v2", "Industrial-v2"), ("industrial/v2", "industrial-v2"), ("..", "my-dataset")):
+        card = tmp_path / "bad.yaml"
+        card.write_text("\n".join(f"name: {bad!r}" if line.startswith("name:") else line for line in text.splitlines()))
+        with pytest.raises(SpecError, match="not a plain name") as err:
+            load_card(str(card))
+        assert str(card) in str(err.value) and repr(hint) in str(err.value)
+
+
+def test_leaderboard_on_a_missing_runs_folder_is_a_clear_error(tmp_path, capsys):
+    from bench.cli import main
+
+    assert main(["leaderboard", "--runs", str(tmp_path / "nope"), "--out", str(tmp_path / "site")]) == 2
+    err = capsys.readouterr().err
+    assert f"runs folder not found: {tmp_path / 'nope'}" in err and "Traceback" not in err
+    assert not (tmp_path / "site").exists()
