@@ -151,6 +151,14 @@ def fingerprint(card: DatasetCard, settings: DataSettings, files: list[Path]) ->
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def data_fingerprint(dataset: str, data_overrides: dict | None = None, *, path: str | None = None) -> str:
+    """The fingerprint :func:`prepare` would give the data (the files as they are now, the settings, the
+    data code's format version), without building anything: the raw files are read, nothing is embedded."""
+    card = loaders.load_card(dataset)
+    settings = settings_for(card, data_overrides)
+    return fingerprint(card, settings, loaders.load_raw(card, path).source_files)
+
+
 def prepare(dataset: str, data_overrides: dict | None = None, *, path: str | None = None,
             progress: bool = True, log=print, force: bool = False) -> SIDData:
     """Build (or load from cache) the shared data for ``dataset`` (card name or card path)."""

@@ -70,6 +70,23 @@ def _lock(run_dir: Path):
                             f"wait for it or stop it") from None
 
 
+def _check_same_data(done: RunResult, spec: RunSpec, dataset_path: str | None, data: SIDData | None) -> None:
+    """A complete run is returned only for the data it was made on: the run id hashes the spec, not the
+    files, so a changed file or another copy (``--dataset-path``) must not get the old result back."""
+    from bench.data import data_fingerprint
+
+    made_on = done.data.get("fingerprint")
+    if made_on is None:
+        return
+    now = data.fingerprint if data is not None else data_fingerprint(spec.dataset_card or spec.dataset, spec.data,
+                                                                       path=dataset_path)
+    if now != made_on:
+        raise SpecError(f"run {done.run_id} ({done.folder}) was made on data {made_on}; dataset '{spec.dataset}' "
+                        f"{'at ' + dataset_path + ' ' if dataset_path else ''}now gives {now} (its files, or the "
+                        f"data code, changed): its result does not apply. Use another --out, or remove that run "
+                        f"folder to run it again")
+
+
 def run(spec: RunSpec | dict, out: str | Path = "runs", *, dataset_path: str | None = None, progress: bool = True,
         echo: bool = True, data: SIDData | None = None) -> RunResult:
     """Run ``spec`` into ``out/<run_id>``: resolve and validate it (before any folder exists), prepare the
@@ -77,7 +94,9 @@ def run(spec: RunSpec | dict, out: str | Path = "runs", *, dataset_path: str | N
     spec = resolve_spec(spec, dataset_path=dataset_path)
     run_dir = Path(out).resolve() / spec.run_id()  # absolute: some libraries chdir (RecBole)
     if is_complete(run_dir):
-        return RunResult.from_disk(run_dir / "result.json")
+        done = RunResult.from_disk(run_dir / "result.json")
+        _check_same_data(done, spec, dataset_path, data)
+        return done
     run_dir.mkdir(parents=True, exist_ok=True)
     main = distributed.is_main()  # a helper process of a multi-process launch trains, then waits: no lock
     lock = _lock(run_dir) if main else None

@@ -366,3 +366,24 @@ def test_suite_worker_exits_when_the_suite_process_is_killed(tmp_path):
     while alive(worker) and time.time() < deadline:
         time.sleep(0.1)
     assert not alive(worker)
+
+
+def test_a_complete_run_is_not_returned_for_other_data(toy_env, tmp_path):
+    """The run id hashes the spec, not the files: a finished run asked for again is returned only when the
+    data still gives the fingerprint it was made on; a truncated copy behind --dataset-path is refused
+    (before, the old result came back with exit 0 in seconds, the files never read)."""
+    import shutil
+
+    from bench import assets
+
+    spec = build_spec("pop", "toy")
+    first = _quiet(spec, tmp_path / "runs")
+    assert run(spec, tmp_path / "runs", progress=False, echo=False).metrics == first.metrics  # same data: returned
+    copy = tmp_path / "copy"
+    shutil.copytree(assets.TOY_DIR, copy)
+    inter = json.loads((copy / "Toy.inter.json").read_text())
+    (copy / "Toy.inter.json").write_text(json.dumps(dict(list(inter.items())[:-1])))  # one user fewer
+    with pytest.raises(SpecError, match=f"was made on data {first.data['fingerprint']}"):
+        run(spec, tmp_path / "runs", dataset_path=str(copy), progress=False, echo=False)
+    shutil.copy(assets.TOY_DIR / "Toy.inter.json", copy / "Toy.inter.json")  # an identical copy is the same data
+    assert run(spec, tmp_path / "runs", dataset_path=str(copy), progress=False, echo=False).run_id == first.run_id
