@@ -87,6 +87,19 @@ def _check_same_data(done: RunResult, spec: RunSpec, dataset_path: str | None, d
                         f"folder to run it again")
 
 
+def _relabel(run_dir: Path, done: RunResult, label: str, echo: bool) -> None:
+    """Give a finished run another display name (``--set label=...``): the label is not part of the run id and
+    changes no number, so ``result.json`` and ``spec.json`` take it as they are."""
+    for name in ("result.json", "spec.json"):
+        path = run_dir / name
+        if path.is_file():
+            obj = json.loads(path.read_text())
+            (obj["spec"] if name == "result.json" else obj)["label"] = label
+            atomic_write_json(path, obj)
+    if echo:
+        print(f"{done.run_id}: label {done.spec.label!r} -> {label!r} (finished run; nothing recomputed)", flush=True)
+
+
 def run(spec: RunSpec | dict, out: str | Path = "runs", *, dataset_path: str | None = None, progress: bool = True,
         echo: bool = True, data: SIDData | None = None) -> RunResult:
     """Run ``spec`` into ``out/<run_id>``: resolve and validate it (before any folder exists), prepare the
@@ -96,6 +109,9 @@ def run(spec: RunSpec | dict, out: str | Path = "runs", *, dataset_path: str | N
     if is_complete(run_dir):
         done = RunResult.from_disk(run_dir / "result.json")
         _check_same_data(done, spec, dataset_path, data)
+        if spec.label != done.spec.label and spec.label is not None:  # a label changes no number: relabel
+            _relabel(run_dir, done, spec.label, echo)
+            done = RunResult.from_disk(run_dir / "result.json")
         return done
     run_dir.mkdir(parents=True, exist_ok=True)
     main = distributed.is_main()  # a helper process of a multi-process launch trains, then waits: no lock

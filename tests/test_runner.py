@@ -387,3 +387,18 @@ def test_a_complete_run_is_not_returned_for_other_data(toy_env, tmp_path):
         run(spec, tmp_path / "runs", dataset_path=str(copy), progress=False, echo=False)
     shutil.copy(assets.TOY_DIR / "Toy.inter.json", copy / "Toy.inter.json")  # an identical copy is the same data
     assert run(spec, tmp_path / "runs", dataset_path=str(copy), progress=False, echo=False).run_id == first.run_id
+
+
+def test_a_new_label_on_a_finished_run_is_taken(toy_env, tmp_path, capsys):
+    """``--set label=...`` on a finished run relabels it (the label is no number and not in the run id);
+    before, the old label stayed and the CLI had no way to rename a row."""
+    from bench.cli import main
+
+    first = _quiet(build_spec("pop", "toy"), tmp_path)
+    assert first.spec.label is None
+    assert main(["run", "--method", "pop", "--dataset", "toy", "--out", str(tmp_path), "--set", "label=Popularity",
+                 "--no-progress"]) == 0
+    res = RunResult.from_disk(tmp_path / first.run_id / "result.json")
+    assert res.spec.label == "Popularity" and res.metrics == first.metrics and res.run_id == first.run_id
+    assert json.loads((tmp_path / first.run_id / "spec.json").read_text())["label"] == "Popularity"
+    assert "label None -> 'Popularity'" in capsys.readouterr().out
