@@ -22,6 +22,8 @@ def method_config(spec: RunSpec):
     """The method's typed config for ``spec`` (SpecError naming ``method_config.<key>``)."""
     from bench.registry import get_method
 
+    if spec.resolution is not None:  # built while resolving
+        return spec.resolution["config"]
     cls = get_method(spec.method)
     return validated(cls.Config, spec.method_config, f"method_config for '{spec.method}'", prefix="method_config.")
 
@@ -35,6 +37,10 @@ def resolve_spec(values: dict | RunSpec, *, where: str = "run spec", dataset_pat
     from bench.data import settings_for
 
     if isinstance(values, RunSpec):
+        done = values.resolution
+        if done is not None and (done["dataset_path"] == dataset_path or not check_files) \
+                and (done["checked_files"] or not check_files):
+            return values  # resolved already (with these files checked): nothing is loaded twice
         values = values.model_dump(mode="json")
     spec = validated(RunSpec, values, where)
     config = method_config(spec)  # RegistryError (did-you-mean) for an unknown method
@@ -44,13 +50,16 @@ def resolve_spec(values: dict | RunSpec, *, where: str = "run spec", dataset_pat
     settings = settings_for(card, spec.data)
     if check_files:
         loaders.check_files(card, dataset_path, settings=settings)
-    return validated(RunSpec, {
+    resolved = validated(RunSpec, {
         **spec.model_dump(mode="json"),
         "dataset": card.name,
         "dataset_card": card_file,
         "method_config": config.model_dump(mode="json"),
         "data": settings.model_dump(mode="json"),
     }, where)
+    resolved._resolved = {"card": card, "settings": settings, "config": config, "dataset_path": dataset_path,
+                          "checked_files": check_files, "dump": resolved.model_dump_json()}
+    return resolved
 
 
 def build_spec(method: str, dataset: str, *, config_file: str | None = None, sets: list[str] = (),

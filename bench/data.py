@@ -159,14 +159,16 @@ def data_fingerprint(dataset: str, data_overrides: dict | None = None, *, path: 
     return fingerprint(card, settings, loaders.load_raw(card, path).source_files)
 
 
-def prepare(dataset: str, data_overrides: dict | None = None, *, path: str | None = None,
+def prepare(dataset: str | DatasetCard, data_overrides: dict | None = None, *, path: str | None = None,
             progress: bool = True, log=print, force: bool = False) -> SIDData:
-    """Build (or load from cache) the shared data for ``dataset`` (card name or card path)."""
-    card = loaders.load_card(dataset)
+    """Build (or load from cache) the shared data for ``dataset`` (a card, as a resolved spec carries it, or a
+    card name or path)."""
+    card = dataset if isinstance(dataset, DatasetCard) else loaders.load_card(dataset)
     settings = settings_for(card, data_overrides)
     raw = loaders.load_raw(card, path)
+    index = None
     if settings.sids.source == "precomputed":  # before the cache: an explicit sids.levels must match the index
-        check_index(card, settings, raw, data_overrides)
+        index = check_index(card, settings, raw, data_overrides)
     fp = fingerprint(card, settings, raw.source_files)
     folder = cache_root() / "data" / f"{card.name}-{fp}"
     if folder.is_dir() and (folder / "meta.json").is_file() and not force:
@@ -174,7 +176,7 @@ def prepare(dataset: str, data_overrides: dict | None = None, *, path: str | Non
         data.stats["source_files"] = [str(p) for p in raw.source_files]  # where it was read this time
         return data
     t0 = time.time()
-    data = build(card, settings, raw, fp, progress=progress, log=log, overrides=data_overrides)
+    data = build(card, settings, raw, fp, progress=progress, log=log, overrides=data_overrides, index=index)
     data.stats["source_files"] = [str(p) for p in raw.source_files]
     data.stats["prepare_seconds"] = round(time.time() - t0, 2)
     # write to a temporary folder then rename, so a crash never leaves a half cache
@@ -191,9 +193,10 @@ def prepare(dataset: str, data_overrides: dict | None = None, *, path: str | Non
 
 
 def build(card: DatasetCard, settings: DataSettings, raw: loaders.RawData, fp: str, *,
-          progress: bool = True, log=print, overrides: dict | None = None) -> SIDData:
+          progress: bool = True, log=print, overrides: dict | None = None, index: dict | None = None) -> SIDData:
     """``overrides``: the data overrides ``settings`` came from (only to tell an explicit
-    ``sids.levels`` from the default, see :func:`check_index`)."""
+    ``sids.levels`` from the default, see :func:`check_index`); ``index``: the checked precomputed index
+    (checked here when not given)."""
     n_raw_users = len(raw.sequences)
     n_raw_inter = sum(len(s) for s in raw.sequences.values())
     seqs = kcore(raw.sequences, settings.kcore)
@@ -218,7 +221,7 @@ def build(card: DatasetCard, settings: DataSettings, raw: loaders.RawData, fp: s
                    "raw_users": n_raw_users, "raw_interactions": n_raw_inter,
                    "dropped_short_users": len(short), "sid_source": s.source}
     if s.source == "precomputed":
-        index = check_index(card, settings, raw, overrides)
+        index = index if index is not None else check_index(card, settings, raw, overrides)
         codes = np.array([index[i] for i in item_ids])
         stats["index_extra_items"] = raw.index_extra_items
         k = max(int(codes.max()) + 1, 256 if s.codebook_size == "auto" else s.codebook_size)

@@ -213,7 +213,8 @@ def _run_body(spec: RunSpec, run_dir: Path, *, main: bool, started: float, datas
         torch.set_num_threads(spec.threads)
     if data is None:
         with distributed.main_process_first():  # the others read the main process's cache
-            data = prepare(spec.dataset_card or spec.dataset, spec.data, path=dataset_path, progress=progress, log=log)
+            card = spec.resolution["card"] if spec.resolution else (spec.dataset_card or spec.dataset)
+            data = prepare(card, spec.data, path=dataset_path, progress=progress, log=log)
     if cls.info.needs_text and not any(data.item_text):
         raise SpecError(f"method '{spec.method}' needs item text, dataset '{spec.dataset}' has none")
     set_seed(spec.seed)

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 
 class Strict(BaseModel):
@@ -146,6 +146,18 @@ class RunSpec(Strict):
     eval: EvalSettings = EvalSettings()
     selection: SelectionSettings = SelectionSettings()
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (None: leave as is)")
+
+    #: what :func:`bench.config.resolve_spec` built, carried to the runner so nothing is loaded or validated
+    #: twice: the dataset card, the data settings, the typed method config and the --dataset-path it checked
+    #: (not fields: not dumped, not hashed; a copy or a dump is unresolved again)
+    _resolved: dict | None = PrivateAttr(None)
+
+    @property
+    def resolution(self) -> dict | None:
+        """What resolving this spec built, or None (never resolved, or changed since: a ``model_copy(update=)``
+        keeps private attributes, so the spec's dump is compared with the one resolved)."""
+        r = self._resolved
+        return r if r is not None and r.get("dump") == self.model_dump_json() else None
 
     #: fields that change no number: left out of the run id
     NOT_IN_ID: ClassVar[frozenset[str]] = frozenset({"threads", "label", "dataset_card"})

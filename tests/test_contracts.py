@@ -507,3 +507,22 @@ def test_stage_lock_wait_is_counted_and_not_training_time(tmp_path, monkeypatch)
         pass
     assert 0.3 < waited_seconds() <= time.perf_counter() - t0 + 1e-6
     holder.close()
+
+
+def test_a_run_spec_is_resolved_once(toy_env, tmp_path, monkeypatch):
+    """The card is read and the method config validated once, when the spec is built: the runner and the
+    data preparation use what resolution carried (before: the card was loaded and merged again in data.py, the
+    method config rebuilt in the runner, a precomputed index checked twice). A changed copy is resolved again."""
+    from bench import cards, config, loaders
+
+    spec = build_spec("pop", "toy")
+    assert spec.resolution is not None and spec.resolution["card"].name == "toy"
+    calls = []
+    real = cards.load_card
+    counting = lambda *a, **k: (calls.append(a), real(*a, **k))[1]  # noqa: E731
+    for mod in (cards, loaders, config):
+        if hasattr(mod, "load_card"):
+            monkeypatch.setattr(mod, "load_card", counting)
+    res = run(spec, tmp_path, progress=False, echo=False)
+    assert calls == [] and res.run_id == spec.run_id()
+    assert spec.model_copy(update={"seed": 1}).resolution is None  # changed: no stale resolution
