@@ -9,7 +9,21 @@ from pathlib import Path
 
 def _common_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset-path", help="folder with the dataset files (overrides the card's path)")
+    _progress_args(p)
+
+
+def _progress_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--progress", action="store_true",
+                   help="progress bars even when the output is not a terminal (by default a log file, a cluster job "
+                        "or CI gets the per-epoch lines only: tqdm's redraws would be most of the log)")
+
+
+def _progress(args) -> bool:
+    """Progress bars on a terminal only (or with --progress), never with --no-progress."""
+    if getattr(args, "no_progress", False):
+        return False
+    return bool(getattr(args, "progress", False)) or sys.stderr.isatty()
 
 
 def cmd_ls(args) -> int:
@@ -33,7 +47,7 @@ def cmd_prepare(args) -> int:
     from bench.data import prepare
     from bench.specs import parse_sets
 
-    data = prepare(args.dataset, parse_sets(args.set), path=args.dataset_path, progress=not args.no_progress, force=args.force)
+    data = prepare(args.dataset, parse_sets(args.set), path=args.dataset_path, progress=_progress(args), force=args.force)
     s = data.stats
     print(f"dataset {data.name} (fingerprint {data.fingerprint})")
     print(f"  users {s['users']:,}  items {s['items']:,}  interactions {s['interactions']:,}  "
@@ -60,7 +74,7 @@ def cmd_run(args) -> int:
                       dataset_path=args.dataset_path, **base)
     from bench.report import results_table
 
-    res = run(spec, args.out, dataset_path=args.dataset_path, progress=not args.no_progress)
+    res = run(spec, args.out, dataset_path=args.dataset_path, progress=_progress(args))
     print(f"run {res.run_id}: " + "  ".join(f"{k} {v:.4f}" for k, v in res.metrics.items()))
     print(f"latency {res.latency.seconds_per_sample * 1000:.3f} ms/sample; result: {Path(args.out) / res.run_id / 'result.json'}")
     print("\n" + results_table([res]))
@@ -71,7 +85,7 @@ def cmd_evaluate(args) -> int:
     from bench.reevaluate import reevaluate
 
     res = reevaluate(args.run_dir, args.set or [], args.out, dataset_path=args.dataset_path,
-                     progress=not args.no_progress)
+                     progress=_progress(args))
     from bench.report import results_table
 
     print(f"run {res.run_id} (trained in {res.training.model_dump().get('trained_in')}): "
@@ -84,7 +98,7 @@ def cmd_tune(args) -> int:
     from bench.tune import tune
 
     res = tune(args.method, args.dataset, args.space, args.out, trials=args.trials, minutes=args.minutes,
-               seed=args.seed, dataset_path=args.dataset_path, progress=not args.no_progress)
+               seed=args.seed, dataset_path=args.dataset_path, progress=_progress(args))
     return 0 if res["best"] is not None else 1
 
 
@@ -94,7 +108,7 @@ def cmd_suite(args) -> int:
 
     from bench.report import results_table
 
-    results = run_suite(load_suite(args.file), args.out, dataset_path=args.dataset_path, progress=not args.no_progress,
+    results = run_suite(load_suite(args.file), args.out, dataset_path=args.dataset_path, progress=_progress(args),
                         jobs=args.jobs)
     print(f"{len(results)} runs complete\n\n" + results_table(results))
     return 0
@@ -126,7 +140,7 @@ def cmd_demo(args) -> int:
     from bench.report import results_table
     from bench.results import load_results
 
-    index = demo(Path(args.out), methods=args.methods, progress=not args.no_progress, jobs=args.jobs)
+    index = demo(Path(args.out), methods=args.methods, progress=_progress(args), jobs=args.jobs)
     print("\n" + results_table(load_results(Path(args.out) / "runs")))
     print(f"\nleaderboard ready: {index}\nopen it in a browser: file://{index.resolve()}")
     return 0
@@ -318,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                    help="runs at once, one process and one torch thread each (default: 2, or 1 on a one-core "
                         "machine; 1 = one after another)")
-    s.add_argument("--no-progress", action="store_true")
+    _progress_args(s)
     s.set_defaults(func=cmd_demo)
     return p
 

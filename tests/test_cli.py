@@ -149,3 +149,22 @@ def test_leaderboard_on_a_missing_runs_folder_is_a_clear_error(tmp_path, capsys)
     err = capsys.readouterr().err
     assert f"runs folder not found: {tmp_path / 'nope'}" in err and "Traceback" not in err
     assert not (tmp_path / "site").exists()
+
+
+def test_no_progress_bars_when_the_output_is_not_a_terminal(toy_env, tmp_path, capsys):
+    """A run whose output goes to a file (a cluster job, CI, ``> log``) gets the per-epoch lines, not tqdm's
+    redraws (a GPU Beauty run's log was 618 KB, 99% bars); ``--progress`` asks for them anyway."""
+    from bench.registry import REGISTRY
+
+    cfg = REGISTRY.get("minionerec").smoke_config
+    sets = [f"method_config.{k}={json.dumps(v)}" for k, v in cfg.items()] + ["method_config.rl.enabled=false"]
+    args = ["run", "--method", "minionerec", "--dataset", "toy", "--out", str(tmp_path)]
+    for s in sets:
+        args += ["--set", s]
+    assert main(args) == 0  # pytest's stderr is not a terminal
+    out = capsys.readouterr()
+    (log,) = tmp_path.glob("*/run.log")
+    assert "sft epoch 0" in log.read_text()  # the per-epoch line
+    assert "it/s" not in out.err + out.out and "\r" not in out.err
+    assert main(args[:-2] + ["--set", "method_config.rl.enabled=true", "--progress"]) == 0
+    assert "it/s" in capsys.readouterr().err  # forced
