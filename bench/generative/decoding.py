@@ -143,6 +143,27 @@ def native_gqa():
             os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] = old
 
 
+_CACHE_ARG: dict[type, str] = {}
+
+
+def with_cache(model, cache) -> dict:
+    """The forward keyword for a KV cache: ``cache`` in newer transformers (``past_key_values`` is
+    deprecated there and warns on every call), ``past_key_values`` in older ones (5.17 on the GPU image)."""
+    import inspect
+
+    core = getattr(model, "module", model)
+    name = _CACHE_ARG.get(type(core))
+    if name is None:
+        name = "cache" if "cache" in inspect.signature(core.forward).parameters else "past_key_values"
+        _CACHE_ARG[type(core)] = name
+    return {name: cache}
+
+
+def output_cache(out):
+    """The KV cache a forward returned (``cache`` or, in older transformers, ``past_key_values``)."""
+    return out["cache"] if "cache" in out else out.past_key_values
+
+
 def prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, grad: bool = False,
             hidden: bool = False) -> PrefixState:
     """Encode left-padded prompts into a :class:`PrefixState`. ``grad``: keep the graph (log-probs
@@ -152,8 +173,8 @@ def prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, gra
     cache = DynamicCache(config=getattr(model, "module", model).config)
     with torch.set_grad_enabled(grad and torch.is_grad_enabled()), native_gqa():
         out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions(attention_mask),
-                    past_key_values=cache, use_cache=True, logits_to_keep=1, output_hidden_states=hidden)
-    return PrefixState(out.past_key_values, out.logits[:, -1], attention_mask, attention_mask.sum(-1),
+                    **with_cache(model, cache), use_cache=True, logits_to_keep=1, output_hidden_states=hidden)
+    return PrefixState(output_cache(out), out.logits[:, -1], attention_mask, attention_mask.sum(-1),
                        out.hidden_states[-1][:, -1] if hidden else None)
 
 
@@ -168,14 +189,14 @@ def extend_prefix(model, state: PrefixState, inputs_embeds: torch.Tensor, active
     mask = torch.cat([state.attention_mask, active.long().unsqueeze(1).to(state.attention_mask.dtype)], 1)
     with native_gqa():
         out = model(inputs_embeds=inputs_embeds.view(B, 1, -1), attention_mask=mask,
-                    position_ids=state.next_position.view(B, 1), past_key_values=state.cache, use_cache=True,
+                    position_ids=state.next_position.view(B, 1), **with_cache(model, state.cache), use_cache=True,
                     output_hidden_states=True)
     a = active.view(B, 1)
     logits = torch.where(a, out.logits[:, -1], state.last_logits)
     hidden = out.hidden_states[-1][:, -1]
     if state.last_hidden is not None:
         hidden = torch.where(a, hidden, state.last_hidden)
-    return PrefixState(out.past_key_values, logits, mask, state.next_position + active.long(), hidden)
+    return PrefixState(output_cache(out), logits, mask, state.next_position + active.long(), hidden)
 
 
 @torch.no_grad()
@@ -235,13 +256,13 @@ def constrained_beam_search(model, trie: TrieTensors, *, prompts: list[list[int]
             step_pos = pos0.unsqueeze(1) + torch.arange(level, device=device)
             with native_gqa():
                 out = model(input_ids=tokens, attention_mask=step_mask, position_ids=step_pos,
-                            past_key_values=shared, use_cache=True, logits_to_keep=1)
+                            **with_cache(model, shared), use_cache=True, logits_to_keep=1)
         else:
             tokens = trie.sid_token_ids[level - 1][codes[:, :, -1]].reshape(-1, 1)  # [B*w, 1]
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
             with native_gqa():
                 out = model(input_ids=tokens, attention_mask=mask, position_ids=pos.unsqueeze(1),
-                            past_key_values=cache, use_cache=True)
+                            **with_cache(model, cache), use_cache=True)
             pos = pos + 1
         lp = level_logprobs(out.logits[:, -1], level).view(B, w, K)
         table = trie.child[level]

@@ -113,7 +113,7 @@ def prefix_completion_logprobs(model, prefix, completions: torch.Tensor) -> torc
 
     import torch
 
-    from bench.generative.decoding import native_gqa
+    from bench.generative.decoding import native_gqa, with_cache
 
     B, G, T = completions.shape
     device = prefix.last_logits.device
@@ -129,7 +129,7 @@ def prefix_completion_logprobs(model, prefix, completions: torch.Tensor) -> torc
     mask = torch.cat([p_mask.repeat_interleave(G, 0), p_mask.new_ones(B * G, T - 1)], 1)
     pos = prefix.next_position.repeat_interleave(G).unsqueeze(1) + torch.arange(T - 1, device=device)
     with native_gqa():
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, **with_cache(model, cache),
                        use_cache=True).logits.float()
     rest = torch.log_softmax(logits, -1).gather(-1, completions[:, :, 1:].reshape(B * G, T - 1, 1)).squeeze(-1)
     return torch.cat([first.reshape(B * G, 1), rest], 1).reshape(B, G, T)
