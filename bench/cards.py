@@ -34,6 +34,8 @@ def load_card(name_or_path: str) -> DatasetCard:
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") and p.is_file():
         path = p
+    elif p.suffix in (".yaml", ".yml") or "/" in name_or_path:  # a path, not a card name
+        raise SpecError(f"dataset card file not found: {name_or_path}")
     else:
         path = next((d / f"{name_or_path}.yaml" for d in card_dirs() if (d / f"{name_or_path}.yaml").is_file()), None)
         if path is None:

@@ -36,6 +36,8 @@ def cmd_ls(args) -> int:
         needs = ",".join(k for k in ("text", "cot", "sids") if getattr(info, f"needs_{k}", False)
                          or (k == "sids" and info.uses_sids)) or "-"
         print(f"  {name:<12} {info.family:<12} needs:{needs:<10} {info.paper}")
+        for row in getattr(REGISTRY.get(name), "demo_rows", {}) or {}:  # variants, each a row of its own
+            print(f"  {'':<12} {'':<12} {'':<16} variant: {row}  (reasonrec run --method {name} --demo '{row}')")
     print("datasets:")
     for name in known_datasets():
         card = load_card(name)
@@ -216,17 +218,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_prepare)
 
     s = sub.add_parser("run", help="train, rank the test users, evaluate, write <out>/<run_id>/result.json")
-    s.add_argument("--method", required=True)
-    s.add_argument("--dataset", required=True)
+    s.add_argument("--method", required=True, help="a registered method (`reasonrec ls`), e.g. sasrec, minionerec, lasar")
+    s.add_argument("--dataset", required=True,
+                   help="a dataset card name (`reasonrec ls`: toy, ml-100k, beauty, ...) or a card file path")
     s.add_argument("--config", help="YAML run spec (method_config, data, eval, seed, label)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override, e.g. method_config.epochs=3, eval.max_users=500, seed=1")
-    s.add_argument("--seed", type=int)
+    s.add_argument("--seed", type=int, help="random seed (default 0; part of the run id)")
     s.add_argument("--demo", nargs="?", const="", metavar="ROW",
                    help="start from the method's `reasonrec demo` budget (ROW: the row's label, for a method with "
                         "several, e.g. 'GREAM (reasoning)'); --config and --set apply on top, so with neither "
                         "this is the demo's run (same run id)")
-    s.add_argument("--out", default="runs")
+    s.add_argument("--out", default="runs", help="runs folder; the run goes to OUT/<run id>/ (default: runs)")
     _common_run_args(s)
     s.set_defaults(func=cmd_run)
 

@@ -15,6 +15,17 @@ def training_seconds(r: RunResult) -> float:
     return float(r.training.seconds) + (sum(reused) if reused else float(extra.get("reused_seconds") or 0.0))
 
 
+def column_seconds(values: list[float]) -> list[str]:
+    """Durations for one table column, all in one unit (the one :func:`human_seconds` picks for the longest),
+    so a column never mixes ``113.6s`` and ``2.7min``."""
+    top = max(values, default=0.0)
+    if top < 120:
+        return [f"{s:.1f}s" for s in values]
+    if top < 7200:
+        return [f"{s / 60:.1f}min" for s in values]
+    return [f"{s / 3600:.2f}h" for s in values]
+
+
 def human_seconds(s: float) -> str:
     if s < 120:
         return f"{s:.1f}s"
@@ -33,9 +44,10 @@ def results_table(results: list[RunResult], metrics: list[str] | None = None) ->
     key = primary_metric(metrics)
     rows = sorted(results, key=lambda r: (r.spec.dataset, -(r.metrics.get(key, -1.0) if key else 0.0)))
     head = ["method", "dataset", "seed", *metrics, "ms/user", "training", "run"]
+    trained = column_seconds([training_seconds(r) for r in rows])
     body = [[r.display_name, r.spec.dataset, str(r.spec.seed),
              *[f"{r.metrics[m]:.4f}" if m in r.metrics else "-" for m in metrics],
-             f"{r.latency.seconds_per_sample * 1000:.2f}", human_seconds(training_seconds(r)), r.run_id] for r in rows]
+             f"{r.latency.seconds_per_sample * 1000:.2f}", t, r.run_id] for r, t in zip(rows, trained)]
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     right = {i for i, h in enumerate(head) if h in metrics or h in ("seed", "ms/user", "training")}
 

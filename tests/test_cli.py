@@ -168,3 +168,20 @@ def test_no_progress_bars_when_the_output_is_not_a_terminal(toy_env, tmp_path, c
     assert "it/s" not in out.err + out.out and "\r" not in out.err
     assert main(args[:-2] + ["--set", "method_config.rl.enabled=true", "--progress"]) == 0
     assert "it/s" in capsys.readouterr().err  # forced
+
+
+def test_terminal_details(toy_env, tmp_path, capsys):
+    """`ls` lists each method's variants; a missing card file is "not found", not "unknown dataset"; `run --help`
+    explains its arguments; a results table's training column keeps one unit."""
+    from bench.report import column_seconds
+
+    assert main(["ls"]) == 0
+    out = capsys.readouterr().out
+    assert "variant: ReaRec-ERL" in out and "variant: GREAM (reasoning)" in out
+    assert main(["run", "--method", "pop", "--dataset", str(tmp_path / "nope.yaml")]) == 2
+    assert f"dataset card file not found: {tmp_path / 'nope.yaml'}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    helptext = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
+    assert "a registered method" in helptext and "default: runs" in helptext and "random seed" in helptext
+    assert column_seconds([113.6, 162.0]) == ["1.9min", "2.7min"] and column_seconds([3.0, 45.5]) == ["3.0s", "45.5s"]
