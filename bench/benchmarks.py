@@ -239,7 +239,7 @@ def bench_packed(*, method: str = "rearec", dataset: str = "ml-100k", batches: i
     import torch
 
     from bench.data import prepare
-    from bench.recbole_route import packed_batch, training_windows, window_batches
+    from bench.packed import packed_batch, training_windows, window_batches
     from bench.registry import REGISTRY
 
     if threads:
@@ -314,5 +314,3 @@ def bench_packed(*, method: str = "rearec", dataset: str = "ml-100k", batches: i
         Path(out).write_text(json.dumps(res, indent=2))
     return res
 
-
-from bench.latency import bench_latency  # noqa: E402,F401  (re-exported: reasonrec bench latency)

@@ -183,7 +183,7 @@ def cmd_bench_packed(args) -> int:
 
 
 def cmd_bench_latency(args) -> int:
-    from bench.benchmarks import bench_latency
+    from bench.latency import bench_latency
 
     bench_latency(args.model, dataset=args.dataset, users=args.users, batch_size=args.batch_size,
                   beam_width=args.beam_width, repeats=args.repeats, out=args.out, threads=args.threads)
@@ -192,9 +192,15 @@ def cmd_bench_latency(args) -> int:
 
 def cmd_paired(args) -> int:
     from bench.significance import paired_test
+    from bench.specs import SpecError
 
-    res = paired_test(Path(args.run_a), Path(args.run_b), metric=args.metric)
-    print(f"{args.metric} on {res['users']:,} users: A {res['a']:.4f}, B {res['b']:.4f}, A-B {res['mean_difference']:+.4f} "
+    try:
+        res = paired_test([Path(r) for r in args.run_a.split(",")], [Path(r) for r in args.run_b.split(",")],
+                          metric=args.metric)
+    except (ValueError, FileNotFoundError) as e:
+        raise SpecError(str(e)) from None
+    seeds = f" (pooled over seeds {res['seeds']})" if res["seeds"] else ""
+    print(f"{args.metric} on {res['users']:,} users{seeds}: A {res['a']:.4f}, B {res['b']:.4f}, A-B {res['mean_difference']:+.4f} "
           f"(95% CI {res['ci95'][0]:+.4f} .. {res['ci95'][1]:+.4f}); paired t p={res['t_pvalue']:.3g}; "
           f"A better for {res['a_better_users']:,} users, "
           f"B for {res['b_better_users']:,}")
@@ -274,8 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("paired", help="paired significance of two runs on the same test users (per-user ranks)")
-    s.add_argument("run_a")
-    s.add_argument("run_b")
+    s.add_argument("run_a", help="a run folder, or the run folders of one row's seeds separated by commas")
+    s.add_argument("run_b", help="the same for the other row; several seeds: each user's difference is averaged "
+                                 "over the seeds both rows have")
     s.add_argument("--metric", default="NDCG@10")
     s.set_defaults(func=cmd_paired)
 

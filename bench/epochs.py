@@ -66,8 +66,7 @@ class EpochBook:
         self.stopped = state.get("stopped") or state.get("done") or "epochs"
         self.best_epoch = state.get("best_epoch")
         if self.best_epoch is None and self.history:
-            key = "valid_score"
-            self.best_epoch = max(self.history, key=lambda r: r[key])["epoch"]
+            self.best_epoch = max(self.history, key=lambda r: r["valid_score"])["epoch"]
 
     def facts(self) -> dict:
         """The training facts every loop reports."""

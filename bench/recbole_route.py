@@ -35,8 +35,7 @@ from pydantic import Field, model_validator
 
 from bench.atomic import atomic_torch_save, atomic_write_text
 from bench.epochs import EpochBook
-from bench.packed import (packed_batch, packed_model_class, sampled_softmax_loss, target_mask,  # noqa: F401
-                          training_windows, window_batches)
+from bench.packed import packed_batch, training_windows, window_batches
 from bench.method import Method, MethodConfig, Recommendations, TrainingDiverged, validation_epoch
 
 

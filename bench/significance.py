@@ -46,14 +46,32 @@ def pooled_differences(a: dict[int, dict], b: dict[int, dict], metric: str) -> t
     return (np.mean(diffs, axis=0) if diffs else np.zeros(0)), seeds
 
 
-def paired_test(run_a: Path, run_b: Path, metric: str = "NDCG@10", bootstrap: int = 10000, seed: int = 0) -> dict:
-    a, b = load_per_user(run_a), load_per_user(run_b)
-    if a["users"] != b["users"] or a["targets"] != b["targets"]:
-        raise ValueError(f"{run_a} and {run_b} were not evaluated on the same users and targets in the same order")
-    ga, gb = per_user_gains(np.array(a["ranks"]), metric), per_user_gains(np.array(b["ranks"]), metric)
-    d = ga - gb
+def _seed(run: Path) -> int:
+    return int(json.loads((Path(run) / "result.json").read_text())["spec"]["seed"])
+
+
+def paired_test(run_a: Path | list[Path], run_b: Path | list[Path], metric: str = "NDCG@10", bootstrap: int = 10000,
+                seed: int = 0) -> dict:
+    """Two rows, each one run or the runs of its seeds: the per-user difference A - B (averaged over the seeds
+    both sides have, :func:`pooled_differences`; two single runs are paired whatever their seeds), its mean,
+    a paired bootstrap 95% interval over users and the paired t-test."""
+    runs_a = [Path(run_a)] if isinstance(run_a, (str, Path)) else [Path(r) for r in run_a]
+    runs_b = [Path(run_b)] if isinstance(run_b, (str, Path)) else [Path(r) for r in run_b]
+    if len(runs_a) == len(runs_b) == 1:
+        a, b = {0: load_per_user(runs_a[0])}, {0: load_per_user(runs_b[0])}
+    else:
+        a, b = ({_seed(r): load_per_user(r) for r in runs} for runs in (runs_a, runs_b))
+    try:
+        d, seeds = pooled_differences(a, b, metric)
+    except ValueError:
+        raise ValueError(f"{', '.join(map(str, runs_a))} and {', '.join(map(str, runs_b))} were not evaluated on the "
+                         f"same users and targets in the same order") from None
+    if not seeds:
+        raise ValueError(f"the two rows share no seed (A: {sorted(a)}, B: {sorted(b)})")
+    mean = lambda side: float(np.mean([per_user_gains(np.array(side[s]["ranks"]), metric).mean() for s in seeds]))  # noqa: E731
     rng = np.random.default_rng(seed)
     boots = np.array([d[rng.integers(0, len(d), len(d))].mean() for _ in range(bootstrap)])
-    return {"metric": metric, "users": len(d), "a": float(ga.mean()), "b": float(gb.mean()),
-            "mean_difference": float(d.mean()), "ci95": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))],
+    return {"metric": metric, "users": len(d), "seeds": seeds if len(runs_a) + len(runs_b) > 2 else None,
+            "a": mean(a), "b": mean(b), "mean_difference": float(d.mean()),
+            "ci95": [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))],
             "t_pvalue": paired_ttest_p(d), "a_better_users": int((d > 0).sum()), "b_better_users": int((d < 0).sum())}

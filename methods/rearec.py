@@ -46,7 +46,8 @@ from pydantic import Field
 
 from bench.method import MethodInfo
 from bench.registry import register
-from bench.recbole_route import RecBoleMethod, TransformerConfig, target_mask, transformer_params
+from bench.packed import target_mask
+from bench.recbole_route import RecBoleMethod, TransformerConfig, transformer_params
 
 
 def _model_class():

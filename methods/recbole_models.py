@@ -6,7 +6,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from bench.method import MethodInfo
-from bench.recbole_route import RecBoleConfig, RecBoleMethod, TransformerConfig, packed_model_class, transformer_params
+from bench.packed import packed_model_class
+from bench.recbole_route import RecBoleConfig, RecBoleMethod, TransformerConfig, transformer_params
 from bench.registry import register
 
 

@@ -185,3 +185,27 @@ def test_terminal_details(toy_env, tmp_path, capsys):
     helptext = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
     assert "a registered method" in helptext and "default: runs" in helptext and "random seed" in helptext
     assert column_seconds([113.6, 162.0]) == ["1.9min", "2.7min"] and column_seconds([3.0, 45.5]) == ["3.0s", "45.5s"]
+
+
+def test_paired_pools_the_seeds_two_rows_share(tmp_path, capsys):
+    """``reasonrec paired A0,A1 B1,B2``: only seed 1 is shared; HR@10 per user A (hit, miss, hit) vs B (miss,
+    miss, hit): mean difference 1/3. With seeds 1 and 2 on both sides, each user's difference is the mean over
+    the two seeds: seed 1 (1, 0, 0), seed 2 A (miss, miss, miss) - B (hit, miss, hit) = (-1, 0, -1); per user
+    (0, 0, -1/2), mean -1/6."""
+    def row(name, seed, ranks):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "result.json").write_text(json.dumps({"spec": {"seed": seed}}))
+        (d / "per_user.json").write_text(json.dumps({"users": [0, 1, 2], "targets": [5, 6, 7], "ranks": ranks}))
+        return str(d)
+
+    a0, a1, a2 = row("a0", 0, [1, 1, 1]), row("a1", 1, [1, 0, 3]), row("a2", 2, [0, 0, 0])
+    b1, b2 = row("b1", 1, [0, 0, 1]), row("b2", 2, [1, 0, 1])
+    assert main(["paired", f"{a0},{a1}", f"{b1},{b2}", "--metric", "HR@10"]) == 0
+    out = capsys.readouterr().out
+    assert "pooled over seeds [1]" in out and "A-B +0.3333" in out
+    assert main(["paired", f"{a1},{a2}", f"{b1},{b2}", "--metric", "HR@10"]) == 0
+    out = capsys.readouterr().out
+    assert "pooled over seeds [1, 2]" in out and "A-B -0.1667" in out and "B for 1\n" in out
+    assert main(["paired", a0, f"{b1},{b2}"]) == 2  # no shared seed: a clear error
+    assert "share no seed" in capsys.readouterr().err

@@ -347,7 +347,7 @@ def test_lasar_end_to_end_records_steps_and_reloads(toy_env, tmp_path):
 
 
 def test_bench_latency_times_saved_models_side_by_side(toy_env, tmp_path):
-    from bench.benchmarks import bench_latency
+    from bench.latency import bench_latency
     from bench.config import build_spec
     from bench.runner import run
 

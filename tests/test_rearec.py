@@ -80,7 +80,7 @@ def test_kv_cached_reasoning_equals_the_uncached_computation(toy_data, tmp_path,
 
 
 def test_training_windows_by_hand():
-    from bench.recbole_route import training_windows
+    from bench.packed import training_windows
 
     got = training_windows([[1, 2, 3, 4, 5, 6], [7], [8, 9]], max_history=3)
     # the first 4 items: targets 2, 3, 4 with their whole history; then 5 and 6, each with its last 3 items
@@ -93,7 +93,7 @@ def test_packed_windows_equal_each_prefix_alone(toy_data, tmp_path, variant):
     each target with its last max_history items): step outputs and every loss term (PRL's contrastive
     term with a noise-free view, so that both routes' views are defined alike)."""
     from bench.split import train_prefixes
-    from bench.recbole_route import packed_batch, training_windows
+    from bench.packed import packed_batch, training_windows
 
     m, _, rea, _ = _build(toy_data, tmp_path, reason_steps=2, variant=variant, noise_std=0.0)
     seqs = [list(s) for s in toy_data.train_sequences() if len(s) >= 2][:6]

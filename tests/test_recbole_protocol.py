@@ -175,7 +175,7 @@ def test_packed_loss_equals_recboles_loss_over_every_prefix(name, cfg, toy_env, 
     """``packed: true`` trains on the samples RecBole's per-prefix dataloader holds (the same number of
     targets, users longer than one window included) with the same loss: the mean CE of all user windows in
     one packed batch == the mean of RecBole's ``calculate_loss`` over its whole train dataset (dropout off)."""
-    from bench.recbole_route import packed_batch, training_windows
+    from bench.packed import packed_batch, training_windows
 
     cls = REGISTRY.get(name)
     m = cls(cls.Config(**cfg, packed=True))
@@ -221,7 +221,7 @@ def test_packed_training_learns_and_loads_as_the_plain_model(loss, toy_env, toy_
 def test_window_batches_close_at_batch_size_targets():
     """Hand-computed: windows with 3, 1, 2, 4 targets (length - first) in the order 3, 0, 1, 2 and batch_size
     4: window 3 alone reaches 4; windows 0 and 1 reach 3 + 1 = 4; window 2 is the last, smaller batch."""
-    from bench.recbole_route import window_batches
+    from bench.packed import window_batches
 
     windows = [([1, 2, 3, 4], 1), ([5, 6], 1), ([7, 8, 9], 1), ([1, 2, 3, 4, 5], 1)]
     got = [([windows.index(w) for w in b], n, done) for b, n, done in window_batches(windows, [3, 0, 1, 2], 4)]
@@ -233,7 +233,7 @@ def test_sampled_softmax_by_hand():
     Row 0: logits target 1, negatives 0, 1. Row 1: target 2; negative 2 is its own target (masked), 3 gives 1."""
     import math
 
-    from bench.recbole_route import sampled_softmax_loss
+    from bench.packed import sampled_softmax_loss
 
     w = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
     got = sampled_softmax_loss(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([1, 2]), w, torch.tensor([2, 3]))
@@ -245,7 +245,7 @@ def test_sampled_softmax_by_hand():
 def test_sampled_softmax_with_every_item_is_the_full_softmax():
     """Every non-padding item as a negative (the target masked as an accidental hit) == the CE over the
     catalogue without the padding row."""
-    from bench.recbole_route import sampled_softmax_loss
+    from bench.packed import sampled_softmax_loss
 
     g = torch.Generator().manual_seed(0)
     w, h = torch.randn(30, 8, generator=g), torch.randn(12, 8, generator=g)

@@ -286,7 +286,6 @@ def _average_gradients(model, world: int) -> None:
     dist.all_reduce(flat)
     flat /= world
     offset = 0
-    for p, g in zip(params, grads):
-        n = g.numel()
-        p.grad = flat[offset:offset + n].view_as(g).clone()
-        offset += n
+    for p, g in zip(params, grads):  # views into the one reduced buffer (no copy per parameter)
+        p.grad = flat[offset:offset + g.numel()].view_as(g)
+        offset += g.numel()
