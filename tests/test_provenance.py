@@ -31,3 +31,13 @@ def test_commit_of_a_copied_tree(tmp_path, monkeypatch):
     monkeypatch.setenv("REASONREC_GIT_COMMIT", "abc123")
     assert provenance.git_commit(tmp_path) == "abc123"
     assert provenance.git_commit() == "abc123"  # also over a real checkout
+
+
+def test_the_lock_holds_only_pinned_names():
+    """pip refuses an unnamed constraint (`pip freeze` writes `-e <checkout>` for an editable install): one
+    such line makes the README's install and CI fail before any test runs."""
+    import re
+
+    lines = [ln.strip() for ln in (provenance.ROOT / provenance.LOCK_FILE).read_text().splitlines()]
+    bad = [ln for ln in lines if ln and not ln.startswith("#") and not re.fullmatch(r"[A-Za-z0-9_.\-]+==\S+", ln)]
+    assert bad == []
