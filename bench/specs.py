@@ -126,9 +126,20 @@ def late_settings(method: str) -> dict[str, Any]:
 
 def without_late_settings(method: str, config: dict[str, Any]) -> dict[str, Any]:
     """``config`` (a method config dump) without the method's late settings that sit at their old value: left
-    out of run ids and stage keys, so committed rows and cached stages keep theirs."""
-    late = late_settings(method)
-    return {k: v for k, v in config.items() if not (k in late and v == late[k])}
+    out of run ids and stage keys, so committed rows and cached stages keep theirs. A dotted key names a field
+    of a nested config (``rl.keep``)."""
+    out = dict(config)
+    for key, old in late_settings(method).items():  # "rl.keep": a field of a nested config
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            if not isinstance(node.get(p), dict):
+                break
+            node[p] = node = dict(node[p])
+        else:
+            if leaf in node and node[leaf] == old:
+                del node[leaf]
+    return out
 
 
 class RunSpec(Strict):

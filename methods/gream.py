@@ -140,7 +140,8 @@ class GREAM(CoTMethod):
         """CoT-SFT, cached: the direct and reasoning rows share it."""
         stage1 = self.sft_stage(data, ctx)
         key = self._cot_sft_key(data, ctx, stage1.id) if stage1 is not None else None
-        return [Phase("cot_sft", lambda: self._train_cot_sft(data, valid, ctx), self.stage_entry("gream-cot-sft", key)),
+        return [self.vocabulary_phase(data, ctx),
+                Phase("cot_sft", lambda: self._train_cot_sft(data, valid, ctx), self.stage_entry("gream-cot-sft", key)),
                 Phase("", lambda: {"mode": self.config.mode, "cot_samples": len(self.cot_state(data)["cots"])})]
 
     # ------------------------------------------------------------ inference

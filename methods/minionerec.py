@@ -26,6 +26,8 @@ class MiniOneRec(GenerativeMethod):
                               "prompt, off with the compact one (measured: see the README)")
         rl: GRPOConfig = GRPOConfig(max_prompts=512, lr=5e-5)
 
+    #: RL model selection came later: a row without it validated once and kept the last weights
+    late_settings = {"rl.keep": "last", "rl.valid_every": None}
     # the demo selects on the validation loss (no decode per epoch: it has minutes, not hours)
     demo_priority = 20
     demo_config = {"backbone": {"preset": "tiny"}, "valid_metric": "loss",
@@ -38,6 +40,9 @@ class MiniOneRec(GenerativeMethod):
     def _alignment_on(self) -> bool:
         a = self.config.alignment_tasks
         return self.style == "paper" if a is None else a
+
+    def sft_is_seqrec(self) -> bool:
+        return not self._alignment_on()  # then its SFT is the plain recipe (LASAR's Stage 1 shares the entry)
 
     def uses_item_text(self) -> bool:
         return self._alignment_on()

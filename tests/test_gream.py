@@ -208,11 +208,14 @@ def test_cot_sft_targets_have_think_rewrite_and_answer(built, toy_data):
     assert sum(e.task == "cot" for e in more.cot_sft_examples(toy_data)) == 40  # its own, larger draw
 
 
-def test_gream_shares_lasars_stage1_and_its_modes_share_cot_sft(toy_data):
+def test_gream_shares_lasars_text_pass_stage1_and_its_modes_share_cot_sft(toy_data):
     ctx = FitContext(workdir=Path("/tmp"), seed=0)
     g = GREAM(GREAM.Config(**SMOKE)).sft_stage(toy_data, ctx).id
+    # LASAR's text-pass ablation with GREAM's Stage-1 settings is GREAM's Stage 1; its default is MiniOneRec's SFT
     lasar_cfg = {k: v for k, v in SMOKE.items() if k in LASAR.Config.model_fields}
+    lasar_cfg["sft"] = GREAM.Config(**SMOKE).sft.model_dump()
     assert LASAR(LASAR.Config(**lasar_cfg)).sft_stage(toy_data, ctx).id == g
+    assert LASAR(LASAR.Config(**{**lasar_cfg, "stage1_cot_samples": 0})).sft_stage(toy_data, ctx).id != g
     assert GREAM(GREAM.Config(**{**SMOKE, "stage1_cot_samples": 7})).sft_stage(toy_data, ctx).id != g
     a = GREAM(GREAM.Config(**{**SMOKE, "mode": "direct"}))._cot_sft_key(toy_data, ctx, g)
     b = GREAM(GREAM.Config(**{**SMOKE, "mode": "reasoning", "max_think_tokens": 50}))._cot_sft_key(toy_data, ctx, g)
@@ -244,7 +247,8 @@ def test_lasar_gives_the_same_result_whichever_method_published_its_stage1(toy_e
     from bench.runner import run
 
     lasar_cfg = {**{k: v for k, v in SMOKE.items() if k in LASAR.Config.model_fields}, "max_steps": 3,
-                 "stage2_extra_samples": 16, "stage2": {"epochs": 1, "batch_size": 16}, "rl": {"enabled": False}}
+                 "stage2_extra_samples": 16, "stage2": {"epochs": 1, "batch_size": 16}, "rl": {"enabled": False},
+                 "sft": GREAM.Config(**SMOKE).sft.model_dump()}  # the text-pass Stage 1 with GREAM's settings
     spec = build_spec("lasar", "toy", method_config=lasar_cfg, sets=["eval.max_users=16"])
     monkeypatch.setenv("REASONREC_CACHE", str(tmp_path / "own"))
     own = run(spec, tmp_path / "a", progress=False, echo=False)            # LASAR trains and publishes Stage 1
@@ -268,8 +272,10 @@ def test_demo_queues_the_second_gream_row_last():
                       ("pop", None), ("gream", "GREAM (reasoning)")]
 
 
-def test_gream_and_lasar_demo_rows_share_one_stage1(toy_data):
-    """The demo trains Stage 1 once for LASAR and both GREAM rows: their demo budgets must agree on it."""
+def test_minionerec_and_lasar_demo_rows_share_one_stage1(toy_data):
+    """The demo trains LASAR's Stage 1 once, as MiniOneRec's SFT: their demo budgets must agree on it."""
+    from methods.minionerec import MiniOneRec
+
     ctx = FitContext(workdir=Path("/tmp"), seed=0)
-    g = GREAM(GREAM.Config(**GREAM.demo_config)).sft_stage(toy_data, ctx).id
-    assert LASAR(LASAR.Config(**LASAR.demo_config)).sft_stage(toy_data, ctx).id == g
+    mini = MiniOneRec(MiniOneRec.Config(**MiniOneRec.demo_config)).sft_stage(toy_data, ctx).id
+    assert LASAR(LASAR.Config(**LASAR.demo_config)).sft_stage(toy_data, ctx).id == mini

@@ -19,12 +19,13 @@ from bench.generative.teacher import ItemFacts, Teacher, TeacherConfig, metadata
 SMOKE = {**LASAR.smoke_config, "max_steps": 4}
 
 
-@pytest.fixture()
-def lasar(toy_env, toy_data, tmp_path):
-    """A built (untrained) LASAR on the toy data, with a non-trivial policy head."""
+def built_lasar(data, workdir, **config):
+    """A built (untrained) LASAR on ``data`` with the reasoning vocabulary (as after Stage 1) and a
+    non-trivial policy head."""
     torch.manual_seed(0)
-    m = LASAR(LASAR.Config(**SMOKE))
-    m._build(toy_data, FitContext(workdir=tmp_path, progress=False, log=lambda *_: None))
+    m = LASAR(LASAR.Config(**{**SMOKE, **config}))
+    m._build(data, FitContext(workdir=workdir, progress=False, log=lambda *_: None))
+    m._adopt(m.with_reasoning_vocabulary(m.bb, data, 0), data, keep_modules=True)
     m.bb.model.eval()
     with torch.no_grad():
         for p in m.modules["policy_head"].parameters():
@@ -32,32 +33,45 @@ def lasar(toy_env, toy_data, tmp_path):
     return m
 
 
+@pytest.fixture()
+def lasar(toy_env, toy_data, tmp_path):
+    return built_lasar(toy_data, tmp_path)
+
+
 def _histories(data, n=6):
     return [list(h) for h in data.split("test").histories[:n]]
 
 
 def _no_cache_prefix(m, model, history, steps):
-    """The latent loop recomputed from scratch at every step (no KV cache, one sample): the input
-    embeddings of the prompt, then each step's rescaled final hidden state, then <lat_e>."""
+    """The latent loop recomputed from scratch at every step (no KV cache, one sample), as Eq. 3 says: the
+    prompt's embeddings, then h_0 .. h_{N-1} as inputs (each the previous position's final hidden state;
+    rescaled with ``latent_input: rescaled``), then h_N (``feed_last``), then <lat_e>. Returns the input
+    embeddings, the last logits and h_1 .. h_N."""
     emb = model.get_input_embeddings()
     ids = torch.tensor(m.reasoning_prompt(m.enc, history))
     x = emb(ids)
     scale = emb.weight.norm(dim=-1).mean()
     hiddens = []
     out = model(inputs_embeds=x[None], output_hidden_states=True)
-    for _ in range(steps):
+    for t in range(steps + int(m.config.feed_last)):
         h = out.hidden_states[-1][0, -1]
-        hiddens.append(h)
-        x = torch.cat([x, (h * scale / h.norm())[None]])
+        if t:
+            hiddens.append(h)
+        if m.config.latent_input == "rescaled":
+            h = h * scale / h.norm()
+        x = torch.cat([x, h[None]])
         out = model(inputs_embeds=x[None], output_hidden_states=True)
-    h_last = out.hidden_states[-1][0, -1]
+    if not m.config.feed_last:
+        hiddens.append(out.hidden_states[-1][0, -1])
     x = torch.cat([x, emb(torch.tensor([m._tok("<lat_e>")]))])
     out = model(inputs_embeds=x[None])
-    return x, out.logits[0, -1], hiddens[1:] + [h_last] if steps else []
+    return x, out.logits[0, -1], hiddens
 
 
-def test_cached_latent_loop_equals_the_uncached_computation(lasar, toy_data):
-    m, model = lasar, lasar.bb.model
+@pytest.mark.parametrize("variant", [{}, {"feed_last": False}, {"latent_input": "rescaled"}])
+def test_cached_latent_loop_equals_the_uncached_computation(variant, toy_env, toy_data, tmp_path):
+    m = built_lasar(toy_data, tmp_path, **variant)
+    model = m.bb.model
     h = _histories(toy_data, 1)
     with torch.no_grad():
         for n in (1, 3):
@@ -120,8 +134,9 @@ def test_decoder_after_the_latent_loop_equals_exhaustive_uncached_scoring(lasar,
     torch.testing.assert_close(res.scores[0, :5], scores[best], atol=1e-3, rtol=1e-4)
 
 
-def test_gradients_reach_the_head_and_every_latent_step(lasar, toy_data):
-    m, model = lasar, lasar.bb.model
+def test_gradients_reach_the_head_and_every_latent_step(toy_env, toy_data, tmp_path):
+    m = built_lasar(toy_data, tmp_path, stage2_replay=1.0)  # the replay option on: its term too
+    model = m.bb.model
     model.train()
     st = m._segments(toy_data, log=lambda *_: None)
     st["labels"] = np.full(len(st["cots"]), 3)
@@ -385,14 +400,15 @@ def test_paired_significance_on_hand_made_ranks(tmp_path):
         paired_test(tmp_path / "a", tmp_path / "c")
 
 
-def test_stage2_extra_samples_train_the_answer_only(lasar, toy_data):
-    m, model = lasar, lasar.bb.model
+def test_stage2_extra_samples_train_the_answer_only(toy_env, toy_data, tmp_path):
+    m = built_lasar(toy_data, tmp_path, stage2_extra_samples=16)
+    model = m.bb.model
     st = m._segments(toy_data, log=lambda *_: None)
     st["anchors"] = torch.randn(len(st["cots"]), m.config.max_steps, model.config.hidden_size).half()
     m.init_replay(toy_data, 0)
     m.init_stage2_pool(toy_data)
     n_cot = len(st["cots"])
-    assert len(st["stage2"]) == n_cot + SMOKE["stage2_extra_samples"]
+    assert len(st["stage2"]) == n_cot + 16
     extra_only = m.stage2_loss(model, [n_cot, n_cot + 1])
     assert "ce" in extra_only and "align" not in extra_only and "policy" not in extra_only
     mixed = m.stage2_loss(model, [0, n_cot])

@@ -6,6 +6,7 @@ the embeddings resized, and :attr:`Backbone.sid_token_ids` maps ``[level, code] 
 """
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,3 +179,54 @@ def load_backbone(folder: Path, levels: int, codebook_size: int) -> Backbone:
             hf_logging.enable_progress_bar()
     source = json.loads((folder / "backbone.json").read_text())["source"]
     return Backbone(model, tokenizer, sid_ids_tensor(tokenizer, levels, codebook_size), source)
+
+
+def extend_vocabulary(bb: Backbone, *, corpus: Iterable[str] = (), special: list[str] = (), max_vocab: int = 16000,
+                      seed: int = 0) -> Backbone:
+    """``bb`` with more tokens: the words of ``corpus`` (a preset's word-level tokenizer only; a pretrained
+    tokenizer already splits any text) and ``special`` tokens, appended after every existing id (no id moves:
+    a trained model keeps its meaning), the new embedding rows drawn from the old rows' mean and covariance
+    (transformers' mean resizing) under ``seed``. A no-op returns ``bb``. Used after a shared SFT stage that
+    was trained without them (LASAR's Stage 1 is MiniOneRec's SFT: its reasoning markers and CoT words join
+    the vocabulary after it)."""
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    tok = bb.tokenizer
+    have = tok.get_vocab()
+    words: list[str] = []
+    if bb.source.startswith("preset:") and corpus:
+        learned = train_tokenizer(corpus, [], max_vocab).backend_tokenizer.get_vocab()
+        words = [w for w, _ in sorted(learned.items(), key=lambda kv: kv[1]) if w not in have]
+    special = [s for s in special if s not in have]
+    if not words and not special:
+        return bb
+    if words:
+        spec = json.loads(tok.backend_tokenizer.to_str())
+        if spec["model"]["type"] != "WordLevel":
+            raise ValueError(f"extend_vocabulary: a preset tokenizer is word-level, got {spec['model']['type']}")
+        start = len(tok)
+        # the added tokens (SIDs, markers) enter the word-level vocabulary at their ids: loading assigns an added
+        # token that is not in it the next free id, which would move them
+        spec["model"]["vocab"].update({a["content"]: a["id"] for a in spec["added_tokens"]})
+        spec["model"]["vocab"].update({w: start + i for i, w in enumerate(words)})
+        new = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)), pad_token="<pad>",
+                                      eos_token="<eos>", unk_token="<unk>")
+        new.padding_side = "left"
+    else:
+        new = copy.deepcopy(tok)
+    new.add_tokens(special, special_tokens=True)
+    if any(new.convert_tokens_to_ids(t) != i for t, i in have.items()):
+        raise AssertionError("extend_vocabulary moved an existing token id")
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its note on mean resizing, once per call: the docstring says it
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            bb.model.resize_token_embeddings(len(new), mean_resizing=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return Backbone(bb.model, new, bb.sid_token_ids, bb.source)

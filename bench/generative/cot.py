@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from bench.generative.method import GenerativeConfig, GenerativeMethod
+from bench.generative.method import GenerativeConfig, GenerativeMethod, Phase
 from bench.generative.prompts import Example, PromptEncoder
 from bench.generative.teacher import Teacher, TeacherConfig
 from bench.generative.training import TrainConfig
@@ -56,11 +56,48 @@ class CoTMethod(GenerativeMethod):
     sft_recipe = "lasar-stage1"  # the recipe's name since LASAR introduced it (kept: cached entries)
     non_sft_fields = cot_non_sft_fields(CoTConfig)
 
+    @property
+    def text_pass(self) -> bool:
+        """Stage 1 has the CoT text pass (``stage1_cot_samples`` > 0); without it Stage 1 is the plain seqrec SFT
+        (the same stage-cache entry as MiniOneRec's) and the reasoning markers and CoT words join the vocabulary
+        after it (:meth:`vocabulary_phase`)."""
+        return self.config.stage1_cot_samples > 0
+
+    def sft_is_seqrec(self) -> bool:
+        return not self.text_pass
+
     def extra_special_tokens(self):
-        return [*super().extra_special_tokens(), REASON_START, REASON_END]
+        base = super().extra_special_tokens()
+        return [*base, REASON_START, REASON_END] if self.text_pass else base
 
     def uses_item_text(self) -> bool:
-        return True
+        return self.text_pass
+
+    def with_reasoning_vocabulary(self, bb, data, seed: int):
+        """``bb`` with the reasoning markers and the CoT words (a preset tokenizer; new embedding rows drawn
+        under ``seed``): what a Stage 1 without the text pass lacks. A backbone that has them is returned as is."""
+        from bench.generative.backbone import extend_vocabulary
+
+        if self.text_pass:  # Stage 1 was built with them (a rare word the text pass's cap left out stays out)
+            return bb
+        return extend_vocabulary(bb, corpus=self.cot_state(data)["cots"], special=[REASON_START, REASON_END],
+                                 max_vocab=self.config.backbone.max_vocab, seed=seed)
+
+    def vocabulary_phase(self, data, ctx) -> Phase:
+        """The first middle phase: the Stage-1 model gets the reasoning vocabulary (:meth:`with_reasoning_vocabulary`,
+        the same model and the same modules; a no-op after a text-pass Stage 1)."""
+
+        def extend() -> dict:
+            before = len(self.bb.tokenizer)
+            bb = self.with_reasoning_vocabulary(self.bb, data, ctx.seed)
+            if bb is self.bb:
+                return {}
+            self._adopt(bb, data, keep_modules=True)
+            ctx.log(f"{self.info.name}: vocabulary {before:,} -> {len(bb.tokenizer):,} after Stage 1 (the reasoning "
+                    "markers and the teacher CoT's words, new embedding rows)")
+            return {"vocabulary": {"stage1": before, "after": len(bb.tokenizer)}}
+
+        return Phase("", extend)
 
     def extra_corpus(self, data):
         return self.cot_state(data)["cots"] if self.config.stage1_cot_samples else []

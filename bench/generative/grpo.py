@@ -20,7 +20,7 @@ penalty. We implement the penalty: a wrong candidate at 0-based rank i gets
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -42,6 +42,12 @@ class GRPOConfig(BaseModel):
     max_prompts: int | None = Field(None, ge=1, description="cap on RL training prompts (random subset)")
     max_minutes: float | None = Field(None, gt=0)
     adv_eps: float = 1e-4
+    # model selection, as every phase: RL's objective is not the validation score, and on Beauty the validation
+    # NDCG@10 fell during RL in MiniOneRec and in all three LASAR RL variants while the last weights were kept
+    valid_every: int | None = Field(16, ge=1, description="validate every this many optimizer steps (and after the "
+                                                          "last); None = once, after the last step")
+    keep: Literal["best", "last"] = Field("best", description="best = the best validated weights, the SFT weights "
+                                                              "(step 0) included; last = the weights after the last step")
 
 
 def rule_reward(items: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -172,7 +178,8 @@ class GRPOLoss:
     (differentiable; ``given`` is the rollout's ``aux``, so a per-prompt choice made at rollout time holds in
     every pass that re-scores it); ``extra_terms(model, rollout, logp, aux) -> {name: scalar tensor}`` adds
     loss terms that see the rollout, its advantages and the policy pass's ``aux`` (LASAR's terminal KL and
-    REINFORCE), each logged by name.
+    REINFORCE), each logged by name; a value without a graph (a detached diagnostic such as the head's
+    entropy) is logged and not added.
 
     The rollout, its rewards, reference log-probs and rollout-policy log-probs are computed once per
     batch object and reused by the ``updates_per_rollout`` optimizer steps the loop takes on it."""
@@ -224,7 +231,8 @@ class GRPOLoss:
                "clip_fraction": terms["clip_fraction"]}
         if self.extra_terms is not None:
             for name, value in self.extra_terms(model, r, logp, aux).items():
-                out["loss"] = out["loss"] + value
+                if getattr(value, "requires_grad", False):  # a loss term; a detached value is logged only
+                    out["loss"] = out["loss"] + value
                 out[name] = value
         return out
 

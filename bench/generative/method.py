@@ -26,7 +26,7 @@ PHASES = ("sft-valid", "stage-2", "rollout", "test")
 #: every registered plugin)
 HOOKS = frozenset({"sft_examples", "sft_loss", "extra_special_tokens", "attach_modules", "prefix",
                    "completion_logprobs", "rl_init", "rl_extra_terms", "rl_facts", "rl_prompts", "middle_phases",
-                   "param_groups", "uses_item_text", "extra_corpus", "describe"})
+                   "param_groups", "uses_item_text", "extra_corpus", "describe", "sft_is_seqrec"})
 
 
 class GenerativeConfig(MethodConfig):
@@ -84,8 +84,17 @@ class GenerativeMethod(PhasePipeline, Method):
     #: which example builder the SFT stage uses (default: the method's name); methods whose SFT is
     #: another's (LASAR's Stage 1) name that recipe to share its cache entries
     sft_recipe: ClassVar[str | None] = None
+    #: the fields the plain seqrec SFT reads (its stage key when :meth:`sft_is_seqrec`)
+    seqrec_sft_fields: ClassVar[set[str]] = set(GenerativeConfig.model_fields) - {"rl", "decode_batch_size", "reuse_sft"}
 
     # ------------------------------------------------------------ hooks for subclasses
+    def sft_is_seqrec(self) -> bool:
+        """Whether this method's SFT stage is the plain seqrec recipe (:meth:`seqrec_sft_examples` on a backbone
+        built with the base tokens and corpus): then its stage-cache entry is keyed by the generative fields
+        alone and shared with every other method whose SFT it is (MiniOneRec without alignment tasks and
+        LASAR's Stage 1 are one entry). Default: the method does not override :meth:`sft_examples`."""
+        return type(self).sft_examples is GenerativeMethod.sft_examples
+
     def sft_examples(self, data, enc: PromptEncoder, rng: random.Random) -> list[Example]:
         """SFT supervision (default: seqrec, packed in the compact style)."""
         return self.seqrec_sft_examples(data, enc, rng)
@@ -209,14 +218,17 @@ class GenerativeMethod(PhasePipeline, Method):
         return PromptEncoder(self.bb.tokenizer, self.bb.sid_token_ids, data.codes, style=self.style,
                              sid_text=data.sid, max_text_tokens=self.config.max_text_tokens)
 
-    def _adopt(self, bb, data, folder: Path | None = None, strict_modules: bool = True) -> None:
+    def _adopt(self, bb, data, folder: Path | None = None, strict_modules: bool = True,
+               keep_modules: bool = False) -> None:
         """Make ``bb`` the method's backbone: attach the method's modules (restoring their saved
         weights from ``folder``), move to the device, rebuild the encoder and the trie tensors.
         ``strict_modules=False`` (a shared SFT stage, which does not train them): a module the stage does not
         have (it was published by a method without it, e.g. GREAM for LASAR's head) or has in another shape
         (LASAR's head for another N_max) gets the weights it had before this call (the run's own build): the
         same as the method's own stage would hold, so the run's result does not depend on which row
-        published the stage (a mismatched shape used to keep a fresh draw, and the row changed with it)."""
+        published the stage (a mismatched shape used to keep a fresh draw, and the row changed with it).
+        ``keep_modules`` (no ``folder``): the modules keep the weights they had (the same model with a
+        larger vocabulary, :func:`~bench.generative.backbone.extend_vocabulary`)."""
         import torch
 
         from bench.generative.decoding import TrieTensors
@@ -224,6 +236,10 @@ class GenerativeMethod(PhasePipeline, Method):
         self.bb = bb
         before = {n: m.state_dict() for n, m in (getattr(self, "modules", None) or {}).items()}
         self.modules = self.attach_modules(bb.model)
+        if keep_modules and folder is None:
+            for name, module in self.modules.items():
+                if _fits(before.get(name), module):
+                    module.load_state_dict(before[name])
         if folder is not None and self.modules:
             path = Path(folder) / MODULES_FILE
             if path.is_file():

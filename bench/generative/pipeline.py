@@ -5,6 +5,7 @@ calls the method's hooks and never the other way round."""
 from __future__ import annotations
 
 import copy
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import numpy as np
 from bench.generative.backbone import add_embedding_dropout, load_backbone
 from bench.generative.grpo import GRPOConfig, GRPOLoss, beam_rollout
 from bench.generative.stages import StageCache, run_stage
-from bench.generative.training import TrainConfig, train
+from bench.generative.training import PeriodBatches, TrainConfig, train
 
 
 @dataclass
@@ -66,8 +67,17 @@ class PhasePipeline:
     def sft_stage(self, data, ctx) -> StageCache | None:
         if not self.config.reuse_sft:
             return None
-        key = {"recipe": self.sft_recipe or self.info.name, "data": data.fingerprint, "prompt_style": self.style,
-               "config": self.config.model_dump(mode="json", exclude=self.non_sft_fields), "seed": ctx.seed,
+        import hashlib
+
+        if self.sft_is_seqrec():  # the plain recipe: every method whose SFT it is shares the entry (LASAR's
+            # Stage 1 and MiniOneRec's SFT), keyed by the generative fields alone
+            recipe, config = "seqrec", self.config.model_dump(mode="json", include=self.seqrec_sft_fields)
+        else:
+            recipe = self.sft_recipe or self.info.name
+            config = self.config.model_dump(mode="json", exclude=self.non_sft_fields)
+        corpus = hashlib.sha256("\n".join(self._corpus(data)).encode()).hexdigest()[:16]
+        key = {"recipe": recipe, "data": data.fingerprint, "prompt_style": self.style, "config": config,
+               "tokenizer": {"extra_tokens": self.extra_special_tokens(), "corpus": corpus}, "seed": ctx.seed,
                "selection": {"metric": ctx.selection_metric, "exclude_history": ctx.exclude_history}}
         return StageCache("sft", key)
 
@@ -130,13 +140,19 @@ class PhasePipeline:
                                prefix_fn=lambda m, prompts: self.prefix(m, prompts, "rollout", state=state))
         loss = GRPOLoss(ref, rl, rollout=rollout, logprobs=self.completion_logprobs,
                         extra_terms=lambda m, r, logp, aux: self.rl_extra_terms(m, r, logp, aux, state))
-        cfg = TrainConfig(epochs=rl.epochs, lr=rl.lr, batch_size=rl.batch_prompts, patience=rl.epochs,
+        batches, epochs = None, rl.epochs
+        if rl.valid_every is not None:  # validation periods of valid_every optimizer steps
+            batches = PeriodBatches(len(batch), rl.batch_prompts, math.ceil(rl.valid_every / rl.updates_per_rollout),
+                                    seed=ctx.seed)
+            epochs = rl.epochs * batches.periods
+        cfg = TrainConfig(epochs=epochs, lr=rl.lr, batch_size=rl.batch_prompts, patience=epochs,
                           max_minutes=rl.max_minutes)
         groups = (lambda m: self.param_groups(m, "rl")) if self.param_groups(self.bb.model, "rl") else None
+        best = rl.keep == "best"
         facts = train(self.bb.model, loss, batch, lambda b: b, cfg, workdir=ctx.workdir,
                       valid_fn=valid_fn, seed=ctx.seed, progress=ctx.progress, log=ctx.log,
-                      name="grpo", restore_best=False,  # the validation score is logged, not used to pick RL weights
-                      param_groups=groups, updates_per_batch=rl.updates_per_rollout)
+                      name="grpo", restore_best=best, initial_score=before["score"] if best else None,
+                      param_groups=groups, updates_per_batch=rl.updates_per_rollout, batches=batches)
         if loss.stats:
             facts["mean_reward"] = round(float(np.mean([s["reward"] for s in loss.stats])), 5)
             facts["group_hit_rate"] = round(float(np.mean([s["hit"] for s in loss.stats])), 5)
@@ -144,8 +160,18 @@ class PhasePipeline:
         key = next((k for k in before if k.startswith("valid_NDCG")), "valid_loss")
         facts["valid_before"] = {key: before[key]}
         facts["valid_after"] = {key: after.get(key)}
+        facts["valid_curve"] = [{"step": 0, key: before[key]}] + [{"step": r.get("step"), key: r.get(key)}
+                                                                  for r in facts["history"]]
+        facts["kept"] = rl.keep
+        if best:
+            kept = facts["best_epoch"]
+            facts["kept_step"] = 0 if kept is None or kept < 0 else facts["history"][kept]["step"]
+            facts["rl_improved"] = facts["kept_step"] > 0
+            facts["valid_kept"] = {key: before[key] if not facts["rl_improved"] else facts["history"][kept].get(key)}
         ctx.log(f"grpo: group hit rate {facts.get('group_hit_rate')}, mean reward {facts.get('mean_reward')}, "
-                f"{key} {before[key]} -> {after.get(key)} on the same validation users")
+                f"{key} {before[key]} -> {after.get(key)} on the same validation users; "
+                + (f"kept the weights of step {facts['kept_step']}" if best else "kept the last weights")
+                + ("" if not best or facts["rl_improved"] else " (RL never beat the SFT weights: the SFT weights)"))
         facts["prompts"] = len(batch)
         facts["updates_per_rollout"] = rl.updates_per_rollout
         facts.update(self.rl_facts(state))

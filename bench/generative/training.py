@@ -76,6 +76,34 @@ class LengthBuckets:
             yield batches[b]
 
 
+class PeriodBatches:
+    """Batches of ``batch_size`` over ``n`` examples where one "epoch" of the loop is a *period* of ``period``
+    batches: each pass over the data is shuffled (deterministic in seed and pass) and cut into periods, so the
+    loop validates (and may keep the best weights) every ``period`` batches while one pass sees every example
+    once. ``periods`` = periods per pass; epoch e is period ``e % periods`` of pass ``e // periods``."""
+
+    def __init__(self, n: int, batch_size: int, period: int, seed: int = 0):
+        self.n, self.batch_size, self.period, self.seed, self.epoch = n, batch_size, period, seed, 0
+        self.periods = max(1, math.ceil(math.ceil(n / batch_size) / period))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _period(self) -> list[list[int]]:
+        import numpy as np
+
+        order = np.random.default_rng([self.seed, self.epoch // self.periods]).permutation(self.n).tolist()
+        batches = [order[b:b + self.batch_size] for b in range(0, self.n, self.batch_size)]
+        p = self.epoch % self.periods
+        return batches[p * self.period:(p + 1) * self.period]
+
+    def __len__(self) -> int:
+        return len(self._period())
+
+    def __iter__(self):
+        yield from self._period()
+
+
 @contextlib.contextmanager
 def _quiet_logger(name: str, level: int = logging.ERROR):
     logger = logging.getLogger(name)
@@ -91,7 +119,7 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
           workdir: Path, valid_fn: Callable[[Any], float | dict] | None = None, seed: int = 0, progress: bool = True,
           log: Callable[[str], None] = print, name: str = "train", restore_best: bool = True,
           lengths: Sequence[int] | None = None, param_groups: Callable[[Any], list[dict]] | None = None,
-          updates_per_batch: int = 1) -> dict:
+          updates_per_batch: int = 1, batches=None, initial_score: float | None = None) -> dict:
     """Train ``model`` in place; returns facts (epochs, best score, history, stop reason, tokens/s).
 
     ``loss_fn(model, batch)`` returns a scalar tensor, or a dict with the total under ``"loss"`` and
@@ -104,8 +132,12 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
     a head with its own learning rate); default: every trainable parameter at ``cfg.lr``.
     ``updates_per_batch``: optimizer steps per loaded batch, each calling ``loss_fn`` with the same
     batch object (GRPO's several updates per rollout: the loss keeps its rollout for that batch).
+    ``batches``: a batch sampler over example indices with ``set_epoch`` (as :class:`LengthBuckets`; e.g.
+    :class:`PeriodBatches`, whose "epochs" are validation periods).
+    ``initial_score``: the validation score of the weights before training (RL: the SFT weights); they are
+    the best so far (``best_epoch`` -1) and are restored when no epoch beats them.
     After the call the model holds the best weights seen by ``valid_fn``, or the last weights when
-    ``restore_best`` is False (RL, whose objective is not the validation score).
+    ``restore_best`` is False.
     """
     import torch
     from accelerate import Accelerator
@@ -119,9 +151,9 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
     acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision,
                       gradient_accumulation_steps=cfg.grad_accum)
     gen = torch.Generator().manual_seed(seed)
-    buckets = LengthBuckets(lengths, cfg.batch_size, seed) if lengths is not None else None
+    buckets = LengthBuckets(lengths, cfg.batch_size, seed) if lengths is not None else batches
     if buckets is not None:
-        if len(lengths) != len(dataset):
+        if lengths is not None and len(lengths) != len(dataset):
             raise ValueError(f"{name}: {len(lengths)} lengths for {len(dataset)} examples")
         loader = DataLoader(list(range(len(dataset))), batch_sampler=buckets,
                             collate_fn=lambda idx: collate_fn([dataset[i] for i in idx]))
@@ -154,6 +186,10 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
         book.restore(json.loads(state_file.read_text()))
         acc.load_state(str(last_dir))
         log(f"{name}: resumed after epoch {book.epoch} (step {book.step}, best {book.best:.4f})")
+    elif initial_score is not None:  # the starting weights compete (epoch -1)
+        book.best, book.best_epoch = float(initial_score), -1
+        if acc.is_main_process:
+            atomic_torch_save(acc.unwrap_model(model).state_dict(), best_file)
     t0 = book.started = time.time()
     for epoch in book.remaining():
         loader.set_epoch(epoch) if hasattr(loader, "set_epoch") else None
@@ -203,7 +239,8 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
             got = valid_fn(acc.unwrap_model(model)) if valid_fn else -running / max(n, 1)
         extra = {k: v for k, v in got.items() if k != "score"} if isinstance(got, dict) else {}
         score = float(got["score"] if isinstance(got, dict) else got)
-        rec = {"epoch": epoch, "train_loss": round(running / max(n, 1), 5), "valid_score": round(score, 5), **extra,
+        rec = {"epoch": epoch, "step": book.step, "train_loss": round(running / max(n, 1), 5),
+               "valid_score": round(score, 5), **extra,
                "seconds": round(time.time() - t0, 1), "train_seconds": round(train_seconds, 1)}
         if components:
             rec["loss_components"] = {k: round(v / max(n, 1), 5) for k, v in components.items()}

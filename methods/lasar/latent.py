@@ -27,10 +27,11 @@ class LatentLoop:
 
     def latent_prefix(self, model, histories, phase: str, *, grad: bool = False, steps=None, sample: bool = False,
                       generator=None):
-        """Prompt (ending in ``<lat_s>``) -> N_i latent steps (each step's input embedding is the
-        previous step's final hidden state; rows that finished are masked) -> ``<lat_e>``. Returns the
-        prefix state to decode from and ``aux``: h_0, the head's logits, N, the per-step hidden states
-        [B, max N, d] and h_N (each row's own last step)."""
+        """Prompt (ending in ``<lat_s>``, whose final hidden state is h_0) -> N_i latent steps (Eq. 3: step t's
+        input embedding is h_{t-1}, its final hidden state h_t; rows that finished are masked) -> with
+        ``feed_last`` h_N as one more input (the answer starts from it) -> ``<lat_e>``. Returns the prefix state
+        to decode from and ``aux``: h_0, the head's logits, N, the step states h_1..h_N [B, max N, d] (past a row's N:
+        not its latent states; every reader masks them) and h_N (each row's own last step)."""
         import torch
 
         from bench.generative.decoding import extend_prefix, prefill
@@ -53,16 +54,20 @@ class LatentLoop:
             scale = None
             if self.config.latent_input == "rescaled":
                 scale = core.get_input_embeddings().weight.norm(dim=-1).mean()
-            for t in range(int(steps.max()) if len(histories) else 0):
+            n_max = int(steps.max()) if len(histories) else 0
+            feed_last = self.config.feed_last
+            for t in range(n_max + int(feed_last and n_max > 0)):
                 x = state.last_hidden
                 if scale is not None:
                     x = x * (scale / x.norm(dim=-1, keepdim=True).clamp(min=1e-6))
-                state = extend_prefix(model, state, x, active=steps > t)
-                hiddens.append(state.last_hidden)
-            h_n = state.last_hidden
+                # step t feeds h_t (t < N); with feed_last, t = N feeds h_N, the answer's start
+                state = extend_prefix(model, state, x, active=(steps >= t) if feed_last else (steps > t))
+                if t < n_max:
+                    hiddens.append(state.last_hidden)
+            hid = torch.stack(hiddens, 1) if hiddens else h0.new_zeros(len(histories), 0, h0.shape[-1])
+            h_n = hid[torch.arange(len(histories), device=hid.device), steps - 1] if n_max else h0
             e = core.get_input_embeddings()(torch.full((len(histories),), self._tok(E_TOKEN), device=self.device))
             state = extend_prefix(model, state, e, active=torch.ones_like(steps, dtype=torch.bool))
-        hid = torch.stack(hiddens, 1) if hiddens else h0.new_zeros(len(histories), 0, h0.shape[-1])
         return state, {"h0": h0, "logits": logits, "steps": steps, "hiddens": hid, "h_n": h_n}
 
     def prefix(self, model, histories, phase, *, grad=False, given=None, state=None):

@@ -2,22 +2,25 @@
 
 Phases (paper Sections 2-3, App. E):
 
-1. **Stage 1** (the SFT hook, cached as a shared stage): packed seqrec SFT on the SIDs plus a causal-LM
-   pass over teacher CoT text (``<rec> history <lat_s> CoT <lat_e> answer``) so that a backbone
-   built from a config reads the CoT language before anchors are taken from it (a pretrained LM
-   already does: ``stage1_cot_samples: 0``).
+1. **Stage 1** (the SFT hook, a cached stage): MiniOneRec's SFT, SID cross-entropy on the packed seqrec
+   windows: the same stage-cache entry, so "w/o latent loop" and "MiniOneRec (SFT)" are one model. The
+   reasoning markers ``<lat_s>``/``<lat_e>`` and the teacher CoT's words then join the vocabulary (new
+   embedding rows; :meth:`vocabulary_phase`). ``stage1_cot_samples > 0`` is the ablation that adds a causal-LM
+   pass over teacher CoT text to Stage 1 (``<rec> history <lat_s> CoT <lat_e> answer``), GREAM's Stage 1.
 2. **Anchors**: each training sample's teacher CoT is segmented where adjacent sentences' embeddings
    drop in similarity (:mod:`methods.lasar.segment`); the Stage-1 backbone encodes prompt + segments
    once and the final-layer hidden state at each segment's last token is that step's anchor (cached
    on disk, kept on CPU, moved per batch). The segment count (1..N_max) is the policy head's label.
 3. **Stage 2** (:meth:`middle_phases`, cached as a stage): the latent loop (Eq. 3) between ``<lat_s>`` and
-   ``<lat_e>`` with N = argmax of the policy head (a 2-layer tanh MLP on h_0); loss = answer CE +
+   ``<lat_e>`` with N = argmax of the policy head (a 2-layer tanh MLP on h_0; h_N is fed before ``<lat_e>``:
+   the answer starts from it); loss = answer CE +
    alpha * step-wise bidirectional KL to the anchors (t <= min(N, segments)) + beta * head CE.
 4. **RL** (the shared GRPO through :meth:`prefix` in the ``rollout`` phase, :meth:`completion_logprobs`,
    :meth:`rl_init` and :meth:`rl_extra_terms`): N sampled from the head per prompt at rollout time and
    carried in the rollout's ``aux`` (all beams, the reference and the policy passes share it), terminal KL
-   between h_N and the last segment's anchor, REINFORCE on the head with an EMA baseline (in the RL state),
-   a step penalty and an entropy bonus.
+   between h_N and the last segment's anchor (weight gamma_KL), REINFORCE on the head with an EMA baseline (in
+   the RL state), a step penalty lambda and an entropy bonus eta, weighted by gamma_RF (``reinforce_coef``).
+   GRPO's model selection keeps the best validated weights, step 0 included (``rl.keep``).
 5. **Inference**: N = argmax per user; the batched variable-N loop on the KV cache; the shared
    constrained beam search continues from that prefix. Per-user N is returned as a stat (the
    runner records its mean and the per-N HR/NDCG table).
@@ -79,14 +82,13 @@ class LASAR(LatentLoop, Anchors, Stage2, LatentRL, CoTMethod):
     }
 
     demo_priority = 30
-    demo_config = {"backbone": {"preset": "tiny", "max_vocab": 512}, "valid_metric": "loss",
-                   "latent_samples": 600, "stage1_cot_samples": 300, "max_steps": 4, "stage2_extra_samples": 2400,
-                   # Stage 1 is GREAM's (one stage entry): 14 epochs, chosen on GREAM's validation rows
-                   "sft": {"epochs": 14, "batch_size": 32, "lr": 5e-3, "patience": 3},
-                   "stage2": {"epochs": 2, "batch_size": 32, "lr": 5e-4, "patience": 2},
+    # Stage 1 is MiniOneRec's demo SFT (the same settings: one stage entry, trained by the MiniOneRec row)
+    demo_config = {"backbone": {"preset": "tiny"}, "valid_metric": "loss", "latent_samples": 600, "max_steps": 4,
+                   "sft": {"epochs": 10, "batch_size": 32, "lr": 5e-3, "patience": 3},
+                   "stage2": {"epochs": 4, "batch_size": 32, "lr": 5e-4, "patience": 2},
                    "rl": {"num_generations": 8, "max_prompts": 32, "batch_prompts": 8}}
     smoke_config = {"backbone": {"preset": "tiny"}, "max_train_samples": 64, "valid_max_users": 16,
-                    "latent_samples": 48, "stage1_cot_samples": 16, "max_steps": 3, "stage2_extra_samples": 16,
+                    "latent_samples": 48, "max_steps": 3,
                     "sft": {"epochs": 1, "batch_size": 16}, "stage2": {"epochs": 1, "batch_size": 16},
                     "decode_batch_size": 16, "rl": {"num_generations": 4, "max_prompts": 8, "batch_prompts": 4}}
 
@@ -95,7 +97,9 @@ class LASAR(LatentLoop, Anchors, Stage2, LatentRL, CoTMethod):
         import torch
 
         d, n = model.config.hidden_size, self.config.max_steps
-        head = torch.nn.Sequential(torch.nn.Linear(d, d), torch.nn.Tanh(), torch.nn.Linear(d, n))
+        with torch.random.fork_rng(devices=[]):  # drawn apart: Stage 1 (MiniOneRec's SFT) sees the same RNG state
+            torch.manual_seed(torch.initial_seed())
+            head = torch.nn.Sequential(torch.nn.Linear(d, d), torch.nn.Tanh(), torch.nn.Linear(d, n))
         model.policy_head = head
         return {"policy_head": head}
 

@@ -60,6 +60,7 @@ class LatentRL:
             reward = (rollout.rewards * valid).sum(1) / valid.sum(1).clamp(min=1)  # R_group
             loss, ent = reinforce_loss(aux["logits"], aux["steps"], reward.to(self.device), state["baseline"],
                                        rl.step_penalty, rl.entropy_coef)
+            loss = rl.reinforce_coef * loss  # gamma_RF
             if rollout is not state["baseline_rollout"]:  # one baseline update per rollout
                 state["baseline_rollout"] = rollout
                 state["baseline"] = rl.baseline_decay * state["baseline"] + (1 - rl.baseline_decay) * float(reward.mean())

@@ -96,16 +96,14 @@ class Stage2:
             return [Phase("", lambda: {"latent": False})]
         stage1 = self.sft_stage(data, ctx)
         key = self._stage2_key(data, ctx, stage1.id) if self.config.reuse_sft and stage1 is not None else None
-        return [Phase("", lambda: self._prepare_anchors(data, ctx, stage1)),
+        return [self.vocabulary_phase(data, ctx),
+                Phase("", lambda: self._prepare_anchors(data, ctx, stage1)),
                 Phase("stage2", lambda: self._train_stage2(data, valid, ctx), self.stage_entry("lasar-stage2", key))]
 
     def _prepare_anchors(self, data, ctx, stage1) -> dict:
-        from bench.generative.backbone import load_backbone
-
         st = self._anchors(self.bb.model, data, stage1.id if stage1 else f"run:{ctx.workdir}", ctx)
         first = data.codes[st["samples"].targets, 0]
-        init = self._encode_anchors(load_backbone(ctx.workdir / "backbone_init", data.sid_levels,
-                                                  data.codebook_size).model.to(self.device), data,
+        init = self._encode_anchors(self._initial_backbone(data, ctx).model.to(self.device), data,
                                     np.arange(min(1000, len(st["cots"]))))
         facts: dict = {"latent": True, "segments": st["report"], "latent_samples": len(st["cots"]),
                        "anchor_signal": {"stage1": self.anchor_signal(st["anchors"], st["labels"], first),
@@ -117,12 +115,16 @@ class Stage2:
                 f"first SID code vs random pairs): {facts['anchor_signal']}")
         return facts
 
-    def _train_stage2(self, data, valid, ctx) -> dict:
+    def _initial_backbone(self, data, ctx):
+        """The run's initial weights (before Stage 1) with the reasoning vocabulary, drawn as after Stage 1."""
         from bench.generative.backbone import load_backbone
 
-        if not self.config.two_stage:  # mixed: the latent objective from the initial weights
-            self._adopt(load_backbone(ctx.workdir / "backbone_init", data.sid_levels, data.codebook_size), data,
-                        ctx.workdir / "backbone_init")
+        init = load_backbone(ctx.workdir / "backbone_init", data.sid_levels, data.codebook_size)
+        return self.with_reasoning_vocabulary(init, data, ctx.seed)
+
+    def _train_stage2(self, data, valid, ctx) -> dict:
+        if not self.config.two_stage:  # mixed: the latent objective from the initial weights (and head)
+            self._adopt(self._initial_backbone(data, ctx), data, ctx.workdir / "backbone_init")
         st = self._cot_state
         self.init_replay(data, ctx.seed)
         self.init_stage2_pool(data)
