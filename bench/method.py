@@ -146,6 +146,13 @@ class Method:
     #: behaviour before it existed: at that value they are left out of run ids and stage keys
     #: (:func:`bench.specs.without_late_settings`), so committed rows keep their ids
     late_settings: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def inert_settings(cls, config: dict[str, Any]) -> set[str]:
+        """Dotted config keys that change no number given the rest of ``config`` (a config dump): left out of
+        run ids, so a setting added for a phase a row does not run does not change the row's id. Default:
+        none."""
+        return set()
     #: evaluation settings (``RunSpec.eval`` fields) the runner passes to :meth:`recommend` as keywords
     inference_options: ClassVar[tuple[str, ...]] = ()
     #: the paper's ablation tables this method's rows fill: table key (a ``published.json`` section) ->

@@ -126,10 +126,18 @@ def late_settings(method: str) -> dict[str, Any]:
 
 def without_late_settings(method: str, config: dict[str, Any]) -> dict[str, Any]:
     """``config`` (a method config dump) without the method's late settings that sit at their old value: left
-    out of run ids and stage keys, so committed rows and cached stages keep theirs. A dotted key names a field
-    of a nested config (``rl.keep``)."""
+    out of run ids and stage keys, so committed rows and cached stages keep theirs; and the settings the method
+    says change no number given the rest (``Method.inert_settings``: RL selection when RL is off). A dotted key
+    names a field of a nested config (``rl.keep``)."""
+    from bench.registry import REGISTRY, RegistryError
+
+    try:
+        inert = REGISTRY.get(method).inert_settings(config)
+    except RegistryError:
+        inert = set()
+    drop = {**late_settings(method), **{k: _ANY for k in inert}}
     out = dict(config)
-    for key, old in late_settings(method).items():  # "rl.keep": a field of a nested config
+    for key, old in drop.items():  # "rl.keep": a field of a nested config
         *parents, leaf = key.split(".")
         node = out
         for p in parents:
@@ -137,9 +145,12 @@ def without_late_settings(method: str, config: dict[str, Any]) -> dict[str, Any]
                 break
             node[p] = node = dict(node[p])
         else:
-            if leaf in node and node[leaf] == old:
+            if leaf in node and (old is _ANY or node[leaf] == old):
                 del node[leaf]
     return out
+
+
+_ANY = object()  # an inert setting is left out at any value
 
 
 class RunSpec(Strict):

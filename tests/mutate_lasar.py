@@ -37,6 +37,8 @@ M = [
  ("step 0 does not compete", "bench/generative/training.py", "elif initial_score is not None:", "elif False:", P+"test_rl_keeps_its_best_validated_weights_step_zero_included"),
  ("h_N not fed (feed_last ignored)", "methods/lasar/latent.py", "feed_last = self.config.feed_last", "feed_last = False", "tests/test_lasar.py::test_cached_latent_loop_equals_the_uncached_computation"),
  ("latent input always rescaled", "methods/lasar/latent.py", 'if self.config.latent_input == "rescaled":', "if True:", "tests/test_lasar.py::test_cached_latent_loop_equals_the_uncached_computation"),
+ ("RL selection counted in SFT-only run ids", "bench/generative/method.py", 'return {"rl.keep", "rl.valid_every"}', "return set()", P+"test_rl_selection_settings_leave_committed_and_sft_only_run_ids_alone"),
+ ("nested late settings kept in run ids", "bench/specs.py", "if leaf in node and (old is _ANY or node[leaf] == old):", "if False:", P+"test_rl_selection_settings_leave_committed_and_sft_only_run_ids_alone"),
  ("vocabulary extension renumbers", "bench/generative/backbone.py", 'spec["model"]["vocab"].update({a["content"]: a["id"] for a in spec["added_tokens"]})', "pass", P+"test_reasoning_vocabulary_joins_after_stage1_without_moving_a_token"),
 ]
 only = sys.argv[1:]  # noqa: E305

@@ -411,3 +411,21 @@ def test_grpo_records_its_validation_curve_and_the_step_it_kept(toy_env, tmp_pat
     best = max(range(len(curve)), key=lambda i: (curve[i][key], -i))
     assert rl["kept_step"] == curve[best]["step"] and rl["rl_improved"] == (best > 0)
     assert rl["kept"] == "best"
+
+
+def test_rl_selection_settings_leave_committed_and_sft_only_run_ids_alone(toy_env):
+    """Broken variants: the nested late settings not dropped (every committed MiniOneRec RL row would get a new
+    id), or RL selection counted in an SFT-only row's id (it changes no number there)."""
+    from bench.config import build_spec
+
+    def rid(rl):
+        return build_spec("minionerec", "toy", method_config={"rl": rl}).run_id()
+
+    from bench.specs import without_late_settings
+
+    dumped = without_late_settings("minionerec", {"rl": {"enabled": True, "keep": "last", "valid_every": None,
+                                                        "lr": 5e-5}})
+    assert dumped == {"rl": {"enabled": True, "lr": 5e-5}}
+    assert rid({"keep": "last", "valid_every": None}) != rid({})  # RL on: the selection changes the row
+    assert rid({"enabled": False, "keep": "last"}) == rid({"enabled": False}) == rid({"enabled": False,
+                                                                                      "valid_every": 3})

@@ -1,10 +1,12 @@
-"""The teacher-CoT Stage 1 shared by the methods that learn from reasoning text (LASAR, GREAM).
+"""The teacher-CoT machinery shared by the methods that learn from reasoning text (LASAR, GREAM).
 
-Stage 1 = the shared packed seqrec SFT plus a causal-LM pass over ``stage1_cot_samples`` teacher CoTs
-in the reasoning layout ``<rec> history <lat_s> CoT <lat_e> answer``, so that a backbone built from a
-config reads the CoT language (a pretrained LM already does: ``stage1_cot_samples: 0``). LASAR puts
-its latent loop between the two markers; GREAM generates the CoT text there. Both use the same recipe,
-fields and tokens, so they share one Stage-1 entry of the stage cache (tested).
+Stage 1 is the shared packed seqrec SFT, plus (``stage1_cot_samples`` > 0, the text pass) a causal-LM pass over
+teacher CoTs in the reasoning layout ``<rec> history <lat_s> CoT <lat_e> answer``, so that a backbone built from
+a config reads the CoT language. GREAM has the text pass by default; LASAR's default Stage 1 has none: it is
+the plain seqrec recipe, the same stage-cache entry as MiniOneRec's SFT, and the reasoning markers and CoT
+words join the vocabulary after it (:meth:`CoTMethod.vocabulary_phase`). LASAR puts its latent loop between the
+two markers; GREAM generates the CoT text there. With the same recipe, fields and tokens they share one
+Stage-1 entry (tested).
 
 The CoT samples are ``latent_samples`` random training prefixes (a fixed seed) with their teacher CoT
 (:mod:`bench.generative.teacher`, cached on disk per dataset and sample).

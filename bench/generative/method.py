@@ -87,6 +87,13 @@ class GenerativeMethod(PhasePipeline, Method):
     #: the fields the plain seqrec SFT reads (its stage key when :meth:`sft_is_seqrec`)
     seqrec_sft_fields: ClassVar[set[str]] = set(GenerativeConfig.model_fields) - {"rl", "decode_batch_size", "reuse_sft"}
 
+    @classmethod
+    def inert_settings(cls, config):
+        rl = config.get("rl")
+        if isinstance(rl, dict) and rl.get("enabled") is False:
+            return {"rl.keep", "rl.valid_every"}  # RL model selection: read only when RL runs (SFT-only rows)
+        return set()
+
     # ------------------------------------------------------------ hooks for subclasses
     def sft_is_seqrec(self) -> bool:
         """Whether this method's SFT stage is the plain seqrec recipe (:meth:`seqrec_sft_examples` on a backbone

@@ -81,6 +81,11 @@ class LASAR(LatentLoop, Anchors, Stage2, LatentRL, CoTMethod):
             (None, "lasar", {**_sft, "alignment": "kl", "forced_steps": 8})]),
     }
 
+    #: settings added with issue 25, at the values the earlier rows ran with ("LASAR v1": h_N not fed, REINFORCE
+    #: at weight 1 with the entropy coefficient 0.01 inside it, the last RL weights kept); their spec files state
+    #: them, so those rows keep their ids
+    late_settings = {"feed_last": False, "rl.reinforce_coef": 1.0, "rl.keep": "last", "rl.valid_every": None}
+
     demo_priority = 30
     # Stage 1 is MiniOneRec's demo SFT (the same settings: one stage entry, trained by the MiniOneRec row)
     demo_config = {"backbone": {"preset": "tiny"}, "valid_metric": "loss", "latent_samples": 600, "max_steps": 4,

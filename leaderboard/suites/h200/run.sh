@@ -3,7 +3,9 @@
 #   carry .whl (pydantic wheels for the device's Python), .devdata (the three datasets' files), .devcache
 #   (the prepared SID data, so no embedding model is needed there); REASONREC_GIT_COMMIT=$(git rev-parse HEAD)
 #   (typed into the command from a clean checkout here) names the
-#   commit the tree was copied from. Runs the suites in this folder at once (one process per run), stops
+#   commit the tree was copied from. SUITES names the suites of this folder to run (default: the Table-1 rows;
+#   issue 25's LASAR rows: SUITES="lasar-beauty lasar-sports lasar-instruments"; .devcache may then also carry
+#   the teacher CoT and segment embeddings, $REASONREC_CACHE/lasar). Runs them at once (one process per run), stops
 #   them at DEADLINE seconds, and packs every complete run's result files (no checkpoints) into $OUT.
 # Before the call, here: copy each dataset's files (Beauty: inter, item, index, item2attributes; Sports: inter,
 # item, item2attributes; Instruments: inter, index) from ../shared/data into .devdata/<dataset>/, run
