@@ -28,7 +28,7 @@ M = [
  ("entropy bonus sign flipped", "methods/lasar/losses.py", "- entropy_coef * entropy.mean()", "+ entropy_coef * entropy.mean()", P+"test_entropy_bonus_raises_the_heads_entropy"),
  ("gamma_RF as the entropy coefficient", "methods/lasar/rl.py", "rl.step_penalty, rl.entropy_coef)\n            loss = rl.reinforce_coef * loss", "rl.step_penalty, rl.reinforce_coef)\n            loss = 1.0 * loss", P+"test_reinforce_is_weighted_by_gamma_rf_with_eta_inside"),
  ("valid_mask removed", "methods/lasar/stage2.py", "align = (dist * valid).sum() / valid.sum().clamp(min=1)", "align = dist.mean()", P+"test_steps_past_a_samples_segment_count_contribute_no_alignment"),
- ("anchor at a segment's first token", "methods/lasar/anchors.py", "                        ids += self.enc.text(seg)[: self.config.max_cot_tokens] or [self.bb.pad_id]\n                        e.append(len(ids) - 1)", "                        e.append(len(ids))\n                        ids += self.enc.text(seg)[: self.config.max_cot_tokens] or [self.bb.pad_id]", P+"test_anchors_are_the_hidden_state_at_each_segments_last_token"),
+ ("anchor at a segment's first token", "methods/lasar/anchors.py", "                        ids += enc.text(seg)[: self.config.max_cot_tokens] or [bb.pad_id]\n                        e.append(len(ids) - 1)", "                        e.append(len(ids))\n                        ids += enc.text(seg)[: self.config.max_cot_tokens] or [bb.pad_id]", P+"test_anchors_are_the_hidden_state_at_each_segments_last_token"),
  ("head label off by one", "methods/lasar/stage2.py", 'cross_entropy(aux["logits"].float(), labels - 1)', 'cross_entropy(aux["logits"].float(), labels.clamp(max=self.config.max_steps - 1))', P+"test_head_cross_entropy_target_is_the_segment_count_minus_one"),
  ("mixed ablation keeps Stage-1 weights", "methods/lasar/stage2.py", "if not self.config.two_stage:", "if False:", P+"test_mixed_one_stage_ablation_starts_stage2_from_the_initial_weights"),
  ("head tanh -> ReLU", "methods/lasar/method.py", "torch.nn.Tanh()", "torch.nn.ReLU()", P+"test_policy_head_is_the_papers_two_layer_tanh_mlp"),
@@ -39,6 +39,7 @@ M = [
  ("latent input always rescaled", "methods/lasar/latent.py", 'if self.config.latent_input == "rescaled":', "if True:", "tests/test_lasar.py::test_cached_latent_loop_equals_the_uncached_computation"),
  ("RL selection counted in SFT-only run ids", "bench/generative/method.py", 'return {"rl.keep", "rl.valid_every"}', "return set()", P+"test_rl_selection_settings_leave_committed_and_sft_only_run_ids_alone"),
  ("nested late settings kept in run ids", "bench/specs.py", "if leaf in node and (old is _ANY or node[leaf] == old):", "if False:", P+"test_rl_selection_settings_leave_committed_and_sft_only_run_ids_alone"),
+ ("LASAR's model gets the CoT words", "methods/lasar/stage2.py", "self.vocabulary_phase(data, ctx, words=False)", "self.vocabulary_phase(data, ctx, words=True)", "tests/test_lasar.py::test_lasar_end_to_end_records_steps_and_reloads"),
  ("vocabulary extension renumbers", "bench/generative/backbone.py", 'spec["model"]["vocab"].update({a["content"]: a["id"] for a in spec["added_tokens"]})', "pass", P+"test_reasoning_vocabulary_joins_after_stage1_without_moving_a_token"),
 ]
 only = sys.argv[1:]  # noqa: E305

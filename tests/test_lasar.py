@@ -20,12 +20,12 @@ SMOKE = {**LASAR.smoke_config, "max_steps": 4}
 
 
 def built_lasar(data, workdir, **config):
-    """A built (untrained) LASAR on ``data`` with the reasoning vocabulary (as after Stage 1) and a
+    """A built (untrained) LASAR on ``data`` with the reasoning markers (as after Stage 1) and a
     non-trivial policy head."""
     torch.manual_seed(0)
     m = LASAR(LASAR.Config(**{**SMOKE, **config}))
     m._build(data, FitContext(workdir=workdir, progress=False, log=lambda *_: None))
-    m._adopt(m.with_reasoning_vocabulary(m.bb, data, 0), data, keep_modules=True)
+    m._adopt(m.with_reasoning_vocabulary(m.bb, data, 0, words=False), data, keep_modules=True)
     m.bb.model.eval()
     with torch.no_grad():
         for p in m.modules["policy_head"].parameters():
@@ -351,6 +351,8 @@ def test_lasar_end_to_end_records_steps_and_reloads(toy_env, tmp_path):
     t = r.training.model_dump()
     assert t["stage2"]["history"] and t["rl"]["steps_sampled"]
     assert {"stage1", "initial_backbone"} <= set(t["anchor_signal"])
+    v = t["vocabulary"]  # the markers only: the CoT words live in the anchors' reader, not in the ranked model
+    assert v["after"] == v["stage1"] + 2 == r.method_facts["vocab_size"]
     by = r.evaluation["by_stat"]["latent_steps"]
     assert 1 <= by["mean"] <= SMOKE["max_steps"] and sum(v["users"] for v in by["by_value"].values()) == 12
     per_user = json.loads((tmp_path / "runs" / r.run_id / "per_user.json").read_text())

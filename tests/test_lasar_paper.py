@@ -98,6 +98,17 @@ def test_reasoning_vocabulary_joins_after_stage1_without_moving_a_token(toy_env,
     ids = m.enc.text(cot)
     assert ids and tok.unk_token_id not in ids
     assert len(tok(["<lat_s>"], is_split_into_words=True)["input_ids"]) == 1
+    # LASAR's own model gets the two markers only (its output softmax stays Stage 1's size plus 2); the anchors'
+    # reader is a copy with the CoT words, the trained model's weights in its old rows
+    m2 = LASAR(LASAR.Config(**SMOKE))
+    m2._build(toy_data, FitContext(workdir=tmp_path / "m2", progress=False, log=lambda *_: None))
+    markers = m2.with_reasoning_vocabulary(m2.bb, toy_data, 0, words=False)
+    assert len(markers.tokenizer) == len(before_vocab) + 2
+    reader, enc = m2.text_reader(markers, toy_data, 0)
+    assert reader is not markers.model and enc.tok.unk_token_id not in enc.text(cot)
+    assert torch.equal(reader.get_input_embeddings().weight[:len(markers.tokenizer)],
+                       markers.model.get_input_embeddings().weight)
+    assert markers.model.get_input_embeddings().weight.shape[0] == len(before_vocab) + 2  # the copy grew, not it
     # a backbone that already has them (the text-pass Stage 1) is kept as is
     tp = LASAR(LASAR.Config(**{**SMOKE, "stage1_cot_samples": 8}))
     tp._build(toy_data, FitContext(workdir=tmp_path / "tp", progress=False, log=lambda *_: None))
@@ -136,13 +147,14 @@ def test_policy_head_is_the_papers_two_layer_tanh_mlp(m):
 def test_anchors_are_the_hidden_state_at_each_segments_last_token(m, toy_data):
     """Broken variant: the anchor is taken at a segment's first token."""
     st = m._segments(toy_data, log=lambda *_: None)
-    i = next(j for j, s in enumerate(st["segments"]) if len(s) >= 2 and all(len(m.enc.text(x)) >= 2 for x in s))
-    model = m.bb.model.eval()
-    anchors = m._encode_anchors(model, toy_data, np.array([i]))
-    ids = list(m.reasoning_prompt(m.enc, st["samples"].histories[i]))
+    model, enc = m.text_reader(m.bb, toy_data, 0)  # the model that reads the CoT text (a copy with its words)
+    i = next(j for j, s in enumerate(st["segments"]) if len(s) >= 2 and all(len(enc.text(x)) >= 2 for x in s))
+    model.eval()
+    anchors = m._encode_anchors(m.bb, toy_data, np.array([i]), 0)
+    ids = list(m.reasoning_prompt(enc, st["samples"].histories[i]))
     with torch.no_grad():
         for k, seg in enumerate(st["segments"][i][:m.config.max_steps]):
-            ids += m.enc.text(seg)[:m.config.max_cot_tokens]
+            ids += enc.text(seg)[:m.config.max_cot_tokens]
             h = model(input_ids=torch.tensor([ids], device=m.device), output_hidden_states=True).hidden_states[-1][0, -1]
             torch.testing.assert_close(anchors[0, k].float(), h.float().cpu().half().float(), atol=2e-3, rtol=2e-3)
     assert anchors[0, len(st["segments"][i]):].abs().sum() == 0

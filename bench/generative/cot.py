@@ -3,8 +3,9 @@
 Stage 1 is the shared packed seqrec SFT, plus (``stage1_cot_samples`` > 0, the text pass) a causal-LM pass over
 teacher CoTs in the reasoning layout ``<rec> history <lat_s> CoT <lat_e> answer``, so that a backbone built from
 a config reads the CoT language. GREAM has the text pass by default; LASAR's default Stage 1 has none: it is
-the plain seqrec recipe, the same stage-cache entry as MiniOneRec's SFT, and the reasoning markers and CoT
-words join the vocabulary after it (:meth:`CoTMethod.vocabulary_phase`). LASAR puts its latent loop between the
+the plain seqrec recipe, the same stage-cache entry as MiniOneRec's SFT, and the reasoning markers join the
+vocabulary after it (:meth:`CoTMethod.vocabulary_phase`; the CoT words only join the copy that reads the CoT
+for the anchors, :meth:`CoTMethod.text_reader`). LASAR puts its latent loop between the
 two markers; GREAM generates the CoT text there. With the same recipe, fields and tokens they share one
 Stage-1 entry (tested).
 
@@ -61,8 +62,8 @@ class CoTMethod(GenerativeMethod):
     @property
     def text_pass(self) -> bool:
         """Stage 1 has the CoT text pass (``stage1_cot_samples`` > 0); without it Stage 1 is the plain seqrec SFT
-        (the same stage-cache entry as MiniOneRec's) and the reasoning markers and CoT words join the vocabulary
-        after it (:meth:`vocabulary_phase`)."""
+        (the same stage-cache entry as MiniOneRec's) and the reasoning markers (and, for a method that trains on
+        CoT text, its words) join the vocabulary after it (:meth:`vocabulary_phase`)."""
         return self.config.stage1_cot_samples > 0
 
     def sft_is_seqrec(self) -> bool:
@@ -75,28 +76,45 @@ class CoTMethod(GenerativeMethod):
     def uses_item_text(self) -> bool:
         return self.text_pass
 
-    def with_reasoning_vocabulary(self, bb, data, seed: int):
-        """``bb`` with the reasoning markers and the CoT words (a preset tokenizer; new embedding rows drawn
-        under ``seed``): what a Stage 1 without the text pass lacks. A backbone that has them is returned as is."""
+    def with_reasoning_vocabulary(self, bb, data, seed: int, words: bool = True):
+        """``bb`` with the reasoning markers and (``words``) the CoT words of a preset tokenizer (new embedding rows
+        drawn under ``seed``; no id moves): what a Stage 1 without the text pass lacks. After a text-pass Stage 1
+        ``bb`` is returned as is."""
         from bench.generative.backbone import extend_vocabulary
 
         if self.text_pass:  # Stage 1 was built with them (a rare word the text pass's cap left out stays out)
             return bb
-        return extend_vocabulary(bb, corpus=self.cot_state(data)["cots"], special=[REASON_START, REASON_END],
-                                 max_vocab=self.config.backbone.max_vocab, seed=seed)
+        return extend_vocabulary(bb, corpus=self.cot_state(data)["cots"] if words else (),
+                                 special=[REASON_START, REASON_END], max_vocab=self.config.backbone.max_vocab, seed=seed)
 
-    def vocabulary_phase(self, data, ctx) -> Phase:
-        """The first middle phase: the Stage-1 model gets the reasoning vocabulary (:meth:`with_reasoning_vocabulary`,
-        the same model and the same modules; a no-op after a text-pass Stage 1)."""
+    def text_reader(self, bb, data, seed: int):
+        """``(model, encoder)`` that read CoT text with ``bb``'s weights: ``bb`` itself when it has the CoT words
+        (a text-pass Stage 1), else a copy with them added (:meth:`with_reasoning_vocabulary`): a method whose
+        model never reads CoT text (LASAR: only its anchors do) keeps its vocabulary, and its output softmax,
+        at Stage 1's size plus the two markers."""
+        import copy
+
+        from bench.generative.backbone import Backbone
+
+        if self.text_pass:
+            return bb.model, self._encoder(data, bb)
+        twin = Backbone(copy.deepcopy(bb.model), bb.tokenizer, bb.sid_token_ids, bb.source)
+        twin = self.with_reasoning_vocabulary(twin, data, seed)
+        return twin.model, self._encoder(data, twin)
+
+    def vocabulary_phase(self, data, ctx, words: bool = True) -> Phase:
+        """The first middle phase: the Stage-1 model gets the reasoning markers and (``words``: a method that
+        trains on CoT text, GREAM) the CoT words (:meth:`with_reasoning_vocabulary`: the same model and modules;
+        a no-op after a text-pass Stage 1)."""
 
         def extend() -> dict:
             before = len(self.bb.tokenizer)
-            bb = self.with_reasoning_vocabulary(self.bb, data, ctx.seed)
+            bb = self.with_reasoning_vocabulary(self.bb, data, ctx.seed, words=words)
             if bb is self.bb:
                 return {}
             self._adopt(bb, data, keep_modules=True)
             ctx.log(f"{self.info.name}: vocabulary {before:,} -> {len(bb.tokenizer):,} after Stage 1 (the reasoning "
-                    "markers and the teacher CoT's words, new embedding rows)")
+                    f"markers{' and the teacher CoT words' if words else ''}, new embedding rows)")
             return {"vocabulary": {"stage1": before, "after": len(bb.tokenizer)}}
 
         return Phase("", extend)

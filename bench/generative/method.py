@@ -221,8 +221,9 @@ class GenerativeMethod(PhasePipeline, Method):
         base = [ALPACA, SEQREC_TEMPLATE] if self.style == "paper" else []
         return [*base, *self.extra_corpus(data), *texts]
 
-    def _encoder(self, data) -> PromptEncoder:
-        return PromptEncoder(self.bb.tokenizer, self.bb.sid_token_ids, data.codes, style=self.style,
+    def _encoder(self, data, bb=None) -> PromptEncoder:
+        bb = bb or self.bb
+        return PromptEncoder(bb.tokenizer, bb.sid_token_ids, data.codes, style=self.style,
                              sid_text=data.sid, max_text_tokens=self.config.max_text_tokens)
 
     def _adopt(self, bb, data, folder: Path | None = None, strict_modules: bool = True,

@@ -30,14 +30,17 @@ class Anchors:
                             for r in st["report"]))
         return st
 
-    def _encode_anchors(self, model, data, idx, batch_size: int = 64):
-        """Final-layer hidden state at each segment's last token (prompt + segments, one forward per
-        sample): ``[len(idx), N_max, d]`` float16 on CPU and the segment counts."""
+    def _encode_anchors(self, bb, data, idx, seed: int = 0, batch_size: int = 64):
+        """Final-layer hidden state at each segment's last token (prompt + segments, one forward per sample) of
+        ``bb`` reading the CoT text (:meth:`text_reader`: a copy with the CoT words when ``bb`` has none):
+        ``[len(idx), N_max, d]`` float16 on CPU, zeros past a sample's last segment."""
         import torch
 
         from bench.generative.prompts import left_pad, positions
 
         st = self._segments(data)
+        model, enc = self.text_reader(bb, data, seed)
+        model = model.to(self.device)
         n_max, d = self.config.max_steps, model.config.hidden_size
         out = torch.zeros(len(idx), n_max, d, dtype=torch.float16)
         model.eval()
@@ -46,13 +49,13 @@ class Anchors:
                 rows = idx[s:s + batch_size]
                 seqs, ends = [], []
                 for i in rows:
-                    ids = list(self.reasoning_prompt(self.enc, st["samples"].histories[i]))
+                    ids = list(self.reasoning_prompt(enc, st["samples"].histories[i]))
                     e = []
                     for seg in st["segments"][i][:n_max]:
-                        ids += self.enc.text(seg)[: self.config.max_cot_tokens] or [self.bb.pad_id]
+                        ids += enc.text(seg)[: self.config.max_cot_tokens] or [bb.pad_id]
                         e.append(len(ids) - 1)
                     seqs.append(ids), ends.append(e)
-                ids, mask = left_pad(seqs, self.bb.pad_id)
+                ids, mask = left_pad(seqs, bb.pad_id)
                 hid = model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                             position_ids=positions(mask.to(self.device)), output_hidden_states=True).hidden_states[-1]
                 shift = ids.shape[1] - np.array([len(q) for q in seqs])
@@ -61,7 +64,7 @@ class Anchors:
                     out[s + r, :len(e)] = hid[r, pos].float().cpu().half()
         return out
 
-    def _anchors(self, model, data, stage_id: str, ctx) -> dict:
+    def _anchors(self, bb, data, stage_id: str, ctx) -> dict:
         """Anchors of every latent sample from the Stage-1 backbone, cached per Stage-1 entry."""
         import torch
 
@@ -70,14 +73,15 @@ class Anchors:
             return st
         key = json.dumps({"stage": stage_id, "seg": [self.config.segmenter_model, self.config.segment_threshold],
                           "n_max": self.config.max_steps, "samples": self.config.latent_samples,
-                          "teacher": self.config.teacher.model_dump(), "data": data.fingerprint}, sort_keys=True)
+                          "teacher": self.config.teacher.model_dump(), "data": data.fingerprint,
+                          "reader": "stage1 + markers + CoT words (a copy)"}, sort_keys=True)
         path = self.cot_cache_dir() / "anchors" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
         if path.is_file():
             st["anchors"] = torch.load(path, weights_only=True)
             ctx.log(f"lasar: anchors reused from {path}")
         else:
             t0 = time.time()
-            st["anchors"] = self._encode_anchors(model, data, np.arange(len(st["cots"])))
+            st["anchors"] = self._encode_anchors(bb, data, np.arange(len(st["cots"])), ctx.seed)
             atomic_torch_save(st["anchors"], path)
             ctx.log(f"lasar: anchors of {len(st['cots']):,} samples encoded in {time.time() - t0:.0f}s -> {path}")
         st["anchor_stage"] = stage_id

@@ -4,8 +4,8 @@ Phases (paper Sections 2-3, App. E):
 
 1. **Stage 1** (the SFT hook, a cached stage): MiniOneRec's SFT, SID cross-entropy on the packed seqrec
    windows: the same stage-cache entry, so "w/o latent loop" and "MiniOneRec (SFT)" are one model. The
-   reasoning markers ``<lat_s>``/``<lat_e>`` and the teacher CoT's words then join the vocabulary (new
-   embedding rows; :meth:`vocabulary_phase`). ``stage1_cot_samples > 0`` is the ablation that adds a causal-LM
+   reasoning markers ``<lat_s>``/``<lat_e>`` then join the vocabulary (new embedding rows;
+   :meth:`vocabulary_phase`); the CoT words only join a copy that reads the CoT for the anchors. ``stage1_cot_samples > 0`` is the ablation that adds a causal-LM
    pass over teacher CoT text to Stage 1 (``<rec> history <lat_s> CoT <lat_e> answer``), GREAM's Stage 1.
 2. **Anchors**: each training sample's teacher CoT is segmented where adjacent sentences' embeddings
    drop in similarity (:mod:`methods.lasar.segment`); the Stage-1 backbone encodes prompt + segments

@@ -96,15 +96,15 @@ class Stage2:
             return [Phase("", lambda: {"latent": False})]
         stage1 = self.sft_stage(data, ctx)
         key = self._stage2_key(data, ctx, stage1.id) if self.config.reuse_sft and stage1 is not None else None
-        return [self.vocabulary_phase(data, ctx),
+        return [self.vocabulary_phase(data, ctx, words=False),  # the model never reads CoT text: its anchors do
                 Phase("", lambda: self._prepare_anchors(data, ctx, stage1)),
                 Phase("stage2", lambda: self._train_stage2(data, valid, ctx), self.stage_entry("lasar-stage2", key))]
 
     def _prepare_anchors(self, data, ctx, stage1) -> dict:
-        st = self._anchors(self.bb.model, data, stage1.id if stage1 else f"run:{ctx.workdir}", ctx)
+        st = self._anchors(self.bb, data, stage1.id if stage1 else f"run:{ctx.workdir}", ctx)
         first = data.codes[st["samples"].targets, 0]
-        init = self._encode_anchors(self._initial_backbone(data, ctx).model.to(self.device), data,
-                                    np.arange(min(1000, len(st["cots"]))))
+        init = self._encode_anchors(self._initial_backbone(data, ctx), data, np.arange(min(1000, len(st["cots"]))),
+                                    ctx.seed)
         facts: dict = {"latent": True, "segments": st["report"], "latent_samples": len(st["cots"]),
                        "anchor_signal": {"stage1": self.anchor_signal(st["anchors"], st["labels"], first),
                                          "initial_backbone": self.anchor_signal(init, st["labels"], first)},
@@ -116,11 +116,11 @@ class Stage2:
         return facts
 
     def _initial_backbone(self, data, ctx):
-        """The run's initial weights (before Stage 1) with the reasoning vocabulary, drawn as after Stage 1."""
+        """The run's initial weights (before Stage 1) with the reasoning markers, drawn as after Stage 1."""
         from bench.generative.backbone import load_backbone
 
         init = load_backbone(ctx.workdir / "backbone_init", data.sid_levels, data.codebook_size)
-        return self.with_reasoning_vocabulary(init, data, ctx.seed)
+        return self.with_reasoning_vocabulary(init, data, ctx.seed, words=False)
 
     def _train_stage2(self, data, valid, ctx) -> dict:
         if not self.config.two_stage:  # mixed: the latent objective from the initial weights (and head)
