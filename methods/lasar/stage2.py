@@ -83,7 +83,9 @@ class Stage2:
             self._replay_rng = np.random.default_rng(seed + 2)
 
     def _stage2_key(self, data, ctx, stage1: str | None) -> dict:
-        return {"recipe": "lasar-stage2", "stage1": stage1, "data": data.fingerprint,
+        # "vocabulary": what the model holds after Stage 1 (the markers only; entries made while the CoT words were
+        # in it are other models)
+        return {"recipe": "lasar-stage2", "stage1": stage1, "data": data.fingerprint, "vocabulary": "markers",
                 # Force N is an inference (and RL) setting: Stage 2 is the same for every forced_steps
                 "config": {**self.config.model_dump(mode="json", exclude=self.non_stage2_fields), "forced_steps": None},
                 "seed": ctx.seed,
