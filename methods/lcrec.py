@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from bench.generative.method import GenerativeConfig, GenerativeMethod
+from bench.generative.method import GenerativeConfig, GenerativeMethod, Phase
 from bench.generative.training import TrainConfig
 from bench.generative.prompts import ALPACA, HISTORY, SEQREC_INPUT, SEQREC_INSTRUCTION, Example, alignment_examples
 from bench.method import MethodInfo
@@ -69,6 +69,19 @@ class LCRec(GenerativeMethod):
 
     def uses_item_text(self) -> bool:
         return any(t in _MAPPING for t in self.config.tasks)
+
+    def middle_phases(self, data, valid, ctx):
+        """On a catalog without item text (Instruments: SIDs only) the alignment tasks have nothing to align:
+        SFT was seqrec only. Said in the log and recorded (``training.alignment_tasks``)."""
+        if any(data.item_text) or not self.uses_item_text():
+            return []
+
+        def note() -> dict:
+            ctx.log("lcrec: the dataset has no item text: the alignment tasks (item2sid, sid2item, hist2title) were "
+                    "skipped; SFT was seqrec only")
+            return {"alignment_tasks": "skipped: the dataset has no item text (SFT was seqrec only)"}
+
+        return [Phase("", note)]
 
     def extra_corpus(self, data):
         if self.style == "compact":

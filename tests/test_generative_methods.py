@@ -106,3 +106,17 @@ def test_lasar_is_the_same_whether_it_trains_stage1_or_reuses_one_with_another_h
     (a, pa), (b, pb) = rows["trained"], rows["reused"]
     assert b.training.model_extra["sft"]["reused"] and not a.training.model_extra["sft"].get("reused")
     assert pa["ranks"] == pb["ranks"] and a.metrics == b.metrics
+
+
+def test_lcrec_says_when_the_catalog_has_no_item_text():
+    """Instruments has SIDs only: LC-Rec's alignment tasks are skipped, and the log and the result say so."""
+    from types import SimpleNamespace
+
+    from bench.registry import REGISTRY
+
+    cls = REGISTRY.get("lcrec")
+    m, logs = cls(cls.Config()), []
+    ctx = SimpleNamespace(log=logs.append)
+    (phase,) = m.middle_phases(SimpleNamespace(item_text=["", ""]), None, ctx)
+    assert "no item text" in phase.train()["alignment_tasks"] and "skipped" in logs[0]
+    assert m.middle_phases(SimpleNamespace(item_text=["a title", ""]), None, ctx) == []
