@@ -74,13 +74,14 @@ def bench_latency(models: list[str], *, dataset: str, users: int = 1000, batch_s
     for _ in range(repeats):
         for label, m, options in loaded:
             t0 = time.perf_counter()
-            steps = []
+            per_user: dict[str, list] = {}  # whatever the method reports per user (LASAR: latent_steps)
             for b in batches:
                 rec = m.recommend(b, k=k, **options)
-                steps += list(np.asarray(rec.stats.get("latent_steps", [])))
+                for name, values in (rec.stats or {}).items():
+                    per_user.setdefault(name, []).extend(np.asarray(values).tolist())
             times[label].append((time.perf_counter() - t0) / len(hist))
-            if steps:
-                stats[label] = {"mean_latent_steps": round(float(np.mean(steps)), 4)}
+            if per_user:
+                stats[label] = {f"mean_{name}": round(float(np.mean(v)), 4) for name, v in per_user.items() if v}
     per_sample = {label: float(np.median(v)) for label, v in times.items()}
     first = next(iter(per_sample.values()))
     res = {"setup": {"dataset": dataset, "users": len(hist), "batch_size": batch_size, "beam_width": beam_width,

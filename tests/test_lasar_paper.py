@@ -202,7 +202,7 @@ def test_head_cross_entropy_target_is_the_segment_count_minus_one(m, toy_data):
 
     m.latent_prefix = spy
     out = _stage2(m, toy_data, idx, n=2)
-    want = torch.nn.functional.cross_entropy(captured["logits"].float(), torch.tensor([0, 3, 1, 2]))
+    want = torch.nn.functional.cross_entropy(captured["logits"].float(), torch.tensor([0, 3, 1, 2], device=m.device))
     torch.testing.assert_close(out["policy"], want)
     assert m._segments(toy_data)["labels"].max() <= m.config.max_steps
 
@@ -227,12 +227,12 @@ def test_mixed_one_stage_ablation_starts_stage2_from_the_initial_weights(toy_env
         m._train_stage2(toy_data, valid, ctx)
         init = m._initial_backbone(toy_data, ctx).model.state_dict()
         want = stage1 if two_stage else init
-        assert all(torch.equal(seen["w"][k], want[k]) for k in want), two_stage
+        assert all(torch.equal(seen["w"][k].cpu(), want[k].cpu()) for k in want), two_stage
     saved = torch.load(tmp_path / "backbone_init" / "extra_modules.pt", weights_only=True)["policy_head"]
     m = built_lasar(toy_data, tmp_path, two_stage=False)
     _with_anchors(m, toy_data)
     m._train_stage2(toy_data, valid, ctx)
-    assert all(torch.equal(seen["head"][k], saved[k]) for k in saved)  # the head starts from its initial draw too
+    assert all(torch.equal(seen["head"][k].cpu(), saved[k].cpu()) for k in saved)  # the head starts from its initial draw too
 
 
 # ---------------------------------------------------------------- RL
@@ -256,7 +256,7 @@ def test_terminal_kl_is_between_each_rows_own_h_n_and_its_last_segments_anchor(m
     torch.testing.assert_close(out["terminal_kl"], want)
     # each row's last-segment anchor set to its own h_N: the term vanishes; on h_0 or step 1's state it would not
     with torch.no_grad():
-        st["anchors"][idx, [1, 3, 0]] = h_n.detach().half()
+        st["anchors"][idx, [1, 3, 0]] = h_n.detach().half().cpu()
     anchor = st["anchors"][idx, [1, 3, 0]].to(m.device).float()
     zero = m.rl_extra_terms(m.bb.model, _rollout(prompts, [[1.0, 0.0]] * 3, aux), None, aux, m.rl_init())
     floor = float(zero["terminal_kl"]) / m.config.rl.terminal_kl
@@ -307,7 +307,8 @@ def test_reinforce_is_weighted_by_gamma_rf_with_eta_inside(m, toy_data):
     assert (rl.reinforce_coef, rl.step_penalty) == (0.01, 5e-4)  # Table 7
     _set_head(m, [0.0, 0.5, 1.0, 0.2])  # a spread head: log pi(N) and H(pi) both far from 0
     _, prompts, aux = _rl_setup(m, toy_data, [0], steps=[2], labels=[2])
-    value, _ = reinforce_loss(aux["logits"], aux["steps"], torch.tensor([1.0]), 0.2, rl.step_penalty, rl.entropy_coef)
+    value, _ = reinforce_loss(aux["logits"], aux["steps"], torch.tensor([1.0], device=m.device), 0.2, rl.step_penalty,
+                              rl.entropy_coef)
     got = m.rl_extra_terms(m.bb.model, _rollout(prompts, [[1.0, 1.0]], aux), None, aux,
                            {**m.rl_init(), "baseline": 0.2})
     assert abs(float(value)) > 0.1
