@@ -6,6 +6,10 @@
 - :func:`atomic_dir`: build a whole folder under a temporary name, then swap it in; an existing
   folder is replaced only once the new one is complete (renamed aside, then deleted), so a crash
   at any point leaves either the old folder or the new one under the final name.
+
+Files and folders get the modes ``open``/``mkdir`` would give them under the process's umask (usually
+0644 / 0755), not the private 0600 / 0700 of ``mkstemp``/``mkdtemp``: a published site or a result
+folder is readable by a web server running as another user.
 """
 from __future__ import annotations
 
@@ -18,10 +22,20 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once, at import (os.umask can only be read by setting it: not thread-safe)
+
+
 def _atomic_file(path: Path, write: Callable[[Path], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
     try:
         write(Path(tmp))
@@ -61,6 +75,7 @@ def atomic_dir(path: Path, *, replace: bool = True) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         yield tmp
     except BaseException:

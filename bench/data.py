@@ -200,6 +200,10 @@ def build(card: DatasetCard, settings: DataSettings, raw: loaders.RawData, fp: s
     n_raw_users = len(raw.sequences)
     n_raw_inter = sum(len(s) for s in raw.sequences.values())
     seqs = kcore(raw.sequences, settings.kcore)
+    kept = sum(len(s) for s in seqs.values()) / max(n_raw_inter, 1)
+    if settings.kcore and kept < 0.5:  # e.g. a catalog that is k-core on users only: items then cascade away
+        log(f"warning: dataset '{card.name}': the {settings.kcore}-core filter keeps {kept:.0%} of the interactions "
+            f"({len(seqs):,} of {n_raw_users:,} users); if the data are already filtered, set data.kcore=0")
     short = [u for u, s in seqs.items() if len(s) < settings.min_user_interactions]
     for u in short:
         del seqs[u]
@@ -219,7 +223,7 @@ def build(card: DatasetCard, settings: DataSettings, raw: loaders.RawData, fp: s
     s = settings.sids
     stats: dict = {"users": len(user_ids), "items": n_items, "interactions": int(sum(len(x) for x in sequences)),
                    "raw_users": n_raw_users, "raw_interactions": n_raw_inter,
-                   "dropped_short_users": len(short), "sid_source": s.source}
+                   "dropped_short_users": len(short), "kcore_kept_share": round(kept, 4), "sid_source": s.source}
     if s.source == "precomputed":
         index = index if index is not None else check_index(card, settings, raw, overrides)
         codes = np.array([index[i] for i in item_ids])

@@ -9,6 +9,7 @@ Formats:
 from __future__ import annotations
 
 import ast
+import difflib
 import gzip
 import json
 from dataclasses import dataclass, field
@@ -195,16 +196,36 @@ def _read_sequences(path: Path) -> dict[str, list[str]]:
         if not isinstance(items, list):
             raise DataError(f"{path}: user {u!r}: expected a list of item ids, got {type(items).__name__}")
         for n, i in enumerate(items):
-            if isinstance(i, (list, dict, bool)) or i is None:
+            if isinstance(i, (list, dict, bool)) or i is None or (isinstance(i, float) and not i.is_integer()):
                 raise DataError(f"{path}: user {u!r}: entry {n + 1} is a {type(i).__name__} ({i!r}), "
                                 f"expected an item id (string or integer)")
-        seqs[str(u)] = [str(i) for i in items]
+        # a whole float (3112.0, as some JSON writers emit integers) is the integer id, not a new item "3112.0"
+        seqs[str(u)] = [str(int(i)) if isinstance(i, float) else str(i) for i in items]
     return seqs
 
 
-def _read_item_text(path: Path, fields: list[str]) -> dict[str, str]:
+def check_text_fields(path: Path, fields: list[str], records) -> None:
+    """A card's ``text_fields`` that no record of ``path`` has is a typo, not a catalog without text: a
+    DataError naming the field, the fields the records have and a close match."""
+    present: set[str] = set()
+    for rec in records:
+        if isinstance(rec, dict):
+            present.update(rec)
+    missing = [f for f in fields if f not in present]
+    if missing and present:
+        close = [c for f in missing for c in difflib.get_close_matches(f, sorted(present), n=1, cutoff=0.5)]
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise DataError(f"{path}: no item has the text field(s) {', '.join(map(repr, missing))} named by the card's "
+                        f"text_fields; the items have {', '.join(map(repr, sorted(present)))}{hint}")
+
+
+def _read_item_text(path: Path, fields: list[str], explicit: bool = False) -> dict[str, str]:
+    """``explicit``: the fields come from the card (checked: :func:`check_text_fields`), not the default."""
     text = {}
-    for i, rec in _read_json_object(path, "{item: {field: value, ...}}").items():
+    records = _read_json_object(path, "{item: {field: value, ...}}")
+    if explicit:
+        check_text_fields(path, fields, records.values())
+    for i, rec in records.items():
         if not isinstance(rec, dict):
             raise DataError(f"{path}: item {i!r}: expected an object with text fields, got {type(rec).__name__}")
         text[str(i)] = _item_text(rec, fields)
@@ -217,7 +238,7 @@ def load_lcrec(card: DatasetCard, root: Path) -> RawData:
     raw = RawData(_read_sequences(inter), source_files=[inter])
     if paths["item"].is_file():
         raw.source_files.append(paths["item"])
-        raw.item_text = _read_item_text(paths["item"], card.text_fields or ["title"])
+        raw.item_text = _read_item_text(paths["item"], card.text_fields or ["title"], explicit=bool(card.text_fields))
     if paths["item2attributes"].is_file():  # read by raw.attributes() when an embedding needs it
         raw.source_files.append(paths["item2attributes"])
         raw.attributes_file = paths["item2attributes"]
@@ -250,11 +271,15 @@ def load_amazon_raw(card: DatasetCard, root: Path) -> RawData:
     if meta is not None:
         files.append(_require(card, meta))
         fields = card.text_fields or ["title", "brand", "categories"]
+        keys: dict[str, None] = {}
         for r in _iter_json_lines(meta):
             if isinstance(r, dict) and "asin" in r:
                 if "category" in r and "categories" not in r:  # 2018 layout
                     r["categories"] = r["category"]
+                keys.update(dict.fromkeys(r))
                 text[str(r["asin"])] = _item_text(r, fields)
+        if card.text_fields:
+            check_text_fields(meta, fields, [keys])
     return RawData(seqs, text, source_files=files)
 
 

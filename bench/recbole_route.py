@@ -349,12 +349,15 @@ class RecBoleMethod(Method):
         np.save(Path(path) / "item_ids.npy", self.rb2ours)
 
     def load(self, path: Path, data) -> None:
-        """Rebuilds the RecBole model (its dataset files go into ``path``) and loads the saved weights."""
+        """Rebuilds the RecBole model and loads the saved weights. RecBole's dataset files go into a
+        temporary folder: ``path`` may be another run's ``model/`` (``reasonrec evaluate``), never written."""
+        import tempfile
+
         import torch
 
         path = Path(path).resolve()
-        with _in_dir(path):
-            _, model, _ = self._build(data, path, 0)
+        with tempfile.TemporaryDirectory(prefix="reasonrec-recbole-") as tmp, _in_dir(Path(tmp)):
+            _, model, _ = self._build(data, Path(tmp), 0)
         self._check_item_ids(path, path / "model.pth")
         model.load_state_dict(torch.load(path / "model.pth", map_location=self.device, weights_only=False))
         self.model = model.eval()

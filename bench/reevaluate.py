@@ -37,6 +37,10 @@ def reevaluate(source: str | Path, sets: list[str] = (), out: str | Path | None 
     if spec.run_id() == src.run_id:
         raise SpecError(f"these are the evaluation settings of {src.run_id} itself; its result is {source / 'result.json'}")
     mine, theirs = spec.model_dump(mode="json"), resolve_spec(src.spec, check_files=False).model_dump(mode="json")
+    if not any(s.split("=", 1)[0].strip() == "label" for s in sets):  # named after what it changed
+        changed = {k: v for k, v in _flat(mine["eval"], "eval").items() if _flat(theirs["eval"], "eval").get(k) != v}
+        spec = spec.model_copy(update={"label": f"{src.display_name} ("
+                                                + ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) + ")"})
     differ = [f for f in TRAINING_FIELDS if mine[f] != theirs[f]]
     if differ:  # cannot happen through reevaluation_spec; a guard for API callers
         raise SpecError(f"run {src.run_id} was trained with other {', '.join(differ)}; its model does not apply")
@@ -50,3 +54,10 @@ def reevaluate(source: str | Path, sets: list[str] = (), out: str | Path | None 
                            source=(source, src))
     finally:
         lock.close()
+
+
+def _flat(d: dict, prefix: str) -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}") if isinstance(v, dict) else {f"{prefix}.{k}": v})
+    return out

@@ -13,6 +13,7 @@ import contextlib
 import datetime as _dt
 import json
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -113,15 +114,24 @@ def run(spec: RunSpec | dict, out: str | Path = "runs", *, dataset_path: str | N
             _relabel(run_dir, done, spec.label, echo)
             done = RunResult.from_disk(run_dir / "result.json")
         return done
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     main = distributed.is_main()  # a helper process of a multi-process launch trains, then waits: no lock
     lock = _lock(run_dir) if main else None
+    orphan = False
     try:
         return _run_in_dir(spec, run_dir, dataset_path=dataset_path, progress=progress and main,
                            echo=echo and main, data=data)
+    except Exception:
+        # failed before training began (bad data, a method that cannot run on it): the folder this call made
+        # holds only its spec, log and error, no progress to resume; the error was raised to the caller
+        orphan = main and created and not (run_dir / "attempts.json").exists()
+        raise
     finally:
         if lock is not None:
             lock.close()
+        if orphan:
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def can_reload(cls: type[Method]) -> bool:
@@ -217,6 +227,8 @@ def _run_body(spec: RunSpec, run_dir: Path, *, main: bool, started: float, datas
             data = prepare(card, spec.data, path=dataset_path, progress=progress, log=log)
     if cls.info.needs_text and not any(data.item_text):
         raise SpecError(f"method '{spec.method}' needs item text, dataset '{spec.dataset}' has none")
+    if main and source is None:
+        _claim_for_data(run_dir, data, log)
     set_seed(spec.seed)
     method: Method = cls(config)
     trained = _finished_training(run_dir, data, log) if source is None else None
@@ -325,6 +337,30 @@ def _fit_and_save(method: Method, spec: RunSpec, run_dir: Path, data: SIDData, *
 
 #: written next to ``model/`` when training finished: the training facts a resumed evaluation reports
 TRAINED_FILE = "trained.json"
+
+
+DATA_FILE = "data.json"
+
+
+def _claim_for_data(run_dir: Path, data: SIDData, log) -> None:
+    """A run folder records the data fingerprint it trains on (``data.json``); an unfinished run found with
+    another one (its files changed, or another ``--dataset-path``) starts over: its checkpoints were made on
+    other data and are removed, never resumed."""
+    path = run_dir / DATA_FILE
+    if path.is_file():
+        try:
+            was = json.loads(path.read_text()).get("fingerprint")
+        except ValueError:
+            was = None
+        if was == data.fingerprint:
+            return
+        stale = [p for p in (run_dir / "checkpoints", run_dir / "model", run_dir / TRAINED_FILE) if p.exists()]
+        if stale:
+            log(f"this run folder was started on data {was}; the prepared data is {data.fingerprint}: removing "
+                f"{', '.join(p.name for p in stale)} (made on the other data) and training from the start")
+        for p in stale:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    atomic_write_json(path, {"fingerprint": data.fingerprint, "dataset": data.name})
 
 
 def _finished_training(run_dir: Path, data: SIDData, log) -> dict | None:

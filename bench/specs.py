@@ -9,9 +9,13 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+
+#: a random seed: numpy and torch take 0 .. 2**32 - 1
+Seed = Annotated[int, Field(ge=0, lt=2**32, description="random seed, 0 .. 2**32 - 1")]
 
 
 class Strict(BaseModel):
@@ -33,7 +37,7 @@ class SIDSettings(Strict):
         "reassign", description="reassign: move colliding items to a free last-level code; "
                                 "extra_code: append a disambiguating level")
     kmeans_iters: int = Field(100, ge=1)
-    seed: int = 0
+    seed: Seed = 0
 
     @field_validator("codebook_size")
     @classmethod
@@ -161,7 +165,7 @@ class RunSpec(Strict):
     dataset: str = Field(..., description="dataset card name")
     dataset_card: str | None = Field(None, description="card file the dataset was read from, when given as a path "
                                                        "(not part of the run id)")
-    seed: int = 0
+    seed: Seed = 0
     label: str | None = Field(None, description="display name in the leaderboard (default: the method name)")
     method_config: dict[str, Any] = Field(default_factory=dict)
     data: dict[str, Any] = Field(default_factory=dict, description="overrides of the card's data settings")
@@ -200,11 +204,11 @@ class SuiteSpec(Strict):
         method: str
         label: str | None = None
         method_config: dict[str, Any] = Field(default_factory=dict)
-        seeds: list[int] | None = Field(None, description="this entry's seeds (default: the suite's)")
+        seeds: list[Seed] | None = Field(None, description="this entry's seeds (default: the suite's)")
 
     methods: list[str | Entry]
     datasets: list[str]
-    seeds: list[int] = [0]
+    seeds: list[Seed] = [0]
     data: dict[str, Any] = Field(default_factory=dict)
     eval: dict[str, Any] = Field(default_factory=dict)
     selection: dict[str, Any] = Field(default_factory=dict)

@@ -6,6 +6,7 @@ the embeddings resized, and :attr:`Backbone.sid_token_ids` maps ``[level, code] 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from dataclasses import dataclass
@@ -126,7 +127,8 @@ def build_backbone(cfg: BackboneConfig, *, sid_tokens: list[str], levels: int, c
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"
-        model = AutoModelForCausalLM.from_pretrained(cfg.name_or_path, dtype=dtype)
+        with _hf_quiet(warnings=True):  # its "Loading weights" bar: noise in a log, and --no-progress means none
+            model = AutoModelForCausalLM.from_pretrained(cfg.name_or_path, dtype=dtype)
         model.resize_token_embeddings(len(tokenizer))
         # instruct checkpoints ship sampling defaults that silently cut beams: we decode ourselves
         model.generation_config.do_sample = False
@@ -142,6 +144,23 @@ def build_backbone(cfg: BackboneConfig, *, sid_tokens: list[str], levels: int, c
         source = f"preset:{cfg.preset}"
     model.config.use_cache = True
     return Backbone(model, tokenizer, sid_ids_tensor(tokenizer, levels, codebook_size), source)
+
+
+@contextlib.contextmanager
+def _hf_quiet(*, warnings: bool):
+    """transformers without its progress bars (and, ``warnings=False``, errors only) inside the block."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    if not warnings:
+        hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def add_embedding_dropout(model, p: float) -> None:
@@ -163,20 +182,11 @@ def load_backbone(folder: Path, levels: int, codebook_size: int) -> Backbone:
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     tokenizer.padding_side = "left"
-    from transformers.utils import logging as hf_logging
-
     # a method's attached modules (a policy head) are saved with the model and restored by the method
     # from extra_modules.pt; transformers reports them as unexpected keys: quiet, not an error
     # (and its "Loading weights" bar, a line of noise per load: a saved run model loads in milliseconds)
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
+    with _hf_quiet(warnings=False):
         model = AutoModelForCausalLM.from_pretrained(folder)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
     source = json.loads((folder / "backbone.json").read_text())["source"]
     return Backbone(model, tokenizer, sid_ids_tensor(tokenizer, levels, codebook_size), source)
 
