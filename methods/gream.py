@@ -114,7 +114,7 @@ class GREAM(CoTMethod):
         config = without_late_settings(self.info.name, self.config.model_dump(mode="json",
                                                                                exclude=self.non_cot_sft_fields))
         return {"recipe": "gream-cot-sft", "stage1": stage1, "data": data.fingerprint, "config": config,
-                "seed": ctx.seed,
+                "seed": ctx.seed, **self.cot_identity(data),
                 "selection": {"metric": ctx.selection_metric, "exclude_history": ctx.exclude_history}}
 
     def _train_cot_sft(self, data, valid, ctx) -> dict:

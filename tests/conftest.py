@@ -13,6 +13,18 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
 
 
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.cuda`` tests need a CUDA GPU: skipped (not failed) on a machine without one."""
+    wanted = [item for item in items if item.get_closest_marker("cuda")]
+    if not wanted:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        for item in wanted:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+
+
 def write_toy(folder: Path, n_users: int = 40, n_items: int = 24, seed: int = 0) -> Path:
     """Sequences that walk item i -> i+1 (mod n) with some noise, so sequential models can learn.
     With the defaults this writes exactly the packaged toy data (``datasets/toy/``, checked by a test)."""

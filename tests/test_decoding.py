@@ -163,3 +163,30 @@ def test_log_probs_from_a_differentiable_latent_prefix(setup):
         torch.testing.assert_close(batched[r], one[0], atol=1e-4, rtol=1e-4)
     batched.sum().backward()
     assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("shared_prefix", [True, False])
+def test_decoding_passes_the_kv_cache_under_the_keyword_transformers_takes(setup, shared_prefix):
+    """Newer transformers (5.25) renamed the forward's ``past_key_values`` to ``cache`` and warn on the old name
+    at every call; ``with_cache`` picks the keyword the installed version takes, for the prefill, a latent step
+    and every beam step. Checked on both channels transformers warns through (warnings, its logger)."""
+    import logging
+    import warnings
+
+    codes, trie, bb, model, tt, prompts = setup
+    logged = []
+    handler = logging.Handler()
+    handler.emit = lambda record: logged.append(record.getMessage())
+    logger = logging.getLogger("transformers")
+    logger.addHandler(handler)
+    torch.manual_seed(0)
+    head = torch.nn.Linear(model.config.hidden_size, model.config.hidden_size)
+    try:
+        with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+            warnings.simplefilter("always")
+            state = _latent_prefix(model, head, prompts, [0, 1, 2, 1], bb.pad_id)
+            constrained_beam_search(model, tt, prefix=state, beam_width=8, shared_prefix=shared_prefix)
+    finally:
+        logger.removeHandler(handler)
+    said = [str(w.message) for w in caught] + logged
+    assert not [s for s in said if "past_key_values" in s], said

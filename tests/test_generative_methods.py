@@ -71,17 +71,21 @@ def test_minionerec_records_sft_and_rl(toy_env, tmp_path):
     assert 0.0 <= facts["rl"]["group_hit_rate"] <= 1.0
 
 
-def test_an_rl_row_is_the_same_whether_its_sft_stage_was_trained_or_reused(toy_env, tmp_path, monkeypatch):
-    """GRPO draws its prompts from its own stream (bench.generative.method.phase_rng): the SFT+RL row is
-    identical when this run trains the SFT stage and when it reuses the stage the SFT-only row published
-    (before, a reused stage skipped SFT's draws and GRPO picked other prompts)."""
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_an_rl_row_is_the_same_whether_its_sft_stage_was_trained_or_reused(toy_env, tmp_path, monkeypatch, dropout):
+    """GRPO draws its prompts from its own stream (bench.generative.pipeline.phase_rng) and torch's random
+    numbers from its own seed (phase_seed): the SFT+RL row is identical when this run trains the SFT stage and
+    when it reuses the stage the SFT-only row published (before, a reused stage skipped SFT's draws and GRPO
+    picked other prompts; with dropout, other masks: a trained SFT had advanced torch's stream)."""
     cls = REGISTRY.get("minionerec")
+    smoke = {**cls.smoke_config, "backbone": {**cls.smoke_config.get("backbone", {}), "embedding_dropout": dropout,
+                                              "attention_dropout": dropout}}
     rows = {}
-    for name, first in (("trained", []), ("reused", [{**cls.smoke_config, "rl": {"enabled": False}}])):
+    for name, first in (("trained", []), ("reused", [{**smoke, "rl": {"enabled": False}}])):
         monkeypatch.setenv("REASONREC_CACHE", str(tmp_path / name / "cache"))
         for cfg in first:  # publishes the SFT stage
             run(build_spec("minionerec", "toy", method_config=cfg), tmp_path / name, progress=False, echo=False)
-        res = run(build_spec("minionerec", "toy", method_config=cls.smoke_config), tmp_path / name, progress=False,
+        res = run(build_spec("minionerec", "toy", method_config=smoke), tmp_path / name, progress=False,
                   echo=False)
         rows[name] = (res, json.loads((tmp_path / name / res.run_id / "per_user.json").read_text()))
     (a, pa), (b, pb) = rows["trained"], rows["reused"]
@@ -120,3 +124,93 @@ def test_lcrec_says_when_the_catalog_has_no_item_text():
     (phase,) = m.middle_phases(SimpleNamespace(item_text=["", ""]), None, ctx)
     assert "no item text" in phase.train()["alignment_tasks"] and "skipped" in logs[0]
     assert m.middle_phases(SimpleNamespace(item_text=["a title", ""]), None, ctx) == []
+
+
+def test_the_model_is_built_where_reasonrec_device_says(toy_data, tmp_path, monkeypatch):
+    """The method's model and the training loop share one device choice (bench.device): a GPU machine told
+    REASONREC_DEVICE=cpu builds on the CPU, and a device the bench does not run on is refused by name."""
+    import torch
+
+    cls = REGISTRY.get("minionerec")
+    ctx = lambda d: FitContext(workdir=tmp_path / d, progress=False, log=lambda *_: None)
+    monkeypatch.setenv("REASONREC_DEVICE", "cpu")
+    m = cls(cls.Config(**cls.smoke_config))
+    m._build(toy_data, ctx("cpu"))
+    assert m.device == torch.device("cpu") and {p.device.type for p in m.bb.model.parameters()} == {"cpu"}
+    monkeypatch.setenv("REASONREC_DEVICE", "tpu")
+    with pytest.raises(ValueError, match="REASONREC_DEVICE='tpu'"):
+        cls(cls.Config(**cls.smoke_config))._build(toy_data, ctx("tpu"))
+
+
+def test_a_phase_draws_torch_numbers_from_its_own_stream():
+    """Every phase after SFT draws torch's random numbers from a stream seeded by (run seed, phase name) and
+    leaves the global stream as it was: what it draws does not depend on what ran before it (hand-checked
+    against phase_seed), and the draws after it do not depend on it."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from bench.generative.pipeline import Phase, PhasePipeline, phase_seed
+
+    pipe, ctx = PhasePipeline(), SimpleNamespace(seed=3)
+    draw = Phase("rl", lambda: {"x": torch.rand(2).tolist()})
+    torch.manual_seed(0)
+    torch.rand(5)  # an earlier phase that trained
+    after_trained = pipe.run_phase(draw, None, ctx), torch.rand(1).item()
+    torch.manual_seed(0)  # an earlier phase reused: nothing drawn
+    reused = pipe.run_phase(draw, None, ctx)
+    own = torch.Generator().manual_seed(phase_seed(3, "rl"))
+    assert after_trained[0] == reused == {"x": torch.rand(2, generator=own).tolist()}
+    torch.manual_seed(0)
+    torch.rand(5)
+    assert torch.rand(1).item() == after_trained[1]  # the global stream went on as if the phase drew nothing
+    assert pipe.run_phase(Phase("stage2", draw.train), None, ctx) != reused  # another phase, another stream
+
+
+def _kill_after_first_epoch(monkeypatch, phase: str) -> list:
+    """Simulate a kill -9 right after ``phase`` wrote its first epoch checkpoint (its progress file)."""
+    import bench.generative.training as training
+
+    real, fired = training.atomic_write_json, []
+
+    def write(path, obj, *a, **k):
+        out = real(path, obj, *a, **k)
+        if str(path).endswith(f"{phase}_progress.json") and not fired:
+            fired.append(path)
+            raise KeyboardInterrupt(f"killed after {path}")
+        return out
+
+    monkeypatch.setattr(training, "atomic_write_json", write)
+    return fired
+
+
+@pytest.mark.parametrize("method,phase,extra", [("minionerec", "grpo", {}), ("lasar", "grpo", {}),
+                                                ("lasar", "stage2", {"stage2_replay": 1.0})])
+def test_a_run_killed_in_a_later_phase_resumes_exactly(method, phase, extra, toy_env, tmp_path, monkeypatch,
+                                                       one_thread):
+    """Killed after a GRPO or Stage-2 epoch checkpoint and run again, a run resumes that phase from its
+    checkpoint (RL state included: LASAR's N sampler and REINFORCE baseline) and gives the uninterrupted
+    run's per-user ranks (the SFT case: test_training_loop_learns_and_resumes)."""
+    cls = REGISTRY.get(method)
+    cfg = {**cls.smoke_config, "rl": {**cls.smoke_config["rl"], "epochs": 2, "valid_every": 1}}
+    if method == "lasar":
+        cfg["stage2"] = {**cls.smoke_config["stage2"], "epochs": 2}
+    cfg.update(extra)  # Stage 2 with replay: its replay draws are checkpointed state too
+    rows = {}
+    for name in ("straight", "killed"):
+        monkeypatch.setenv("REASONREC_CACHE", str(tmp_path / name / "cache"))
+        spec = build_spec(method, "toy", method_config=cfg)
+        if name == "killed":
+            with monkeypatch.context() as m:
+                fired = _kill_after_first_epoch(m, phase)
+                with pytest.raises(KeyboardInterrupt):
+                    run(spec, tmp_path / name, progress=False, echo=False)
+            assert fired
+        res = run(spec, tmp_path / name, progress=False, echo=False)
+        rows[name] = (res, json.loads((tmp_path / name / res.run_id / "per_user.json").read_text()),
+                      (tmp_path / name / res.run_id / "run.log").read_text())
+    (a, pa, _), (b, pb, log) = rows["straight"], rows["killed"]
+    assert f"{phase}: resumed after epoch 0" in log
+    assert pa["ranks"] == pb["ranks"] and a.metrics == b.metrics
+    if method == "lasar" and phase == "grpo":
+        assert a.training.model_extra["rl"]["steps_sampled"] == b.training.model_extra["rl"]["steps_sampled"]

@@ -1,4 +1,7 @@
 """Prompt, backbone factory and training-loop tests."""
+import math
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -70,6 +73,12 @@ def test_save_and_reload_backbone(bb, tmp_path):
     assert again.sid_token_ids.tolist() == bb.sid_token_ids.tolist()
 
 
+def _on_model(model, batch):
+    """The batch on the model's device: ``train`` leaves the model where it trained (a GPU when there is one)."""
+    device = next(model.parameters()).device
+    return {k: v.to(device) for k, v in batch.items()}
+
+
 def _toy_task(bb, n=64):
     rng = np.random.default_rng(0)
     sid = bb.sid_token_ids
@@ -85,10 +94,10 @@ def test_training_loop_learns_and_resumes(tmp_path):
     bb1 = make()
     data = _toy_task(bb1)
     col = lambda b: collate(b, bb1.pad_id)
-    loss0 = float(causal_lm_loss(bb1.model, col(data)))
+    loss0 = float(causal_lm_loss(bb1.model, col(data)).detach())
     cfg = TrainConfig(epochs=4, lr=5e-3, batch_size=16, patience=10)
     full = train(bb1.model, causal_lm_loss, data, col, cfg, workdir=tmp_path / "a", progress=False, log=lambda *_: None)
-    assert float(causal_lm_loss(bb1.model, col(data))) < loss0 * 0.5
+    assert float(causal_lm_loss(bb1.model, _on_model(bb1.model, col(data))).detach()) < loss0 * 0.5
     # a crash in the middle of epoch 3 (4 steps per epoch), then the same call again: it resumes
     # from the epoch-2 checkpoint and ends with the same history and weights as the uninterrupted run
     bb2 = make()
@@ -134,7 +143,7 @@ def test_restore_best_false_keeps_the_last_weights(tmp_path):
     best = torch.load(tmp_path / "train_best.pt", weights_only=True)
     assert facts["best_valid"] == 1.0 and facts["epochs_run"] == 3
     last = bb.model.state_dict()
-    assert any(not torch.equal(best[k], last[k]) for k in best)  # not rolled back to epoch 0
+    assert any(not torch.equal(best[k].cpu(), last[k].cpu()) for k in best)  # not rolled back to epoch 0
 
 
 def test_training_loop_in_bf16_mixed_precision(tmp_path):
@@ -153,8 +162,71 @@ def test_training_loop_in_bf16_mixed_precision(tmp_path):
     facts = train(bb.model, causal_lm_loss, data, col, cfg, workdir=tmp_path, progress=False, log=lambda *_: None)
     assert seen and set(seen) == {torch.bfloat16}  # the training forward really ran in bf16
     seen.clear()
-    causal_lm_loss(bb.model, col(data[:2]))
+    causal_lm_loss(bb.model, _on_model(bb.model, col(data[:2])))
     hook.remove()
     assert seen == [torch.float32]  # after training the model is plain again (no autocast wrapper left)
     assert next(bb.model.parameters()).dtype == torch.float32  # master weights stay fp32
-    assert facts["steps"] == 16 and float(causal_lm_loss(bb.model, col(data))) < loss0 * 0.7
+    assert facts["steps"] == 16 and float(causal_lm_loss(bb.model, _on_model(bb.model, col(data)))) < loss0 * 0.7
+
+
+@pytest.fixture
+def fresh_accelerate():
+    """accelerate fixes its device with the first Accelerator of a process: a test that changes
+    REASONREC_DEVICE starts and leaves a fresh state."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def _train_toy(tmp_path, **cfg):
+    toks = [sid_token(l, c) for l in range(4) for c in range(5)]
+    bb = build_backbone(BackboneConfig(preset="tiny"), sid_tokens=toks, levels=4, codebook_size=5,
+                        corpus=["a b c d e f g"], seed=0)
+    data = _toy_task(bb, 32)
+    col = lambda b: collate(b, bb.pad_id)
+    train(bb.model, causal_lm_loss, data, col, TrainConfig(epochs=1, lr=5e-3, batch_size=16, **cfg),
+          workdir=tmp_path, progress=False, log=lambda *_: None)
+    with torch.no_grad():
+        return bb.model, causal_lm_loss(bb.model, _on_model(bb.model, col(data)))
+
+
+def test_reasonrec_device_cpu_keeps_training_on_the_cpu(tmp_path, monkeypatch, fresh_accelerate):
+    """A GPU machine told REASONREC_DEVICE=cpu trains on the CPU (the accelerator follows the variable)."""
+    monkeypatch.setenv("REASONREC_DEVICE", "cpu")
+    model, loss = _train_toy(tmp_path)
+    assert {p.device.type for p in model.parameters()} == {"cpu"} and loss.device.type == "cpu"
+    assert math.isfinite(float(loss))
+
+
+@pytest.mark.parametrize("value", ["gpu", "meta", "cuda:x", "cpu,cuda"])
+def test_an_unknown_reasonrec_device_is_an_error_naming_it(value, tmp_path, monkeypatch):
+    from bench.device import torch_device
+
+    monkeypatch.setenv("REASONREC_DEVICE", value)
+    with pytest.raises(ValueError, match=re.escape(f"REASONREC_DEVICE='{value}'")):
+        torch_device()
+    with pytest.raises(ValueError, match=re.escape(f"REASONREC_DEVICE='{value}'")):  # train asks before it trains
+        train(torch.nn.Linear(2, 2), None, [], None, TrainConfig(), workdir=tmp_path, progress=False)
+
+
+def test_reasonrec_device_default_and_cuda_without_a_gpu(monkeypatch):
+    from bench.device import torch_device
+
+    monkeypatch.delenv("REASONREC_DEVICE", raising=False)
+    assert torch_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setenv("REASONREC_DEVICE", " cpu ")
+    assert torch_device() == torch.device("cpu")
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("REASONREC_DEVICE", "cuda")
+        with pytest.raises(ValueError, match="REASONREC_DEVICE='cuda', but torch sees no CUDA GPU"):
+            torch_device()
+
+
+@pytest.mark.cuda
+def test_training_loop_on_cuda_gives_a_finite_loss(tmp_path, monkeypatch, fresh_accelerate):
+    monkeypatch.setenv("REASONREC_DEVICE", "cuda")
+    model, loss = _train_toy(tmp_path)
+    assert next(model.parameters()).device.type == "cuda" and loss.device.type == "cuda"
+    assert math.isfinite(float(loss))

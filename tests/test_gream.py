@@ -112,7 +112,7 @@ def test_reasoning_answer_decode_equals_the_decoder_on_the_same_prefix_from_scra
     hist = [list(h) for h in toy_data.split("test").histories[:4]]
     model = built.bb.model
     stops = set(built.bb.sid_token_ids.flatten().tolist()) | {built._tok(REASON_END)}
-    idx = torch.tensor(sorted(stops))
+    idx = torch.tensor(sorted(stops), device=built.device)
 
     def no_stops(_m, _inp, out):  # an untrained model: keep it writing text (every forward, both routes)
         out.logits[..., idx] -= 30.0
@@ -137,10 +137,10 @@ def _compare(built, model, hist, stops, constrained_beam_search):
         gen = []
         for _ in range(6):
             with torch.no_grad():
-                logits = model(input_ids=torch.tensor([ids + gen])).logits[0, -1]
+                logits = model(input_ids=torch.tensor([ids + gen], device=built.device)).logits[0, -1]
             if len(gen) >= built.config.no_repeat_ngram:  # the same no-repeat rule as the cached run
-                ban = repeated_ngram_mask(torch.tensor([gen]), built.config.no_repeat_ngram, len(logits),
-                                          keep=built._tok(REASON_END))[0]
+                ban = repeated_ngram_mask(torch.tensor([gen], device=logits.device), built.config.no_repeat_ngram,
+                                          len(logits), keep=built._tok(REASON_END))[0]
                 logits = logits.masked_fill(ban, float("-inf"))
             if int(logits.argmax()) in stops:
                 break
@@ -175,6 +175,7 @@ def test_answer_weights_by_hand():
 def test_weighted_causal_lm_loss_is_the_weighted_token_mean(built, toy_data):
     ex = built.cot_sft_examples(toy_data)
     batch = collate([ex[0], ex[-1]], built.bb.pad_id)  # a CoT sample and a direct one
+    batch = {k: v.to(built.device) for k, v in batch.items()}
     model, end = built.bb.model, built._tok(REASON_END)
     plain = causal_lm_loss(model, batch)
     assert torch.allclose(causal_lm_loss(model, batch, torch.ones_like(batch["labels"]).float()), plain)

@@ -48,7 +48,7 @@ def _no_cache_prefix(m, model, history, steps):
     rescaled with ``latent_input: rescaled``), then h_N (``feed_last``), then <lat_e>. Returns the input
     embeddings, the last logits and h_1 .. h_N."""
     emb = model.get_input_embeddings()
-    ids = torch.tensor(m.reasoning_prompt(m.enc, history))
+    ids = torch.tensor(m.reasoning_prompt(m.enc, history), device=emb.weight.device)
     x = emb(ids)
     scale = emb.weight.norm(dim=-1).mean()
     hiddens = []
@@ -63,7 +63,7 @@ def _no_cache_prefix(m, model, history, steps):
         out = model(inputs_embeds=x[None], output_hidden_states=True)
     if not m.config.feed_last:
         hiddens.append(out.hidden_states[-1][0, -1])
-    x = torch.cat([x, emb(torch.tensor([m._tok("<lat_e>")]))])
+    x = torch.cat([x, emb(torch.tensor([m._tok("<lat_e>")], device=ids.device))])
     out = model(inputs_embeds=x[None])
     return x, out.logits[0, -1], hiddens
 
@@ -125,7 +125,7 @@ def test_decoder_after_the_latent_loop_equals_exhaustive_uncached_scoring(lasar,
         sid_tok = m.enc.item_ids  # [n_items, L] token ids
         scores = []
         for item in range(m.n_items):
-            toks = torch.tensor(sid_tok[item])
+            toks = torch.tensor(sid_tok[item], device=m.device)
             logits = model(inputs_embeds=torch.cat([x, emb(toks[:-1])])[None]).logits[0, len(x) - 1:]
             scores.append(torch.log_softmax(logits.float(), -1).gather(1, toks[:, None]).sum())
         scores = torch.stack(scores)

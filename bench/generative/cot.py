@@ -142,6 +142,11 @@ class CoTMethod(GenerativeMethod):
         self._cot_state["cots"] = self.teacher_cots(data, samples)
         return self._cot_state
 
+    def cot_identity(self, data) -> dict:
+        """What a stage trained on the teacher's CoTs is keyed by beyond the settings: the chain's identity
+        (:attr:`bench.generative.teacher.Teacher.identity`; empty for the text chain, so older entries stay valid)."""
+        return dict(self.cot_state(data)["teacher"].identity)
+
     def teacher_cots(self, data, samples) -> list[str]:
         """The teacher's CoT for any training samples (a :class:`~bench.data.Split`), cached like the rest."""
         teacher = self.cot_state(data)["teacher"]

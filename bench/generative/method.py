@@ -239,6 +239,7 @@ class GenerativeMethod(PhasePipeline, Method):
         larger vocabulary, :func:`~bench.generative.backbone.extend_vocabulary`)."""
         import torch
 
+        from bench.device import torch_device
         from bench.generative.decoding import TrieTensors
 
         self.bb = bb
@@ -263,7 +264,7 @@ class GenerativeMethod(PhasePipeline, Method):
                     if not _fits(saved, module):
                         continue
                 module.load_state_dict(saved)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = torch_device()
         self.bb.model.to(self.device)
         self.enc = self._encoder(data)
         self.trie = TrieTensors(data.trie, self.bb.sid_token_ids, self.device)

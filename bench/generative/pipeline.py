@@ -17,7 +17,7 @@ import numpy as np
 from bench.generative.backbone import add_embedding_dropout, load_backbone
 from bench.generative.grpo import GRPOConfig, GRPOLoss, beam_rollout
 from bench.generative.stages import StageCache, run_stage
-from bench.generative.training import PeriodBatches, TrainConfig, train
+from bench.generative.training import PeriodBatches, PhaseState, TrainConfig, train
 
 
 @dataclass
@@ -48,7 +48,21 @@ class PhasePipeline:
 
     def run_phase(self, phase: Phase, data, ctx) -> dict:
         """The one driver for a phase: trained here (no stage), or trained once and reused through the stage
-        cache; the facts as :class:`Phase` describes them."""
+        cache; the facts as :class:`Phase` describes them. Every phase after SFT draws torch's random numbers
+        (dropout masks, samples) from a stream of its own, seeded from the run's seed and the phase's name, and
+        leaves the global stream as it found it: what a phase draws does not depend on whether the phases
+        before it trained or were reused from the stage cache (a trained phase advances torch's stream; a
+        DataLoader takes a draw from it every epoch)."""
+        if phase.name == "sft":
+            return self._run_phase(phase, data, ctx)
+        import torch
+
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(phase_seed(ctx.seed, phase.name))
+            return self._run_phase(phase, data, ctx)
+
+    def _run_phase(self, phase: Phase, data, ctx) -> dict:
         if phase.stage is None:
             return phase.train()
         stage = phase.stage
@@ -110,6 +124,9 @@ class PhasePipeline:
         stage = self.sft_stage(data, ctx)
         facts["sft"] = self.run_phase(Phase("sft", lambda: self._train_sft(data, valid, ctx, rng), stage,
                                             strict_modules=False), data, ctx)
+        # the embedding dropout of every later phase (a hook, not saved with the weights: a reused SFT stage's
+        # model arrives without it)
+        add_embedding_dropout(self.bb.model, self.config.backbone.embedding_dropout)
         if stage is not None:
             if facts["sft"].get("reused"):
                 facts["reused_seconds"] = facts["sft"].get("seconds", 0.0)
@@ -129,7 +146,7 @@ class PhasePipeline:
 
     def _grpo(self, data, valid, ctx, rl: GRPOConfig, rng: random.Random) -> dict:
         t0 = time.time()
-        state = self.rl_init()
+        state = PhaseState(self.rl_init())  # checkpointed with GRPO's epochs
         batch = self.rl_prompts(data, rng, rl.max_prompts)
         valid_fn = self._valid_fn(data, valid, ctx, "test")
         before = valid_fn(self.bb.model)
@@ -152,7 +169,7 @@ class PhasePipeline:
         facts = train(self.bb.model, loss, batch, lambda b: b, cfg, workdir=ctx.workdir,
                       valid_fn=valid_fn, seed=ctx.seed, progress=ctx.progress, log=ctx.log,
                       name="grpo", restore_best=best, initial_score=before["score"] if best else None,
-                      param_groups=groups, updates_per_batch=rl.updates_per_rollout, batches=batches)
+                      param_groups=groups, updates_per_batch=rl.updates_per_rollout, batches=batches, state=state)
         if loss.stats:
             facts["mean_reward"] = round(float(np.mean([s["reward"] for s in loss.stats])), 5)
             facts["group_hit_rate"] = round(float(np.mean([s["hit"] for s in loss.stats])), 5)
@@ -177,6 +194,13 @@ class PhasePipeline:
         facts.update(self.rl_facts(state))
         facts["seconds"] = round(time.time() - t0, 1)
         return facts
+
+
+def phase_seed(seed: int, phase: str) -> int:
+    """A phase's torch seed, from the run's seed and the phase's name (stable across processes)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"{seed}:{phase}".encode()).digest()[:4], "little")
 
 
 def phase_rng(seed: int, phase: str) -> random.Random:

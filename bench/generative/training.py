@@ -119,7 +119,8 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
           workdir: Path, valid_fn: Callable[[Any], float | dict] | None = None, seed: int = 0, progress: bool = True,
           log: Callable[[str], None] = print, name: str = "train", restore_best: bool = True,
           lengths: Sequence[int] | None = None, param_groups: Callable[[Any], list[dict]] | None = None,
-          updates_per_batch: int = 1, batches=None, initial_score: float | None = None) -> dict:
+          updates_per_batch: int = 1, batches=None, initial_score: float | None = None,
+          state: "PhaseState | None" = None) -> dict:
     """Train ``model`` in place; returns facts (epochs, best score, history, stop reason, tokens/s).
 
     ``loss_fn(model, batch)`` returns a scalar tensor, or a dict with the total under ``"loss"`` and
@@ -136,6 +137,8 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
     :class:`PeriodBatches`, whose "epochs" are validation periods).
     ``initial_score``: the validation score of the weights before training (RL: the SFT weights); they are
     the best so far (``best_epoch`` -1) and are restored when no epoch beats them.
+    ``state``: the phase's own :class:`PhaseState` (its random streams, running statistics), saved with every
+    epoch checkpoint and restored on resume, so a resumed phase goes on exactly as an uninterrupted one.
     After the call the model holds the best weights seen by ``valid_fn``, or the last weights when
     ``restore_best`` is False.
     """
@@ -145,10 +148,12 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
     from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
+    from bench.device import torch_device
+
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     _allow_mixed_precision(cfg.mixed_precision)
-    acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.mixed_precision,
+    acc = Accelerator(cpu=torch_device().type == "cpu", mixed_precision=cfg.mixed_precision,
                       gradient_accumulation_steps=cfg.grad_accum)
     gen = torch.Generator().manual_seed(seed)
     buckets = LengthBuckets(lengths, cfg.batch_size, seed) if lengths is not None else batches
@@ -179,6 +184,8 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
         acc.register_for_checkpointing(model)
     else:
         model, opt, loader, sched = acc.prepare(model, opt, loader, sched)
+    if state is not None:
+        acc.register_for_checkpointing(state)
 
     state_file, last_dir, best_file = workdir / f"{name}_progress.json", workdir / f"{name}_last", workdir / f"{name}_best.pt"
     book = EpochBook(cfg.epochs, cfg.patience, cfg.max_minutes, cfg.max_steps)
@@ -268,6 +275,43 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
     if tok:  # training throughput (validation excluded), over every epoch run
         facts["tokens_per_second"] = round(sum(t for t, _ in tok) / max(sum(s for _, s in tok), 1e-9), 1)
     return facts
+
+
+class PhaseState(dict):
+    """A training phase's own state (e.g. LASAR's N sampler and REINFORCE baseline, Stage 2's replay draws),
+    checkpointed with the phase's epochs by :func:`train` (``state=``): random generators (torch, numpy,
+    ``random``) keep their position, plain values (numbers, strings, lists, None) their value; anything else
+    (a cache of live objects) is not state and is rebuilt after a resume."""
+
+    def state_dict(self) -> dict:
+        import copy
+        import random
+
+        import numpy as np
+        import torch
+
+        out = {}
+        for key, v in self.items():
+            if isinstance(v, torch.Generator):
+                out[key] = ("torch", v.get_state())
+            elif isinstance(v, np.random.Generator):
+                out[key] = ("numpy", v.bit_generator.state)
+            elif isinstance(v, random.Random):
+                out[key] = ("random", v.getstate())
+            elif v is None or isinstance(v, (bool, int, float, str, list, tuple)):
+                out[key] = ("value", copy.deepcopy(v))
+        return out
+
+    def load_state_dict(self, saved: dict) -> None:
+        for key, (kind, v) in saved.items():
+            if kind == "torch":
+                self[key].set_state(v)
+            elif kind == "numpy":
+                self[key].bit_generator.state = v
+            elif kind == "random":
+                self[key].setstate(v)
+            else:
+                self[key] = v
 
 
 def causal_lm_loss(model, batch, weights: Any = None) -> Any:

@@ -28,7 +28,28 @@ class Anchors:
             log(f"lasar: {len(counts):,} teacher CoTs segmented in {time.time() - t0:.0f}s; segments per sample: "
                 + ", ".join(f"{r['segments']}: {r['share']:.1%} (hist {r['hist_len']}, cat. div. {r['cat_div']})"
                             for r in st["report"]))
+            warning = self.constant_depth_warning(st["labels"], counts)
+            if warning:
+                log(warning)
         return st
+
+    def constant_depth_warning(self, labels, counts) -> str | None:
+        """A warning when every sample has the same label: the policy head then learns one N for every user
+        (the distribution itself is in the facts, ``segments``)."""
+        labels = np.asarray(labels)
+        if len(labels) == 0 or len(np.unique(labels)) > 1:
+            return None
+        n = int(labels[0])
+        if n == 1:
+            why = (f"every teacher CoT is one segment (one sentence, or no adjacent sentences' cosine below "
+                   f"segment_threshold={self.config.segment_threshold} with {self.config.segmenter_model})")
+        elif np.max(counts) > n:
+            why = f"every teacher CoT has at least {n} segments (labels clipped to max_steps={n})"
+        else:
+            why = f"every teacher CoT has {n} segments"
+        knob = "lower segment_threshold" if n == 1 else "raise segment_threshold or max_steps"
+        return (f"lasar: warning: {why}: the policy head will learn N = {n} for every user and the latent depth "
+                f"cannot adapt; check the teacher (teacher.kind) or {knob}")
 
     def _encode_anchors(self, bb, data, idx, seed: int = 0, batch_size: int = 64):
         """Final-layer hidden state at each segment's last token (prompt + segments, one forward per sample) of
@@ -71,7 +92,10 @@ class Anchors:
         st = self._segments(data, ctx.log)
         if "anchors" in st and st.get("anchor_stage") == stage_id:
             return st
+        # the CoT text itself: a teacher whose output changed (e.g. the text-free chain) makes new anchors
+        cots = hashlib.sha1(json.dumps(st["cots"]).encode()).hexdigest()[:16]
         key = json.dumps({"stage": stage_id, "seg": [self.config.segmenter_model, self.config.segment_threshold],
+                          "cots": cots,
                           "n_max": self.config.max_steps, "samples": self.config.latent_samples,
                           "teacher": self.config.teacher.model_dump(), "data": data.fingerprint,
                           "reader": "stage1 + markers + CoT words (a copy)"}, sort_keys=True)

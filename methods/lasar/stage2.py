@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from bench.generative.method import Phase
-from bench.generative.training import train
+from bench.generative.training import PhaseState, train
 from methods.lasar.losses import align_distance
 
 
@@ -88,7 +88,7 @@ class Stage2:
         return {"recipe": "lasar-stage2", "stage1": stage1, "data": data.fingerprint, "vocabulary": "markers",
                 # Force N is an inference (and RL) setting: Stage 2 is the same for every forced_steps
                 "config": {**self.config.model_dump(mode="json", exclude=self.non_stage2_fields), "forced_steps": None},
-                "seed": ctx.seed,
+                "seed": ctx.seed, **self.cot_identity(data),
                 "selection": {"metric": ctx.selection_metric, "exclude_history": ctx.exclude_history}}
 
     def middle_phases(self, data, valid, ctx):
@@ -137,7 +137,8 @@ class Stage2:
         # phase stage-2: the head's N in training and in Stage-2 validation, whatever forced_steps
         facts = train(self.bb.model, self.stage2_loss, list(range(len(st["stage2"]))), lambda b: list(b),
                       self.config.stage2, workdir=ctx.workdir, valid_fn=self._stage2_valid_fn(data, valid, ctx),
-                      seed=ctx.seed, progress=ctx.progress, log=ctx.log, name="stage2")
+                      seed=ctx.seed, progress=ctx.progress, log=ctx.log, name="stage2",
+                      state=PhaseState(replay=self._replay_rng) if self.config.stage2_replay > 0 else None)
         facts["seconds"] = round(time.time() - t0, 1)
         return facts
 
