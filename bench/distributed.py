@@ -37,11 +37,13 @@ def main_process_first():
 
 def state():
     """accelerate's process state; on a machine without CUDA it must be created with ``cpu=True``
-    (else a torchrun launch is taken for one process), and every later Accelerator reuses it."""
-    import torch
+    (else a torchrun launch is taken for one process), and every later Accelerator reuses it. The device is
+    :func:`bench.device.torch_device`'s (``REASONREC_DEVICE``), as for the model and the training loop."""
     from accelerate import PartialState
 
-    return PartialState(cpu=not torch.cuda.is_available())
+    from bench.device import torch_device
+
+    return PartialState(cpu=torch_device().type == "cpu")
 
 
 def wait_for_result(run_dir: Path, since: float, poll_seconds: float = 2.0) -> Path:
