@@ -48,8 +48,11 @@ def resolve_spec(values: dict | RunSpec, *, where: str = "run spec", dataset_pat
     card = loaders.load_card(card_ref)
     card_file = str(Path(card_ref).resolve()) if Path(card_ref).suffix in (".yaml", ".yml") else None
     settings = settings_for(card, spec.data)
+    digest = None
     if check_files:
-        loaders.check_files(card, dataset_path, settings=settings)
+        from bench.data import files_digest
+
+        digest = files_digest(loaders.check_files(card, dataset_path, settings=settings))
     resolved = validated(RunSpec, {
         **spec.model_dump(mode="json"),
         "dataset": card.name,
@@ -58,7 +61,8 @@ def resolve_spec(values: dict | RunSpec, *, where: str = "run spec", dataset_pat
         "data": settings.model_dump(mode="json"),
     }, where)
     resolved._resolved = {"card": card, "settings": settings, "config": config, "dataset_path": dataset_path,
-                          "checked_files": check_files, "dump": resolved.model_dump_json()}
+                          "checked_files": check_files, "dump": resolved.model_dump_json(),
+                          "files_digest": digest, "id_fields": resolved._id_fields()}
     return resolved
 
 

@@ -135,6 +135,23 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+_DIGESTS: dict[tuple, str] = {}
+
+
+def files_digest(files: list[Path]) -> str:
+    """The data files' contents, by file name (not path: a copy elsewhere is the same data), as 16 hex digits;
+    part of a run id when they are not the card's own files (:meth:`bench.specs.RunSpec.run_id`). Each file is
+    hashed once per process while its size and modification time stay the same."""
+    parts = {}
+    for p in files:
+        st = Path(p).stat()
+        key = (str(Path(p).resolve()), st.st_size, st.st_mtime_ns)
+        if key not in _DIGESTS:
+            _DIGESTS[key] = _file_digest(Path(p))
+        parts[Path(p).name] = _DIGESTS[key]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def settings_for(card: DatasetCard, overrides: dict | None) -> DataSettings:
     """The card's data settings < the run's overrides (``data.*``), validated."""
     return validated(DataSettings, deep_merge(card.data.model_dump(), overrides or {}),

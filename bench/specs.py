@@ -67,6 +67,9 @@ class DatasetCard(Strict):
     reviews: str | None = Field(None, description="amazon_raw: reviews file name (.json.gz)")
     meta: str | None = Field(None, description="amazon_raw: metadata file name (.json.gz)")
     text_fields: list[str] = Field(default_factory=list, description="item fields joined into the item text")
+    files_digest: str | None = Field(None, description="the digest of the files the card's committed rows were made "
+                                                       "on (bench.data.files_digest): runs on exactly these files keep "
+                                                       "run ids without a data part; any other files add theirs")
     data: DataSettings = DataSettings()
     citation: str = ""
 
@@ -188,11 +191,22 @@ class RunSpec(Strict):
     #: fields that change no number: left out of the run id
     NOT_IN_ID: ClassVar[frozenset[str]] = frozenset({"threads", "label", "dataset_card"})
 
+    def _id_fields(self) -> str:
+        return self.model_dump_json(exclude=set(self.NOT_IN_ID))
+
     def run_id(self) -> str:
+        """``<method>-<dataset>-s<seed>-<digest>``. The digest hashes the resolved spec and, once the spec is
+        resolved with its files checked, the data files' contents (:func:`bench.data.files_digest`) when they
+        are not the files the card names as its own (``files_digest``): another copy, a truncated file or an
+        edit in place is another run, never the old result; the card's own files keep the ids made before."""
         payload = self.model_dump(mode="json", exclude=set(self.NOT_IN_ID))
         if payload["eval"].get("split") == "test":  # the default: ids made before the field existed stay valid
             payload["eval"].pop("split")
         payload["method_config"] = without_late_settings(self.method, payload["method_config"])
+        r = self._resolved  # a relabelled copy keeps its files: only the id's own fields are compared
+        if r is not None and r.get("files_digest") and r.get("id_fields") == self._id_fields():
+            if r["files_digest"] != r["card"].files_digest:
+                payload["data_files"] = r["files_digest"]
         digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
         return f"{self.method}-{self.dataset}-s{self.seed}-{digest}"
 

@@ -28,7 +28,7 @@ def _card(toy_env, tmp_path: Path, data: Path, name: str = "toy2", extra: str = 
     return card
 
 
-def _copy_toy(tmp_path: Path) -> Path:
+def _copy_toy(tmp_path: Path) -> Path:  # noqa: D103
     data = tmp_path / "data"
     shutil.copytree(assets.TOY_DIR, data)
     return data
@@ -166,25 +166,26 @@ def test_a_text_field_typo_names_the_field_not_a_missing_text(toy_env, tmp_path)
         prepare(str(card), progress=False, log=lambda *_: None)
 
 
-def test_an_unfinished_run_on_changed_data_starts_over(toy_env, tmp_path):
-    """A run folder records the data it trains on; found with other data (edited files, another
-    --dataset-path) its checkpoints are removed, not resumed (before: the old epochs carried over)."""
+def test_an_unfinished_run_on_changed_data_starts_over(toy_env, tmp_path, monkeypatch):
+    """A run folder records the data it trains on (data.json); an unfinished run found with another data
+    fingerprint under the same run id (the files are the same, the data code changed) removes its checkpoints
+    instead of resuming epochs made on the other data. (Changed files are another run id altogether:
+    tests/test_runner.py::test_other_data_files_are_another_run.)"""
+    import bench.data
     from bench.runner import DATA_FILE
 
-    data = _copy_toy(tmp_path)
     spec = build_spec("pop", "toy")
-    res = run(spec, tmp_path / "runs", dataset_path=str(data), progress=False, echo=False)
+    res = run(spec, tmp_path / "runs", progress=False, echo=False)
     folder = tmp_path / "runs" / res.run_id
     recorded = json.loads((folder / DATA_FILE).read_text())["fingerprint"]
     assert recorded == res.data["fingerprint"]
-    # an interrupted attempt: no result, a checkpoint left; then the data change
+    # an interrupted attempt: no result, a checkpoint left; then the data code changes
     (folder / "result.json").unlink()
     (folder / "checkpoints").mkdir(exist_ok=True)
     (folder / "checkpoints" / "epoch.pt").write_text("old")
-    inter = json.loads((data / "Toy.inter.json").read_text())
-    (data / "Toy.inter.json").write_text(json.dumps(dict(list(inter.items())[:-1])))
-    again = run(spec, tmp_path / "runs", dataset_path=str(data), progress=False, echo=False)
-    assert again.data["fingerprint"] != recorded
+    monkeypatch.setattr(bench.data, "FORMAT_VERSION", bench.data.FORMAT_VERSION + 1)
+    again = run(spec, tmp_path / "runs", progress=False, echo=False)
+    assert again.run_id == res.run_id and again.data["fingerprint"] != recorded
     assert not (folder / "checkpoints" / "epoch.pt").exists()
     assert json.loads((folder / DATA_FILE).read_text())["fingerprint"] == again.data["fingerprint"]
     assert "removing" in (folder / "run.log").read_text()

@@ -368,10 +368,12 @@ def test_suite_worker_exits_when_the_suite_process_is_killed(tmp_path):
     assert not alive(worker)
 
 
-def test_a_complete_run_is_not_returned_for_other_data(toy_env, tmp_path):
-    """The run id hashes the spec, not the files: a finished run asked for again is returned only when the
-    data still gives the fingerprint it was made on; a truncated copy behind --dataset-path is refused
-    (before, the old result came back with exit 0 in seconds, the files never read)."""
+def test_other_data_files_are_another_run(toy_env, tmp_path, monkeypatch):
+    """The run id sees the data files (issue 27 item 2): a truncated copy behind --dataset-path, or an edit in
+    place, is another run id, trained on those files (before, the old result came back with exit 0 in seconds,
+    the files never read); an identical copy is the same run; the card's own files keep the ids made before
+    the data entered them (the pinned toy ids). A finished run whose data code changed (same files, another
+    data fingerprint) is refused, naming both."""
     import shutil
 
     from bench import assets
@@ -381,12 +383,18 @@ def test_a_complete_run_is_not_returned_for_other_data(toy_env, tmp_path):
     assert run(spec, tmp_path / "runs", progress=False, echo=False).metrics == first.metrics  # same data: returned
     copy = tmp_path / "copy"
     shutil.copytree(assets.TOY_DIR, copy)
-    inter = json.loads((copy / "Toy.inter.json").read_text())
-    (copy / "Toy.inter.json").write_text(json.dumps(dict(list(inter.items())[:-1])))  # one user fewer
-    with pytest.raises(SpecError, match=f"was made on data {first.data['fingerprint']}"):
-        run(spec, tmp_path / "runs", dataset_path=str(copy), progress=False, echo=False)
-    shutil.copy(assets.TOY_DIR / "Toy.inter.json", copy / "Toy.inter.json")  # an identical copy is the same data
     assert run(spec, tmp_path / "runs", dataset_path=str(copy), progress=False, echo=False).run_id == first.run_id
+    inter = json.loads((copy / "Toy.inter.json").read_text())
+    (copy / "Toy.inter.json").write_text(json.dumps(dict(list(inter.items())[:-1])))  # one user fewer, in place
+    other = run(spec, tmp_path / "runs", dataset_path=str(copy), progress=False, echo=False)
+    assert other.run_id != first.run_id and other.data["fingerprint"] != first.data["fingerprint"]
+    assert other.data["stats"]["users"] == first.data["stats"]["users"] - 1
+    assert RunResult.from_disk(tmp_path / "runs" / first.run_id / "result.json").metrics == first.metrics
+    import bench.data
+
+    monkeypatch.setattr(bench.data, "FORMAT_VERSION", bench.data.FORMAT_VERSION + 1)  # the data code changed
+    with pytest.raises(SpecError, match=f"was made on data {first.data['fingerprint']}"):
+        run(spec, tmp_path / "runs", progress=False, echo=False)
 
 
 def test_a_new_label_on_a_finished_run_is_taken(toy_env, tmp_path, capsys):
