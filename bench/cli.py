@@ -128,6 +128,16 @@ def cmd_leaderboard(args) -> int:
     return 0
 
 
+def cmd_upgrade(args) -> int:
+    from bench.rowfacts import upgrade_results
+    from bench.specs import SpecError
+
+    if not Path(args.runs).is_dir():
+        raise SpecError(f"runs folder not found: {args.runs}")
+    upgrade_results(Path(args.runs))
+    return 0
+
+
 def cmd_export(args) -> int:
     from bench.results import export_results
 
@@ -271,6 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="site folder")
     s.add_argument("--title", default="ReasonRec Bench leaderboard")
     s.set_defaults(func=cmd_leaderboard)
+
+    s = sub.add_parser("upgrade", help="add what the site reads from a result (the paper tables it fills, its "
+                                       "non-default settings, the command that remakes it) to results written "
+                                       "before results carried it; no number changes")
+    s.add_argument("runs", help="folder of runs or committed results")
+    s.set_defaults(func=cmd_upgrade)
 
     s = sub.add_parser("export", help="copy result files of complete runs (no checkpoints) for committing")
     s.add_argument("--runs", required=True)

@@ -27,6 +27,7 @@ from bench.method import FitContext, Method
 from bench.metrics import evaluate, grouped_metrics
 from bench.registry import get_method
 from bench.results import Latency, RunResult, Training
+from bench.rowfacts import row_facts
 from bench.specs import EvalSettings, RunSpec, SpecError
 
 EVAL_SUBSET_SEED = 12345  # the same test users for every method and seed
@@ -286,7 +287,8 @@ def _run_body(spec: RunSpec, run_dir: Path, *, main: bool, started: float, datas
                     "exclude_history": spec.eval.exclude_history,
                     "max_history": data.max_history, "invalid_items": ev.invalid, "duplicate_items": ev.duplicates,
                     "per_user_file": "per_user.json", **({"by_stat": by_stat} if by_stat else {})},
-        method_facts={"config": config.model_dump(mode="json"), **method.describe()},
+        method_facts={"config": config.model_dump(mode="json"), **method.describe(),
+                      "row": row_facts(spec, config.model_dump(mode="json"))},
         data={"name": data.name, "fingerprint": data.fingerprint, "stats": data.stats,
               "settings": data.settings.model_dump(mode="json")},
         environment=provenance.environment(),

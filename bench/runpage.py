@@ -2,8 +2,6 @@
 curves and bootstrap intervals of its metrics (rendered by :mod:`bench.leaderboard`)."""
 from __future__ import annotations
 
-import json
-
 from bench.results import RunResult
 from bench.summary import _flatten, _gains
 
@@ -55,45 +53,11 @@ def training_curves(r: RunResult) -> list[dict]:
     return out
 
 
-def _set_value(v) -> str:
-    # --set values are read back as YAML: JSON (strings quoted) is YAML, so '#', ': ', 'yes', '2024' stay strings
-    return json.dumps(v)
-
-
 def reproduce_command(r: RunResult) -> str:
-    """The ``reasonrec run`` command that makes this row: every method setting that differs from the
-    method's defaults as ``--set``, the label, the seed and evaluation settings that differ."""
-    import shlex
-
-    from bench.registry import REGISTRY
-    from bench.specs import RunSpec
-
-    parts = ["reasonrec", "run", "--method", r.spec.method, "--dataset", r.spec.dataset]
-    if r.spec.seed:
-        parts += ["--seed", str(r.spec.seed)]
-    try:
-        defaults = _flatten(REGISTRY.get(r.spec.method).Config().model_dump(mode="json"))
-    except Exception:  # noqa: BLE001 - an unknown method: every stored setting
-        defaults = {}
-    for k, v in sorted(_flatten(r.spec.method_config).items()):
-        if k not in defaults or defaults[k] != v:
-            parts += ["--set", f"method_config.{k}={_set_value(v)}"]
-    mine = r.spec.model_dump(mode="json")
-    try:  # the card's data settings and the default eval / selection (no dataset files needed)
-        from bench.config import resolve_spec
-
-        base = resolve_spec({"method": r.spec.method, "dataset": r.spec.dataset_card or r.spec.dataset},
-                            check_files=False).model_dump(mode="json")
-    except Exception:  # noqa: BLE001 - an unknown dataset card: every stored data setting
-        base = RunSpec(method=r.spec.method, dataset=r.spec.dataset).model_dump(mode="json")
-    for section in ("data", "eval", "selection"):
-        ref = _flatten(base.get(section) or {})
-        for k, v in sorted(_flatten(mine.get(section) or {}).items()):
-            if ref.get(k, object()) != v:
-                parts += ["--set", f"{section}.{k}={_set_value(v)}"]
-    if r.spec.label:
-        parts += ["--set", f"label={_set_value(r.spec.label)}"]
-    return " ".join(shlex.quote(p) for p in parts)
+    """The ``reasonrec run`` command that makes this row, as recorded when it ran (``method_facts.row``,
+    :func:`bench.rowfacts.reproduce_command`)."""
+    return (r.method_facts.get("row") or {}).get("command") or (
+        "(this result predates recorded commands: `reasonrec upgrade <runs folder>` adds it)")
 
 
 def run_page_facts(r: RunResult) -> dict:

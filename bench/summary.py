@@ -204,60 +204,43 @@ def significance_marks(rows: list[Row], metrics=("NDCG@10", "HR@10"), alpha: flo
                 row.cells["sig"]["marks"].append({"vs": ref.name, "family": fam, "seeds": seeds, "marks": marks})
 
 
-def _contains(cfg, sub) -> bool:
-    if isinstance(sub, dict):
-        return isinstance(cfg, dict) and all(k in cfg and _contains(cfg[k], v) for k, v in sub.items())
-    return cfg == sub
-
-
-def _resolved_config(r: RunResult) -> dict:
-    """A result's method config with the defaults filled in (older results stored only the overrides)."""
-    from bench.registry import REGISTRY
-
-    try:
-        return REGISTRY.get(r.spec.method).Config(**r.spec.method_config).model_dump()
-    except Exception:  # noqa: BLE001 - a result from an older config schema, or an unknown method
-        return r.spec.method_config
-
-
 def ablation_tables(results: list[RunResult], published: dict | None = None) -> list[dict]:
-    """The paper tables the registered methods declare (``Method.paper_tables``), filled with every
-    result whose resolved config contains a row's subset: [{key, title, dataset, rows: [{paper: bool,
-    name, metrics, mean_n, run_id}]}], only tables with at least one of our rows."""
+    """The paper tables the results fill (each result's ``method_facts.row.paper_tables``, written when it ran
+    from the methods' ``Method.paper_tables``: no method imported here): [{key, title, dataset, rows: [{paper:
+    bool, name, metrics, mean_n, run_id}]}], in declaration order, each paper row followed by our rows that
+    match it. ``mean_n``: the mean of the run's per-user statistic (LASAR's latent steps), if it records one."""
     from bench.published import published as shipped
-    from bench.registry import REGISTRY
 
     published = shipped().model_dump() if published is None else published
-    configs: dict[str, dict] = {}
-    tables = []
-    for name in REGISTRY.names():
-        for key, (title, dataset, specs) in REGISTRY.get(name).paper_tables.items():
-            ref = published.get(key) or {}
-            ref = ref.get(dataset, ref)
-            rows, ours = [], 0
-            for paper_name, method, sub in specs:
-                got = ref.get(paper_name) if paper_name else None
-                if isinstance(got, dict):
-                    rows.append({"paper": True, "name": paper_name, "metrics": {k: v for k, v in got.items()
-                                                                                  if k != "mean_N" and v is not None},
-                                 "mean_n": got.get("mean_N"), "run_id": None})
-                elif isinstance(got, (int, float)):  # a figure's single value: its metric is in the key
-                    rows.append({"paper": True, "name": paper_name, "metrics": {"HR@10": got}, "mean_n": None,
-                                 "run_id": None})
-                for r in results:
-                    if r.spec.dataset != dataset or r.spec.method != method:
-                        continue
-                    if r.run_id not in configs:
-                        configs[r.run_id] = _resolved_config(r)
-                    if _contains(configs[r.run_id], sub):
-                        steps = (r.evaluation.get("by_stat") or {}).get("latent_steps", {})
-                        rows.append({"paper": False, "name": r.display_name, "metrics": dict(r.metrics),
-                                     "mean_n": steps.get("mean"), "run_id": r.run_id,
-                                     "counterpart": paper_name if got is not None else None})
-                        ours += 1
-            if ours:
-                tables.append({"key": key, "title": title, "dataset": dataset, "rows": rows})
-    return tables
+    tables: dict[str, dict] = {}
+    for r in results:
+        for t in ((r.method_facts.get("row") or {}).get("paper_tables") or []):
+            if r.spec.dataset != t["dataset"]:
+                continue
+            entry = tables.setdefault(t["table"], {**t, "ours": {}})
+            for i in t["matched"]:
+                entry["ours"].setdefault(i, []).append(r)
+    out = []
+    for key, t in sorted(tables.items(), key=lambda kv: kv[1]["order"]):
+        ref = published.get(key) or {}
+        ref = ref.get(t["dataset"], ref)
+        rows = []
+        for i, paper_name in enumerate(t["paper_rows"]):
+            got = ref.get(paper_name) if paper_name else None
+            if isinstance(got, dict):
+                rows.append({"paper": True, "name": paper_name, "metrics": {k: v for k, v in got.items()
+                                                                              if k != "mean_N" and v is not None},
+                             "mean_n": got.get("mean_N"), "run_id": None})
+            elif isinstance(got, (int, float)):  # a figure's single value: its metric is in the key
+                rows.append({"paper": True, "name": paper_name, "metrics": {"HR@10": got}, "mean_n": None,
+                             "run_id": None})
+            for r in t["ours"].get(i, []):
+                stat = next(iter((r.evaluation.get("by_stat") or {}).values()), {})
+                rows.append({"paper": False, "name": r.display_name, "metrics": dict(r.metrics),
+                             "mean_n": stat.get("mean"), "run_id": r.run_id,
+                             "counterpart": paper_name if got is not None else None})
+        out.append({"key": key, "title": t["title"], "dataset": t["dataset"], "rows": rows})
+    return out
 
 
 def stat_tables(runs: list[RunResult], metrics=("NDCG@10", "HR@10")) -> list[dict]:
@@ -286,17 +269,13 @@ def stat_tables(runs: list[RunResult], metrics=("NDCG@10", "HR@10")) -> list[dic
 def tuning_tables(trials: list[RunResult]) -> dict[str, list[dict]]:
     """``reasonrec tune`` trials (results scored on the validation split), per dataset and study (the
     label's part before " #"), best first: [{study, method, rows: [{name, run_id, metrics, settings}]}].
-    ``settings``: the method settings that differ from the method's defaults, and the max history."""
-    from bench.registry import REGISTRY
-
+    ``settings``: the method settings that differ from the method's defaults (``method_facts.row.settings``,
+    recorded when the trial ran), and the max history."""
     out: dict[str, dict[str, dict]] = {}
     for r in trials:
         study = r.display_name.split(" #")[0]
-        try:
-            defaults = _flatten(REGISTRY.get(r.spec.method).Config().model_dump(mode="json"))
-        except Exception:  # noqa: BLE001 - an unknown method: show every setting
-            defaults = {}
-        settings = {k: v for k, v in _flatten(r.spec.method_config).items() if defaults.get(k, object()) != v}
+        row = r.method_facts.get("row") or {}
+        settings = dict(row["settings"]) if "settings" in row else _flatten(r.spec.method_config)
         settings["max_history"] = r.evaluation.get("max_history")
         entry = out.setdefault(r.spec.dataset, {}).setdefault(study, {"study": study, "method": r.spec.method,
                                                                         "rows": []})

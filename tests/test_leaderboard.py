@@ -18,7 +18,9 @@ def fake_result(method, dataset, seed, ndcg10, sps=0.01, label=None):
                      metrics=metrics, latency=Latency(seconds_per_sample=sps, total_seconds=sps * 100, n_samples=100,
                                                       batch_size=10, warmup_batches=1),
                      training=Training(seconds=5.0), data={"name": dataset, "stats": {"users": 100}},
-                     environment={"git_commit": "abc", "hardware": {"torch_threads": 1}})
+                     environment={"git_commit": "abc", "hardware": {"torch_threads": 1}},
+                     method_facts={"row": {"settings": {}, "paper_tables": [],
+                                           "command": f"reasonrec run --method {method} --dataset {dataset}"}})
 
 
 @pytest.fixture
@@ -231,7 +233,11 @@ def test_paper_ablation_tables_match_rows_by_config(tmp_path):
         r = fake_result("lasar", "beauty", 0, v, label=label)
         r.spec = RunSpec(method="lasar", dataset="beauty", label=label, method_config=cfg)
         r.run_id = r.spec.run_id()
+        r.method_facts = {}  # written before results carried their row facts: `reasonrec upgrade` adds them
         r.to_disk(runs / r.run_id)
+    from bench.rowfacts import upgrade_results
+
+    assert upgrade_results(runs, log=lambda *_: None) == 3
     paper = tmp_path / "p.json"
     paper.write_text(json.dumps({"table2_sft_ablation_beauty": {"+ KL Alignment": {"NDCG@10": 0.0285},
                                                                 "+ Cosine Alignment": {"NDCG@10": 0.0277}},
@@ -284,6 +290,7 @@ def test_site_v2_significance_lookup_latency_ablations_per_n_and_ci(tmp_path):
         if method == "lasar":
             r.spec = RunSpec(method="lasar", dataset="beauty", label=name, method_config={"rl": {"enabled": False}})
             r.run_id = r.spec.run_id()
+            r.method_facts = {}  # upgraded below
             r.evaluation = {"max_history": 20, "exclude_history": False, "ks": [5, 10, 20],
                             "inference": {"beam_width": 50},
                             "by_stat": {"latent_steps": {"mean": 2.5, "by_value": {
@@ -294,6 +301,9 @@ def test_site_v2_significance_lookup_latency_ablations_per_n_and_ci(tmp_path):
         r.to_disk(runs / r.run_id)
         (runs / r.run_id / "per_user.json").write_text(json.dumps(
             {"users": list(range(n)), "targets": targets, "ranks": ranks[name].tolist(), "stats": {}}))
+    from bench.rowfacts import upgrade_results
+
+    upgrade_results(runs, log=lambda *_: None)
     site = build_site([runs], tmp_path / "site")
     html = site.read_text()
     p = Tables()
@@ -359,13 +369,13 @@ def test_reproduce_command_rebuilds_the_same_run(method, config, label, extra):
     import shlex
 
     from bench.config import build_spec
-    from bench.leaderboard import reproduce_command
     from bench.registry import REGISTRY
+    from bench.rowfacts import reproduce_command
 
     spec = build_spec(method, "ml-100k", seed=1, label=label, method_config=config, **extra)
     assert spec.method_config == REGISTRY.get(method).Config(**config).model_dump(mode="json")  # stored resolved
     r = fake_result(method, "ml-100k", 1, 0.02).model_copy(update={"spec": spec, "run_id": spec.run_id()})
-    argv = shlex.split(reproduce_command(r))
+    argv = shlex.split(reproduce_command(r.spec, r.spec.method_config))
     assert argv[:2] == ["reasonrec", "run"]
     sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
     again = build_spec(method, "ml-100k", sets=sets, seed=int(argv[argv.index("--seed") + 1]))
@@ -529,3 +539,41 @@ def test_seeds_written_in_two_spec_formats_are_one_row(tmp_path):
     rows = {r[0][0]: r for r in p.tables[("table1", "beauty")][1:] if r[0][0].startswith("M")}
     assert len(rows) == 2 and all(n.startswith("M · ") for n in rows)  # the three seeds one row, the odd one apart
     assert any("0.0300 ± 0.0100" in c for r in rows.values() for c, _ in r)
+
+
+def test_the_site_is_built_from_result_files_alone(toy_env, tmp_path, monkeypatch):
+    """What the site shows that only the methods know (the ablation tables a row fills, the settings that differ
+    from the defaults, the command that remakes it) is written into the result when it runs (method_facts.row);
+    summarising and the run pages import no method, config class or card (issue 24): a site can be built on a
+    machine without the plugins that made the rows."""
+    import sys
+
+    from bench.config import build_spec
+    from bench.runner import run
+
+    res = run(build_spec("pop", "toy", label="Popularity"), tmp_path, progress=False, echo=False)
+    row = res.method_facts["row"]
+    assert row["command"].startswith("reasonrec run --method pop --dataset toy") and "label=" in row["command"]
+    assert row["paper_tables"] == [] and isinstance(row["settings"], dict)
+    lasar_sft = {"alignment": "kl", "latent": True, "two_stage": True, "forced_steps": None, "rl": {"enabled": False}}
+    from bench.rowfacts import paper_tables
+
+    fills = paper_tables("lasar", "beauty", {**lasar_sft, "alignment": "cosine"})
+    assert [(t["table"], t["matched"]) for t in fills] == [("table2_sft_ablation_beauty", [4])]
+    r = fake_result("lasar", "beauty", 0, 0.02)
+    r.method_facts["row"] = {"settings": {"alignment": "cosine"}, "command": "reasonrec run ...",
+                             "paper_tables": fills}
+    for mod in [m for m in sys.modules if m == "bench.registry" or m.startswith("methods")]:
+        monkeypatch.delitem(sys.modules, mod)
+    monkeypatch.setitem(sys.modules, "bench.registry", None)  # importing it now fails
+    from bench.runpage import run_page_facts
+    from bench.summary import ablation_tables, tuning_tables
+
+    (table,) = ablation_tables([r])
+    assert table["key"] == "table2_sft_ablation_beauty"
+    ours = [x for x in table["rows"] if not x["paper"]]
+    assert [x["run_id"] for x in ours] == [r.run_id] and ours[0]["counterpart"] == "+ Cosine Alignment"
+    names = [x["name"] for x in table["rows"]]
+    assert names.index("+ Cosine Alignment") + 1 == names.index(r.display_name)  # under its paper row
+    assert run_page_facts(r)["command"] == "reasonrec run ..."
+    assert tuning_tables([r])["beauty"][0]["rows"][0]["settings"].startswith("alignment=cosine")
