@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.loaders import DataError
     from bench.method import TrainingDiverged
     from bench.registry import RegistryError
-    from bench.runner import RunInProgress
+    from bench.rundir import RunInProgress
     from bench.suites import SuiteFailed
     from bench.specs import SpecError
 

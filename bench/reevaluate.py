@@ -7,7 +7,8 @@ from pathlib import Path
 from bench.config import TRAINING_FIELDS, reevaluation_spec, resolve_spec
 from bench.registry import get_method
 from bench.results import RunResult
-from bench.runner import _lock, _run_in_dir, can_reload, is_complete
+from bench.rundir import is_complete, lock
+from bench.runner import _run_in_dir, can_reload
 from bench.specs import SpecError
 
 
@@ -48,12 +49,12 @@ def reevaluate(source: str | Path, sets: list[str] = (), out: str | Path | None 
     if is_complete(run_dir):
         return RunResult.from_disk(run_dir / "result.json")
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = _lock(run_dir)
+    held = lock(run_dir)
     try:
         return _run_in_dir(spec, run_dir, dataset_path=dataset_path, progress=progress, echo=echo, data=None,
                            source=(source, src))
     finally:
-        lock.close()
+        held.close()
 
 
 def _flat(d: dict, prefix: str) -> dict:

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import json
 import random
 import shutil
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-from bench import distributed, locks, provenance
+from bench import distributed, provenance, rundir
 from bench.atomic import atomic_dir, atomic_write_json, atomic_write_text
 from bench.config import build_spec, load_suite, method_config, resolve_spec  # noqa: F401  (build_spec, load_suite: re-exported)
 from bench.data import SIDData, prepare
@@ -44,81 +42,23 @@ def set_seed(seed: int) -> None:
         pass
 
 
-def _logger(path: Path, echo: bool) -> Callable[[str], None]:
-    def log(msg: str) -> None:
-        line = f"[{_dt.datetime.now().strftime('%H:%M:%S')}] {msg}"
-        with open(path, "a") as f:
-            f.write(line + "\n")
-        if echo:
-            print(line, flush=True)
-
-    return log
-
-
-def is_complete(run_dir: Path) -> bool:
-    return (run_dir / "result.json").is_file()
-
-
-class RunInProgress(RuntimeError):
-    """Another process holds this run's lock."""
-
-
-def _lock(run_dir: Path):
-    """An exclusive, non-blocking lock on ``run_dir/.lock`` (released when the process exits)."""
-    try:
-        return locks.hold(run_dir / ".lock")
-    except locks.Busy as e:
-        raise RunInProgress(f"run {run_dir.name} is in progress in another process (pid {e.holder}); "
-                            f"wait for it or stop it") from None
-
-
-def _check_same_data(done: RunResult, spec: RunSpec, dataset_path: str | None, data: SIDData | None) -> None:
-    """A complete run is returned only for the data it was made on: the run id hashes the spec, not the
-    files, so a changed file or another copy (``--dataset-path``) must not get the old result back."""
-    from bench.data import data_fingerprint
-
-    made_on = done.data.get("fingerprint")
-    if made_on is None:
-        return
-    now = data.fingerprint if data is not None else data_fingerprint(spec.dataset_card or spec.dataset, spec.data,
-                                                                       path=dataset_path)
-    if now != made_on:
-        raise SpecError(f"run {done.run_id} ({done.folder}) was made on data {made_on}; dataset '{spec.dataset}' "
-                        f"{'at ' + dataset_path + ' ' if dataset_path else ''}now gives {now} (its files, or the "
-                        f"data code, changed): its result does not apply. Use another --out, or remove that run "
-                        f"folder to run it again")
-
-
-def _relabel(run_dir: Path, done: RunResult, label: str, echo: bool) -> None:
-    """Give a finished run another display name (``--set label=...``): the label is not part of the run id and
-    changes no number, so ``result.json`` and ``spec.json`` take it as they are."""
-    for name in ("result.json", "spec.json"):
-        path = run_dir / name
-        if path.is_file():
-            obj = json.loads(path.read_text())
-            (obj["spec"] if name == "result.json" else obj)["label"] = label
-            atomic_write_json(path, obj)
-    if echo:
-        print(f"{done.run_id}: label {done.spec.label!r} -> {label!r} (finished run; nothing recomputed)", flush=True)
-
-
 def run(spec: RunSpec | dict, out: str | Path = "runs", *, dataset_path: str | None = None, progress: bool = True,
         echo: bool = True, data: SIDData | None = None) -> RunResult:
     """Run ``spec`` into ``out/<run_id>``: resolve and validate it (before any folder exists), prepare the
     data, ``fit``, ``save`` the model into ``<run>/model``, rank the test users, write ``result.json``."""
     spec = resolve_spec(spec, dataset_path=dataset_path)
     run_dir = Path(out).resolve() / spec.run_id()  # absolute: some libraries chdir (RecBole)
-    if is_complete(run_dir):
+    if rundir.is_complete(run_dir):
         done = RunResult.from_disk(run_dir / "result.json")
-        _check_same_data(done, spec, dataset_path, data)
+        rundir.check_same_data(done, spec, dataset_path, data)
         if spec.label != done.spec.label and spec.label is not None:  # a label changes no number: relabel
-            _relabel(run_dir, done, spec.label, echo)
+            rundir.relabel(run_dir, done, spec.label, echo)
             done = RunResult.from_disk(run_dir / "result.json")
         return done
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     main = distributed.is_main()  # a helper process of a multi-process launch trains, then waits: no lock
-    lock = _lock(run_dir) if main else None
+    lock = rundir.lock(run_dir) if main else None
     orphan = False
     try:
         return _run_in_dir(spec, run_dir, dataset_path=dataset_path, progress=progress and main,
@@ -140,56 +80,6 @@ def can_reload(cls: type[Method]) -> bool:
     return cls.save is not Method.save and cls.load is not Method.load
 
 
-class _AttemptClock:
-    """Training time over every attempt of a run (a killed attempt included): ``attempts.json`` in the
-    run folder is rewritten every ``every`` seconds while ``fit`` runs, so a resumed run reports the
-    total training time and the number of attempts."""
-
-    def __init__(self, run_dir: Path, every: float = 10.0):
-        import threading
-
-        self.path, self.every = run_dir / "attempts.json", every
-        self.history: list[dict] = []
-        if self.path.is_file():
-            try:
-                self.history = json.loads(self.path.read_text())
-            except (ValueError, OSError):
-                self.history = []
-        self.current = {"started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                        "fit_seconds": 0.0, "finished": False}
-        self.history.append(self.current)
-        self._t0 = time.perf_counter()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, daemon=True)
-
-    def _write(self) -> None:
-        self.current["fit_seconds"] = round(time.perf_counter() - self._t0, 1)
-        atomic_write_json(self.path, self.history)
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.every):
-            self._write()
-
-    def __enter__(self):
-        self._write()
-        self._thread.start()
-        return self
-
-    def __exit__(self, exc_type, *_):
-        self._stop.set()
-        self._thread.join()
-        self.current["finished"] = exc_type is None
-        self._write()
-
-    @property
-    def previous_seconds(self) -> float:
-        return float(sum(a.get("fit_seconds", 0.0) for a in self.history[:-1]))
-
-    @property
-    def attempts(self) -> int:
-        return len(self.history)
-
-
 def _run_in_dir(spec: RunSpec, run_dir: Path, *, dataset_path, progress, echo, data,
                 source: tuple[Path, RunResult] | None = None) -> RunResult:
     main, started = distributed.is_main(), time.time()
@@ -198,7 +88,7 @@ def _run_in_dir(spec: RunSpec, run_dir: Path, *, dataset_path, progress, echo, d
         resumed = (run_dir / "attempts.json").is_file()
         atomic_write_json(spec_path, spec.model_dump(mode="json"))
         (run_dir / "error.txt").unlink(missing_ok=True)  # from an earlier attempt
-        log = _logger(run_dir / "run.log", echo)
+        log = rundir.logger(run_dir / "run.log", echo)
         log(f"{'resuming' if resumed else 'starting'} run {spec.run_id()} in {run_dir}"
             + (f" (process 0 of {distributed.world_size()})" if distributed.world_size() > 1 else ""))
     else:
@@ -229,10 +119,10 @@ def _run_body(spec: RunSpec, run_dir: Path, *, main: bool, started: float, datas
     if cls.info.needs_text and not any(data.item_text):
         raise SpecError(f"method '{spec.method}' needs item text, dataset '{spec.dataset}' has none")
     if main and source is None:
-        _claim_for_data(run_dir, data, log)
+        rundir.claim_for_data(run_dir, data, log)
     set_seed(spec.seed)
     method: Method = cls(config)
-    trained = _finished_training(run_dir, data, log) if source is None else None
+    trained = rundir.finished_training(run_dir, data, log) if source is None else None
     if trained is not None and not main:
         return RunResult.from_disk(distributed.wait_for_result(run_dir, since=started))
     if trained is not None:  # an earlier attempt trained and saved the model, then stopped while evaluating
@@ -308,7 +198,7 @@ def _fit_and_save(method: Method, spec: RunSpec, run_dir: Path, data: SIDData, *
                      selection_metric=spec.selection.metric, exclude_history=spec.eval.exclude_history)
     ctx.workdir.mkdir(exist_ok=True)
     valid = data.split("valid")
-    clock = _AttemptClock(run_dir) if main else contextlib.nullcontext()
+    clock = rundir.AttemptClock(run_dir) if main else contextlib.nullcontext()
     from bench.generative.stages import waited_seconds
 
     waited_seconds(reset=True)
@@ -332,58 +222,12 @@ def _fit_and_save(method: Method, spec: RunSpec, run_dir: Path, data: SIDData, *
     log(f"trained in {seconds:.1f}s" + (f" over {clock.attempts} attempts" if clock.attempts > 1 else "")
         + f"; {_facts_summary(fit_facts)} (all facts: result.json training)")
     if fit_facts["model_saved"]:  # a run stopped during evaluation resumes from here, without training again
-        atomic_write_json(run_dir / TRAINED_FILE, {"seconds": round(seconds, 3), "facts": fit_facts,
+        atomic_write_json(run_dir / rundir.TRAINED_FILE, {"seconds": round(seconds, 3), "facts": fit_facts,
                                                   "data_fingerprint": data.fingerprint})
     return fit_facts, seconds
 
 
 #: written next to ``model/`` when training finished: the training facts a resumed evaluation reports
-TRAINED_FILE = "trained.json"
-
-
-DATA_FILE = "data.json"
-
-
-def _claim_for_data(run_dir: Path, data: SIDData, log) -> None:
-    """A run folder records the data fingerprint it trains on (``data.json``); an unfinished run found with
-    another one (its files changed, or another ``--dataset-path``) starts over: its checkpoints were made on
-    other data and are removed, never resumed."""
-    path = run_dir / DATA_FILE
-    if path.is_file():
-        try:
-            was = json.loads(path.read_text()).get("fingerprint")
-        except ValueError:
-            was = None
-        if was == data.fingerprint:
-            return
-        stale = [p for p in (run_dir / "checkpoints", run_dir / "model", run_dir / TRAINED_FILE) if p.exists()]
-        if stale:
-            log(f"this run folder was started on data {was}; the prepared data is {data.fingerprint}: removing "
-                f"{', '.join(p.name for p in stale)} (made on the other data) and training from the start")
-        for p in stale:
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-    atomic_write_json(path, {"fingerprint": data.fingerprint, "dataset": data.name})
-
-
-def _finished_training(run_dir: Path, data: SIDData, log) -> dict | None:
-    """The saved training facts of a run whose training finished and whose model was saved, or None
-    (train). A record written for other data is ignored (with a log line): the run trains again."""
-    path = run_dir / TRAINED_FILE
-    if not (path.is_file() and (run_dir / "model").is_dir()):
-        return None
-    try:
-        trained = json.loads(path.read_text())
-        facts, seconds = dict(trained["facts"]), float(trained["seconds"])
-    except (ValueError, KeyError, TypeError) as e:
-        log(f"ignoring {path} ({type(e).__name__}: {e}): training again")
-        return None
-    if trained.get("data_fingerprint") != data.fingerprint:
-        log(f"{path} was written for data {trained.get('data_fingerprint')}, the prepared data is {data.fingerprint}:"
-            " training again")
-        return None
-    return {"facts": facts, "seconds": seconds}
-
-
 def _facts_summary(facts: dict) -> str:
     """One short line of a run's training facts: each phase's epochs, best validation score, minutes and
     reuse (the full facts, histories included, go to result.json, not to the log)."""

@@ -12,7 +12,8 @@ from bench import distributed
 from bench.config import suite_specs
 from bench.data import SIDData, prepare
 from bench.results import RunResult
-from bench.runner import RunInProgress, is_complete, run
+from bench.rundir import RunInProgress, is_complete
+from bench.runner import run
 from bench.specs import RunSpec, SuiteSpec
 
 

@@ -28,7 +28,8 @@ def test_wait_blocks_until_released_and_reports_the_wait(tmp_path):
 
 def test_the_run_tune_and_stage_locks_are_this_lock(tmp_path):
     from bench.generative.stages import StageCache
-    from bench.runner import RunInProgress, _lock
+    from bench.rundir import RunInProgress
+    from bench.rundir import lock as _lock
     from bench.specs import SpecError
     from bench.tune import _lock as tune_lock
 

@@ -172,7 +172,7 @@ def test_an_unfinished_run_on_changed_data_starts_over(toy_env, tmp_path, monkey
     instead of resuming epochs made on the other data. (Changed files are another run id altogether:
     tests/test_runner.py::test_other_data_files_are_another_run.)"""
     import bench.data
-    from bench.runner import DATA_FILE
+    from bench.rundir import DATA_FILE
 
     spec = build_spec("pop", "toy")
     res = run(spec, tmp_path / "runs", progress=False, echo=False)

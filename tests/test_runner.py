@@ -227,7 +227,7 @@ def test_a_run_in_progress_elsewhere_is_not_entered(toy_env, tmp_path):
     import subprocess
     import sys
 
-    from bench.runner import RunInProgress
+    from bench.rundir import RunInProgress
 
     spec = build_spec("pop", "toy")
     run_dir = tmp_path / spec.run_id()
