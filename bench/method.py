@@ -146,6 +146,9 @@ class Method:
     #: behaviour before it existed: at that value they are left out of run ids and stage keys
     #: (:func:`bench.specs.without_late_settings`), so committed rows keep their ids
     late_settings: ClassVar[dict[str, Any]] = {}
+    #: fields renamed after rows were committed: new name -> the old name run ids and stage keys still hash it
+    #: under (:func:`bench.specs.hashed_names`), so committed rows and cached stages keep theirs
+    renamed_settings: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def inert_settings(cls, config: dict[str, Any]) -> set[str]:

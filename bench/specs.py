@@ -131,6 +131,18 @@ def late_settings(method: str) -> dict[str, Any]:
         return {}
 
 
+def hashed_names(method: str, config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` (a method config dump) with the fields the method renamed (``Method.renamed_settings``) under
+    their old names: what run ids and stage keys hash, so a rename moves no id."""
+    from bench.registry import REGISTRY, RegistryError
+
+    try:
+        renamed = dict(getattr(REGISTRY.get(method), "renamed_settings", {}) or {})
+    except RegistryError:
+        renamed = {}
+    return {renamed.get(k, k): v for k, v in config.items()}
+
+
 def without_late_settings(method: str, config: dict[str, Any]) -> dict[str, Any]:
     """``config`` (a method config dump) without the method's late settings that sit at their old value: left
     out of run ids and stage keys, so committed rows and cached stages keep theirs; and the settings the method
@@ -154,7 +166,7 @@ def without_late_settings(method: str, config: dict[str, Any]) -> dict[str, Any]
         else:
             if leaf in node and (old is _ANY or node[leaf] == old):
                 del node[leaf]
-    return out
+    return hashed_names(method, out)
 
 
 _ANY = object()  # an inert setting is left out at any value

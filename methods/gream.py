@@ -43,7 +43,7 @@ class GREAMConfig(CoTConfig):
     mode: Literal["direct", "reasoning"] = Field(
         "direct", description="inference: direct = beam search after the prompt; reasoning = greedy CoT, then beams")
     cot_sft_samples: int | None = Field(None, ge=1, description="CoT samples in CoT-SFT; None = Stage 1's CoT samples "
-                                                                "(latent_samples), else a draw of this size")
+                                                                "(cot_samples), else a draw of this size")
     direct_samples: int = Field(16000, ge=0, description="direct (history -> SID) samples mixed into CoT-SFT")
     rewrite_items: int = Field(10, ge=0, description="history items rewritten (as SIDs) after the CoT; 0 = none")
     max_think_tokens: int | None = Field(
@@ -74,7 +74,7 @@ class GREAM(CoTMethod):
 
     demo_priority = 5
     demo_config = {"backbone": {"preset": "tiny", "max_vocab": 512}, "valid_metric": "loss",
-                   "latent_samples": 600, "stage1_cot_samples": 300, "direct_samples": 2400, "rewrite_items": 5,
+                   "cot_samples": 600, "stage1_cot_samples": 300, "direct_samples": 2400, "rewrite_items": 5,
                    # the answer after the think block is learnt only from CoT samples: with Stage 1's 300 the
                    # reasoning row stayed below popularity; validation NDCG@10 (reasoning / direct): 300 CoTs
                    # 0.0150 / 0.0356, 3,000 0.0197, 8,000 0.0215 / 0.0417 (popularity 0.0173)
@@ -89,7 +89,7 @@ class GREAM(CoTMethod):
     # both rows share one CoT-SFT stage: the second would wait on its lock beside the first, so it runs last
     demo_row_priority = {"GREAM (reasoning)": -1}
     smoke_config = {"backbone": {"preset": "tiny"}, "max_train_samples": 64, "valid_max_users": 16,
-                    "latent_samples": 32, "stage1_cot_samples": 16, "direct_samples": 16, "rewrite_items": 3,
+                    "cot_samples": 32, "stage1_cot_samples": 16, "direct_samples": 16, "rewrite_items": 3,
                     "max_think_tokens": 24, "sft": {"epochs": 1, "batch_size": 16},
                     "cot_sft": {"epochs": 1, "batch_size": 16}, "decode_batch_size": 16}
 

@@ -214,3 +214,20 @@ def test_a_run_killed_in_a_later_phase_resumes_exactly(method, phase, extra, toy
     assert pa["ranks"] == pb["ranks"] and a.metrics == b.metrics
     if method == "lasar" and phase == "grpo":
         assert a.training.model_extra["rl"]["steps_sampled"] == b.training.model_extra["rl"]["steps_sampled"]
+
+
+def test_a_renamed_setting_keeps_run_ids_and_reads_its_old_name():
+    """``latent_samples`` became ``cot_samples`` (GREAM uses it too): configs with the old name still load,
+    and run ids hash the field under its old name (Method.renamed_settings), so committed rows keep theirs."""
+    from bench.config import build_spec
+    from bench.specs import hashed_names
+
+    for method in ("lasar", "gream"):
+        old = build_spec(method, "toy", method_config={"latent_samples": 48})
+        new = build_spec(method, "toy", method_config={"cot_samples": 48})
+        assert old.run_id() == new.run_id() and new.method_config["cot_samples"] == 48
+        assert "latent_samples" in hashed_names(method, new.method_config)
+        assert "cot_samples" not in hashed_names(method, new.method_config)
+        assert build_spec(method, "toy", method_config={"cot_samples": 49}).run_id() != new.run_id()
+    # the id this spec had before the rename (computed then, with the field called latent_samples)
+    assert build_spec("lasar", "toy", method_config={"cot_samples": 600}).run_id() == "lasar-toy-s0-ed51b610ab"

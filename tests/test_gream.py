@@ -195,7 +195,7 @@ def test_cot_sft_targets_have_think_rewrite_and_answer(built, toy_data):
     ex = built.cot_sft_examples(toy_data)
     cot = [e for e in ex if e.task == "cot"]
     direct = [e for e in ex if e.task == "seqrec"]
-    assert len(cot) == SMOKE["latent_samples"] and len(direct) == SMOKE["direct_samples"]
+    assert len(cot) == SMOKE["cot_samples"] and len(direct) == SMOKE["direct_samples"]
     st = built.cot_state(toy_data)
     e, h, t = cot[0], list(st["samples"].histories[0]), int(st["samples"].targets[0])
     assert e.prompt[-1] == built._tok(REASON_START)

@@ -9,7 +9,7 @@ for the anchors, :meth:`CoTMethod.text_reader`). LASAR puts its latent loop betw
 two markers; GREAM generates the CoT text there. With the same recipe, fields and tokens they share one
 Stage-1 entry (tested).
 
-The CoT samples are ``latent_samples`` random training prefixes (a fixed seed) with their teacher CoT
+The CoT samples are ``cot_samples`` random training prefixes (a fixed seed) with their teacher CoT
 (:mod:`bench.generative.teacher`, cached on disk per dataset and sample).
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import random
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 
 from bench.generative.method import GenerativeConfig, GenerativeMethod, Phase
 from bench.generative.prompts import Example, PromptEncoder
@@ -28,15 +28,17 @@ from bench.generative.training import TrainConfig
 #: the reasoning region's start and end markers (the latent loop's for LASAR, the think block's for GREAM)
 REASON_START, REASON_END = "<lat_s>", "<lat_e>"
 #: the fields Stage 1 reads beyond the generative ones
-STAGE1_FIELDS = frozenset({"teacher", "latent_samples", "stage1_cot_samples", "max_cot_tokens"})
+STAGE1_FIELDS = frozenset({"teacher", "cot_samples", "stage1_cot_samples", "max_cot_tokens"})
 #: the seed of the CoT sample draw (fixed: every method and run sees the same CoT samples)
 COT_SAMPLE_SEED = 12345
 
 
 class CoTConfig(GenerativeConfig):
     teacher: TeacherConfig = TeacherConfig()
-    latent_samples: int = Field(8000, ge=1, description="training samples with a teacher CoT (LASAR: anchors and "
-                                                        "Stage 2; GREAM: CoT-SFT); random subset of all prefixes")
+    cot_samples: int = Field(8000, ge=1, validation_alias=AliasChoices("cot_samples", "latent_samples"),
+                             description="training samples with a teacher CoT (LASAR: anchors and Stage 2; GREAM: "
+                                         "CoT-SFT); random subset of all prefixes. Was latent_samples (still read; "
+                                         "run ids and stage keys hash it under that name: Method.renamed_settings)")
     stage1_cot_samples: int = Field(1500, ge=0, description="CoT text examples in Stage 1 (the text pass)")
     max_cot_tokens: int = Field(128, ge=8, description="teacher CoT longer than this is cut")
     # Stage 1: the shared packed SFT plus the CoT text pass (~1.5x an epoch's tokens): fewer epochs, a
@@ -56,7 +58,8 @@ class CoTMethod(GenerativeMethod):
     above; :meth:`cot_state` has the CoT samples, their text and the teacher."""
 
     Config: ClassVar = CoTConfig
-    sft_recipe = "lasar-stage1"  # the recipe's name since LASAR introduced it (kept: cached entries)
+    sft_recipe = "cot-stage1"  # Stage 1 with the CoT text pass (GREAM's; LASAR's text-pass ablation)
+    renamed_settings = {"cot_samples": "latent_samples"}
     non_sft_fields = cot_non_sft_fields(CoTConfig)
 
     @property
@@ -128,7 +131,7 @@ class CoTMethod(GenerativeMethod):
     def cot_cache_dir(self) -> Path:
         from bench.data import cache_root
 
-        return cache_root() / "lasar"  # teacher CoT under cot/ (the path since LASAR introduced it)
+        return cache_root() / "cot"  # the teacher's CoT under teacher/ (shared by every CoT method)
 
     def cot_state(self, data) -> dict:
         """The CoT samples (``samples``), their teacher CoT (``cots``) and the ``teacher``; cached on the
@@ -136,8 +139,11 @@ class CoTMethod(GenerativeMethod):
         st = getattr(self, "_cot_state", None)
         if st is not None and st["fp"] == data.fingerprint:
             return st
-        samples = data.train_samples(self.config.latent_samples, seed=COT_SAMPLE_SEED)
-        teacher = Teacher(self.config.teacher, data, self.cot_cache_dir() / "cot")
+        from bench.data import cache_root
+
+        samples = data.train_samples(self.config.cot_samples, seed=COT_SAMPLE_SEED)
+        teacher = Teacher(self.config.teacher, data, self.cot_cache_dir() / "teacher",
+                          legacy_dir=cache_root() / "lasar" / "cot")
         self._cot_state = {"fp": data.fingerprint, "samples": samples, "teacher": teacher}
         self._cot_state["cots"] = self.teacher_cots(data, samples)
         return self._cot_state
@@ -163,7 +169,7 @@ class CoTMethod(GenerativeMethod):
     def sft_examples(self, data, enc, rng: random.Random):
         """Stage 1: seqrec (packed in the compact style) + the CoT text pass."""
         examples = self.seqrec_sft_examples(data, enc, rng)
-        n = min(self.config.stage1_cot_samples, self.config.latent_samples)
+        n = min(self.config.stage1_cot_samples, self.config.cot_samples)
         if n:
             st = self.cot_state(data)
             e_tok = self._tok(REASON_END)

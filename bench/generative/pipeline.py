@@ -18,6 +18,7 @@ from bench.generative.backbone import add_embedding_dropout, load_backbone
 from bench.generative.grpo import GRPOConfig, GRPOLoss, beam_rollout
 from bench.generative.stages import StageCache, run_stage
 from bench.generative.training import PeriodBatches, PhaseState, TrainConfig, train
+from bench.specs import hashed_names
 
 
 @dataclass
@@ -88,7 +89,7 @@ class PhasePipeline:
             recipe, config = "seqrec", self.config.model_dump(mode="json", include=self.seqrec_sft_fields)
         else:
             recipe = self.sft_recipe or self.info.name
-            config = self.config.model_dump(mode="json", exclude=self.non_sft_fields)
+            config = hashed_names(self.info.name, self.config.model_dump(mode="json", exclude=self.non_sft_fields))
         corpus = hashlib.sha256("\n".join(self._corpus(data)).encode()).hexdigest()[:16]
         key = {"recipe": recipe, "data": data.fingerprint, "prompt_style": self.style, "config": config,
                "tokenizer": {"extra_tokens": self.extra_special_tokens(), "corpus": corpus}, "seed": ctx.seed,

@@ -13,7 +13,8 @@ naming it. Three teachers behind one interface (``teacher.kind``):
   request-rate limit.
 - ``file``: a user's JSONL ``{"user": <user id>, "target": <item id>, "cot": "..."}`` (external ids).
 
-Every teacher's output is cached on disk per dataset and sample (``$REASONREC_CACHE/lasar/cot/``, a path kept from when only LASAR used it).
+Every teacher's output is cached on disk per dataset and sample under ``$REASONREC_CACHE/cot/teacher/`` (files
+made under the earlier ``lasar/cot/`` are copied over once).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bench.atomic import atomic_write_text
 
 
 class TeacherConfig(BaseModel):
@@ -68,7 +70,6 @@ class ItemFacts:
             text = data.item_text[i] if i < len(data.item_text) else ""
             f = _fields(text)
             cats = [c.strip() for c in (f.get("categories") or f.get("genres") or "").split(",") if c.strip()]
-            code = data.codes[i]
             self.title.append(f.get("title") or (text if text and ":" not in text else ""))
             # the most specific category; never a name derived from the item's SID (it would tell the target's
             # code): an item without one is "uncategorised", a catalog without any gets :func:`cluster_cot`
@@ -252,7 +253,8 @@ class Teacher:
     """``cots(samples) -> list[str]`` for ``samples`` = [(user, history, target)] (internal ids),
     cached on disk in one JSON file per dataset and teacher configuration."""
 
-    def __init__(self, cfg: TeacherConfig, data, cache_dir: Path):
+    def __init__(self, cfg: TeacherConfig, data, cache_dir: Path, legacy_dir: Path | None = None):
+        """``legacy_dir``: where earlier versions kept the same cache file (copied over once, if found there)."""
         self.cfg, self.data = cfg, data
         self.facts = ItemFacts(data)
         ident = cfg.model_dump(exclude={"max_retries", "timeout_s", "requests_per_minute", "api_key_env"})
@@ -263,6 +265,9 @@ class Teacher:
             ident["text_free_chain"] = 2
         digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:10]
         self.path = Path(cache_dir) / f"{data.name}-{data.fingerprint[:12]}-{cfg.kind}-{digest}.jsonl"
+        old = Path(legacy_dir) / self.path.name if legacy_dir is not None else None
+        if old is not None and old.is_file() and not self.path.is_file():
+            atomic_write_text(self.path, old.read_text())
 
     def _load_cache(self) -> dict[str, str]:
         out = {}

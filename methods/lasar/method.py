@@ -90,12 +90,12 @@ class LASAR(LatentLoop, Anchors, Stage2, LatentRL, CoTMethod):
     # Stage 1 is MiniOneRec's demo SFT (the same settings: one stage entry, trained by the MiniOneRec row); Stage 2
     # the paper's: answer-only samples and replay measured +0.0076 validation NDCG@10 here, not significant (p 0.07,
     # leaderboard/suites/lasar-options-ml100k.yaml)
-    demo_config = {"backbone": {"preset": "tiny"}, "valid_metric": "loss", "latent_samples": 600, "max_steps": 4,
+    demo_config = {"backbone": {"preset": "tiny"}, "valid_metric": "loss", "cot_samples": 600, "max_steps": 4,
                    "sft": {"epochs": 10, "batch_size": 32, "lr": 5e-3, "patience": 3},
                    "stage2": {"epochs": 4, "batch_size": 32, "lr": 5e-4, "patience": 2},
                    "rl": {"num_generations": 8, "max_prompts": 32, "batch_prompts": 8}}
     smoke_config = {"backbone": {"preset": "tiny"}, "max_train_samples": 64, "valid_max_users": 16,
-                    "latent_samples": 48, "max_steps": 3,
+                    "cot_samples": 48, "max_steps": 3,
                     "sft": {"epochs": 1, "batch_size": 16}, "stage2": {"epochs": 1, "batch_size": 16},
                     "decode_batch_size": 16, "rl": {"num_generations": 4, "max_prompts": 8, "batch_prompts": 4}}
 

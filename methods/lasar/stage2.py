@@ -9,6 +9,7 @@ import numpy as np
 
 from bench.generative.method import Phase
 from bench.generative.training import PhaseState, train
+from bench.specs import hashed_names
 from methods.lasar.losses import align_distance
 
 
@@ -87,7 +88,8 @@ class Stage2:
         # in it are other models)
         return {"recipe": "lasar-stage2", "stage1": stage1, "data": data.fingerprint, "vocabulary": "markers",
                 # Force N is an inference (and RL) setting: Stage 2 is the same for every forced_steps
-                "config": {**self.config.model_dump(mode="json", exclude=self.non_stage2_fields), "forced_steps": None},
+                "config": {**hashed_names(self.info.name, self.config.model_dump(mode="json", exclude=self.non_stage2_fields)),
+                           "forced_steps": None},
                 "seed": ctx.seed, **self.cot_identity(data),
                 "selection": {"metric": ctx.selection_metric, "exclude_history": ctx.exclude_history}}
 
@@ -107,7 +109,7 @@ class Stage2:
         first = data.codes[st["samples"].targets, 0]
         init = self._encode_anchors(self._initial_backbone(data, ctx), data, np.arange(min(1000, len(st["cots"]))),
                                     ctx.seed)
-        facts: dict = {"latent": True, "segments": st["report"], "latent_samples": len(st["cots"]),
+        facts: dict = {"latent": True, "segments": st["report"], "cot_samples": len(st["cots"]),
                        "anchor_signal": {"stage1": self.anchor_signal(st["anchors"], st["labels"], first),
                                          "initial_backbone": self.anchor_signal(init, st["labels"], first)},
                        "latent_config": {"two_stage": self.config.two_stage, "alignment": self.config.alignment,
