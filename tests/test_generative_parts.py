@@ -155,7 +155,7 @@ def test_training_loop_in_bf16_mixed_precision(tmp_path):
                         corpus=["a b c d e f g"], seed=0)
     data = _toy_task(bb)
     col = lambda b: collate(b, bb.pad_id)
-    loss0 = float(causal_lm_loss(bb.model, col(data)))
+    loss0 = float(causal_lm_loss(bb.model, col(data)).detach())
     seen = []  # dtype of an attention projection's output inside the forward (accelerate casts logits back to fp32)
     hook = bb.model.model.layers[0].self_attn.q_proj.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
     cfg = TrainConfig(epochs=4, lr=5e-3, batch_size=16, patience=10, mixed_precision="bf16")
