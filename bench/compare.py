@@ -20,7 +20,7 @@ def _paper(paper: Path | None) -> dict:
 
 
 def compare(runs: Path, paper: Path | None) -> str:
-    results = [r for r in load_results(runs) if r.evaluation.get("split", "test") == "test"]  # no tuning trials
+    results = [r for r in load_results(runs) if r.evaluation["split"] == "test"]  # no tuning trials
     published = _paper(paper).get("table1_main", {})
     lines = []
     for ds in sorted({r.spec.dataset for r in results}):
@@ -46,7 +46,7 @@ def paper_tables(runs: Path, paper: Path | None, cols=("NDCG@5", "NDCG@10", "HR@
     filled with the matching results, each paper row (italics) above ours; rows with no paper
     counterpart are ours only."""
     lines = []
-    for t in ablation_tables([r for r in load_results(runs) if r.evaluation.get("split", "test") == "test"],
+    for t in ablation_tables([r for r in load_results(runs) if r.evaluation["split"] == "test"],
                              _paper(paper)):
         lines += [f"### {t['title']}", "", "| row | run | " + " | ".join(short_name(c) for c in cols)
                   + " | mean N |", "|---|---|" + "---|" * len(cols) + "---|"]

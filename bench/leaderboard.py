@@ -122,8 +122,8 @@ def build_site(runs_dirs: list[Path], out: Path, title: str = "ReasonRec Bench l
     for r in results:  # the same run found twice (e.g. two folders): keep one
         seen.setdefault(r.run_id, r)
     # tuning trials rank the validation split: not leaderboard rows (a table of their own per dataset)
-    trials = [r for r in seen.values() if r.evaluation.get("split", "test") != "test"]
-    results = sorted((r for r in seen.values() if r.evaluation.get("split", "test") == "test"),
+    trials = [r for r in seen.values() if r.evaluation["split"] != "test"]
+    results = sorted((r for r in seen.values() if r.evaluation["split"] == "test"),
                      key=lambda r: (r.spec.dataset, r.display_name, r.spec.seed))
     grouped = _group(results)
     studies = tuning_tables(trials)

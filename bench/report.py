@@ -8,11 +8,11 @@ from bench.results import RunResult
 def training_seconds(r: RunResult) -> float:
     """Every phase: this run's training plus every stage it reused from the stage cache (the SFT of an
     SFT+RL row, LASAR's Stage 2 of a Force-N row, GREAM's CoT-SFT of its reasoning row): each reused
-    phase's facts carry ``reused: true`` and the seconds it took when it was trained. (Results made before
-    phases recorded that count only ``reused_seconds``, the SFT's.)"""
+    phase's facts carry ``reused: true`` and the seconds it took when it was trained (older results: read so by
+    :func:`bench.results.upgrade`)."""
     extra = r.training.model_extra or {}
-    reused = [float(v.get("seconds") or 0.0) for v in extra.values() if isinstance(v, dict) and v.get("reused")]
-    return float(r.training.seconds) + (sum(reused) if reused else float(extra.get("reused_seconds") or 0.0))
+    return float(r.training.seconds) + sum(float(v.get("seconds") or 0.0) for v in extra.values()
+                                           if isinstance(v, dict) and v.get("reused"))
 
 
 def column_seconds(values: list[float]) -> list[str]:

@@ -61,16 +61,15 @@ class RunResult(BaseModel):
         return self.spec.label or self.spec.method
 
     def configuration(self) -> dict:
-        """What determines this run's numbers, seed aside, in the current schema (:func:`upgrade_config`):
+        """What determines this run's numbers, seed aside, in the current schema (:func:`upgrade`):
         method, dataset, the data's fingerprint, eval settings, selection metric and the *resolved* method
         config the run recorded (``method_facts.config``). Results written by different versions of the
         spec format (older ones stored only the overrides) compare equal when they ran the same thing;
         seeds of one configuration are one leaderboard row."""
-        metric = self.spec.selection.metric
         return {"method": self.spec.method, "dataset": self.spec.dataset, "label": self.spec.label,
                 "data": self.data.get("fingerprint"), "eval": self.spec.eval.model_dump(mode="json"),
-                "selection": metric,
-                "method_config": upgrade_config(self.method_facts.get("config", self.spec.method_config), metric)}
+                "selection": self.spec.selection.metric,
+                "method_config": self.method_facts["config"]}
 
     def to_disk(self, folder: Path) -> Path:
         return atomic_write_json(folder / "result.json", self.model_dump(mode="json"))
@@ -80,9 +79,32 @@ class RunResult(BaseModel):
         obj = json.loads(Path(path).read_text())
         if obj.get("schema_version", 1) > SCHEMA_VERSION:
             raise ValueError(f"{path}: schema_version {obj['schema_version']} is newer than this reasonrec")
-        r = cls(**obj)
+        r = cls(**upgrade(obj))
         r._folder = Path(path).parent
         return r
+
+
+def upgrade(obj: dict) -> dict:
+    """The one place a result file written by an older version is read into the current format (what the
+    summary, the site and the reports may then rely on): ``evaluation.split`` (added with tuning; before, every
+    result ranked the test split), ``method_facts.config`` (the resolved method config; older results stored
+    only the spec's overrides) in the current schema (:func:`upgrade_config`), and a reused SFT stage marked on its
+    phase (older results counted it only in ``training.reused_seconds``). What only the method registry can add
+    (``method_facts.row``) is written by ``reasonrec upgrade`` (:mod:`bench.rowfacts`)."""
+    obj = dict(obj)
+    spec = obj.get("spec") or {}
+    evaluation = dict(obj.get("evaluation") or {})
+    evaluation.setdefault("split", "test")
+    facts = dict(obj.get("method_facts") or {})
+    metric = (spec.get("selection") or {}).get("metric") or "NDCG@10"
+    facts["config"] = upgrade_config(facts.get("config", spec.get("method_config") or {}), metric)
+    training = dict(obj.get("training") or {})
+    if training.get("reused_seconds") and not any(isinstance(v, dict) and v.get("reused") for v in training.values()):
+        sft = dict(training.get("sft") or {})
+        sft["reused"] = True
+        sft.setdefault("seconds", training["reused_seconds"])
+        training["sft"] = sft
+    return {**obj, "evaluation": evaluation, "method_facts": facts, "training": training}
 
 
 #: method settings added after results were written, at the value that reproduces the behaviour before them

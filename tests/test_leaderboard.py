@@ -577,3 +577,26 @@ def test_the_site_is_built_from_result_files_alone(toy_env, tmp_path, monkeypatc
     assert names.index("+ Cosine Alignment") + 1 == names.index(r.display_name)  # under its paper row
     assert run_page_facts(r)["command"] == "reasonrec run ..."
     assert tuning_tables([r])["beauty"][0]["rows"][0]["settings"].startswith("alignment=cosine")
+
+
+def test_one_upgrade_reads_older_result_files(tmp_path):
+    """bench.results.upgrade is where older result formats become the current one: a result from before
+    tuning (no evaluation.split), before results recorded their resolved config (overrides only, an old
+    valid_metric spelling), and before phases marked a reused stage (training.reused_seconds only)."""
+    import json
+
+    from bench.report import training_seconds
+    from bench.results import RunResult
+
+    r = fake_result("minionerec", "beauty", 0, 0.02)
+    obj = r.model_dump(mode="json")
+    obj["spec"]["method_config"] = {"valid_metric": "ndcg@10", "rl": {"enabled": True}}
+    obj["method_facts"] = {}
+    obj["evaluation"] = {"max_history": 20}
+    obj["training"] = {"seconds": 100.0, "reused_seconds": 2000.0, "sft": {"epochs_run": 3}, "rl": {"steps": 2}}
+    (tmp_path / "result.json").write_text(json.dumps(obj))
+    got = RunResult.from_disk(tmp_path / "result.json")
+    assert got.evaluation["split"] == "test"
+    assert got.method_facts["config"] == {"valid_metric": "protocol", "rl": {"enabled": True, "updates_per_rollout": 1}}
+    assert training_seconds(got) == 2100.0 and got.training.model_extra["sft"]["reused"]
+    assert got.configuration()["method_config"] == got.method_facts["config"]
