@@ -123,7 +123,13 @@ def cmd_leaderboard(args) -> int:
     missing = [r for r in args.runs if not Path(r).is_dir()]
     if missing:
         raise SpecError(f"runs folder not found: {', '.join(missing)}")
-    index = build_site([Path(r) for r in args.runs], Path(args.out), title=args.title)
+    from bench.leaderboard import main_rows
+
+    missing = [m for m in args.main or [] if not Path(m).is_file()]
+    if missing:
+        raise SpecError(f"suite file not found: {', '.join(missing)}")
+    index = build_site([Path(r) for r in args.runs], Path(args.out), title=args.title,
+                       main=main_rows([Path(m) for m in args.main]) if args.main else None)
     print(f"leaderboard: {index}")
     return 0
 
@@ -280,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--runs", action="append", required=True, help="folder of runs (repeatable)")
     s.add_argument("--out", required=True, help="site folder")
     s.add_argument("--title", default="ReasonRec Bench leaderboard")
+    s.add_argument("--main", action="append", metavar="SUITE.yaml",
+                   help="a suite whose entries are Table-1 rows (repeatable, e.g. leaderboard/suites/table1-*.yaml); "
+                        "a dataset's other rows go to a table below it. Default: every row in Table 1")
     s.set_defaults(func=cmd_leaderboard)
 
     s = sub.add_parser("upgrade", help="add what the site reads from a result (the paper tables it fills, its "

@@ -22,7 +22,7 @@ from bench.metrics import primary_metric, short_name
 from bench.results import RunResult, load_results
 from bench.runpage import reproduce_command, run_ci, run_page_facts, training_curves  # noqa: F401
 from bench.summary import (NO_INFERENCE_FAMILIES, Row, _group, ablation_tables, metric_columns, paper_rows,
-                           protocol, significance_marks, stat_tables, table1, table4, tuning_tables)
+                           protocol, significance_vs_best, stat_tables, table1, table4, tuning_tables)
 
 TEMPLATES = assets.TEMPLATES_DIR  # leaderboard/templates/ in a checkout, bench/_assets/templates/ when installed
 
@@ -112,7 +112,25 @@ def _env():
     return env
 
 
-def build_site(runs_dirs: list[Path], out: Path, title: str = "ReasonRec Bench leaderboard") -> Path:
+def main_rows(suite_files: list[Path]) -> set[tuple[str, str, str | None]]:
+    """(dataset, method, label) of every entry of the given suite files (e.g. ``leaderboard/suites/table1-*.yaml``):
+    the rows a dataset's Table 1 holds. Read as plain YAML: no method is imported."""
+    import yaml
+
+    out = set()
+    for f in suite_files:
+        doc = yaml.safe_load(Path(f).read_text()) or {}
+        for entry in doc.get("methods") or []:
+            method, label = (entry, None) if isinstance(entry, str) else (entry["method"], entry.get("label"))
+            out.update((ds, method, label) for ds in doc.get("datasets") or [])
+    return out
+
+
+def build_site(runs_dirs: list[Path], out: Path, title: str = "ReasonRec Bench leaderboard",
+               main: set[tuple[str, str, str | None]] | None = None) -> Path:
+    """``main``: the rows each dataset's Table 1 holds (:func:`main_rows`); the dataset's other rows (ablations,
+    variants, other budgets) go to a table of their own below it. None, or no entry for a dataset: every row is
+    in its Table 1."""
     results = []
     for d in runs_dirs:
         if not Path(d).is_dir():
@@ -139,18 +157,21 @@ def build_site(runs_dirs: list[Path], out: Path, title: str = "ReasonRec Bench l
             datasets.append({"name": ds, "only_trials": True, "studies": studies.get(ds, []), "stats": {}})
             continue
         columns = metric_columns(runs)
-        t1 = table1(rows, columns)
+        listed = {(m, lab) for d, m, lab in (main or ()) if d == ds}
+        in_main = {name: rs for name, rs in rows.items() if not listed or (rs[0].spec.method, rs[0].spec.label) in listed}
+        t1 = table1(in_main or rows, columns)
+        others = table1({n: rs for n, rs in rows.items() if n not in in_main}, columns) if in_main else []
         sig_metric = "NDCG@10" if "NDCG@10" in columns else primary_metric(columns)
         sig_metrics = [m for m in (sig_metric, "HR@10") if m and m in columns]
         if sig_metrics:
-            significance_marks(t1, tuple(dict.fromkeys(sig_metrics)))
+            significance_vs_best(t1, tuple(dict.fromkeys(sig_metrics)))
         paper1, paper4 = paper_rows(ds, columns)
         ab_cols = [c for c in ("NDCG@5", "NDCG@10", "HR@5", "HR@10") if c in columns]
         t4 = table4(rows)
         stats_t = stat_tables(runs)
         for t in stats_t:
             t["charts"] = stat_charts(t, runs)
-        datasets.append({"name": ds, "table1": t1, "table4": t4, "columns": columns,
+        datasets.append({"name": ds, "table1": t1, "others": others, "table4": t4, "columns": columns,
                          "pareto": pareto_chart(t1, t4, sig_metric, ds) if sig_metric else "",
                          "short": {c: short_name(c) for c in columns}, "sig_metric": sig_metric,
                          "sig_metrics": [short_name(m) for m in dict.fromkeys(sig_metrics)],

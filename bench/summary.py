@@ -161,20 +161,26 @@ def _gains(r: RunResult, metric: str):
     return per_user_gains(np.array(pu["ranks"]), metric), (tuple(pu["users"]), tuple(pu["targets"]))
 
 
-def significance_marks(rows: list[Row], metrics=("NDCG@10", "HR@10"), alpha: float = 0.05) -> None:
-    """Each row against the best row (by the first metric) of every family: the paired t-test
-    (bench.significance, the same test as ``reasonrec paired``) on each metric's per-user values over the
-    same test users, pooled over the seeds both rows have (each user's difference averaged over them).
-    Sets ``row.cells['sig']['marks']`` = [{vs, family, seeds, marks: [{metric, mark, p, diff}]}]; mark '+'
-    (significantly better), '−' (worse) or '≈' (p >= alpha). No mark without a shared seed."""
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone), in the input order."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    out, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        out[i] = running
+    return out
+
+
+def significance_vs_best(rows: list[Row], metrics=("NDCG@10", "HR@10"), alpha: float = 0.05) -> Row | None:
+    """Every row against the table's best row (the highest mean of ``metrics[0]``): the paired t-test
+    (bench.significance, the same test as ``reasonrec paired``) on each metric's per-user values over the same
+    test users, pooled over the seeds both rows have (each user's difference averaged over them), Holm-corrected
+    over the rows compared (per metric). Sets ``row.cells['sig']`` = {best: bool, marks: [{metric, word, diff, p,
+    p_holm, seeds}]}; word "higher" / "lower" (significant after Holm at ``alpha``) or "n.s.". Returns the best row."""
     from bench.significance import paired_ttest_p, pooled_differences
 
     key = metrics[0]
-    best: dict[str, Row] = {}
-    for row in rows:
-        v = row.cells.get(key, {}).get("mean")
-        if v is not None and (row.family not in best or v > best[row.family].cells[key]["mean"]):
-            best[row.family] = row
     cache: dict[str, dict | None] = {}
 
     def per_seed(row):
@@ -184,24 +190,29 @@ def significance_marks(rows: list[Row], metrics=("NDCG@10", "HR@10"), alpha: flo
         return cache[row.name]
 
     for row in rows:
-        row.cells["sig"] = {"mean": 0, "std": None, "text": "", "marks": []}
-        for fam, ref in sorted(best.items()):
-            a, b = per_seed(row), per_seed(ref)
-            if ref is row or a is None or b is None:
-                continue
-            marks = []
+        row.cells["sig"] = {"mean": 0, "std": None, "text": "", "marks": [], "best": False}
+    scored = [r for r in rows if r.cells.get(key, {}).get("mean") is not None and per_seed(r) is not None]
+    if not scored:
+        return None
+    best = max(scored, key=lambda r: r.cells[key]["mean"])
+    best.cells["sig"]["best"] = True
+    tests: dict[str, list] = {m: [] for m in metrics}
+    for row in scored:
+        if row is best:
+            continue
+        for metric in metrics:
             try:
-                for metric in metrics:
-                    d, seeds = pooled_differences(a, b, metric)
-                    if not seeds:
-                        break
-                    p = paired_ttest_p(d)
-                    marks.append({"metric": metric, "mark": "≈" if p >= alpha else ("+" if d.mean() > 0 else "−"),
-                                  "p": p, "diff": float(d.mean())})
+                d, seeds = pooled_differences(per_seed(row), per_seed(best), metric)
             except ValueError:  # not evaluated on the same users: no comparison
-                continue
-            if len(marks) == len(metrics):
-                row.cells["sig"]["marks"].append({"vs": ref.name, "family": fam, "seeds": seeds, "marks": marks})
+                break
+            if seeds:
+                tests[metric].append((row, float(d.mean()), paired_ttest_p(d), seeds))
+    for metric, items in tests.items():
+        for (row, diff, p, seeds), q in zip(items, holm([p for _, _, p, _ in items])):
+            word = "n.s." if q >= alpha else ("higher" if diff > 0 else "lower")
+            row.cells["sig"]["marks"].append({"metric": metric, "word": word, "diff": diff, "p": p, "p_holm": q,
+                                              "seeds": seeds})
+    return best
 
 
 def ablation_tables(results: list[RunResult], published: dict | None = None) -> list[dict]:

@@ -310,11 +310,11 @@ def test_site_v2_significance_lookup_latency_ablations_per_n_and_ci(tmp_path):
     p.feed(html)
     t1 = {r[0][0]: r for r in p.tables[("table1", "beauty")][1:]}
     head = [c for c, _ in p.tables[("table1", "beauty")][0]]
-    sig = head.index(next(h for h in head if h.startswith("vs family best")))
-    assert head[sig] == "vs family best (N@10, HR@10)"
-    # families in name order (baseline, latent, traditional); one mark per metric
-    assert t1["strong"][sig][0] == "++ pop++ weak"
-    assert t1["weak"][sig][0] == "++ pop−− strong"
+    sig = head.index(next(h for h in head if h.startswith("vs best row")))
+    assert head[sig] == "vs best rowpaired t-test, Holm, p < 0.05"
+    # against the table's best row, one word per metric (Holm-corrected), readable without a legend
+    assert t1["strong"][sig][0] == "best row"
+    assert t1["weak"][sig][0] == "N@10 lower · HR@10 lower" and t1["pop"][sig][0] == "N@10 lower · HR@10 lower"
     t4 = {r[0][0]: r for r in p.tables[("table4", "beauty")][1:]}
     assert t4["pop"][1] == ("0.000 (lookup)", None) and t4["strong"][1][1] == "b"  # pop is fastest, not marked
     ab = p.tables[("ablation", "beauty")]
@@ -600,3 +600,35 @@ def test_one_upgrade_reads_older_result_files(tmp_path):
     assert got.method_facts["config"] == {"valid_metric": "protocol", "rl": {"enabled": True, "updates_per_rollout": 1}}
     assert training_seconds(got) == 2100.0 and got.training.model_extra["sft"]["reused"]
     assert got.configuration()["method_config"] == got.method_facts["config"]
+
+
+def test_holm_adjusts_hand_computed():
+    """Holm-Bonferroni: p sorted 0.01, 0.02, 0.04 with m = 3 -> 0.03, 0.04, 0.04 (monotone), in input order."""
+    from bench.summary import holm
+
+    assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    assert holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
+    assert holm([]) == []
+
+
+def test_table1_holds_the_main_rows_and_the_rest_follow(tmp_path):
+    """With the Table-1 suite's entries (reasonrec leaderboard --main), Table 1 holds those rows only; the
+    dataset's other rows (ablations, variants) are listed in a table of their own, without marks."""
+    from bench.leaderboard import main_rows
+
+    runs = tmp_path / "runs"
+    for m, v, label, seed in [("a", 0.04, "A", 0), ("b", 0.03, None, 0), ("a", 0.02, "A ablation", 1)]:
+        r = fake_result(m, "beauty", seed, v, label=label)
+        r.to_disk(runs / r.run_id)
+    suite = tmp_path / "table1-beauty.yaml"
+    suite.write_text("methods:\n  - {method: a, label: A}\n  - b\ndatasets: [beauty]\n")
+    assert main_rows([suite]) == {("beauty", "a", "A"), ("beauty", "b", None)}
+    p = Tables()
+    p.feed(build_site([runs], tmp_path / "site", main=main_rows([suite])).read_text())
+    assert [r[0][0] for r in p.tables[("table1", "beauty")][1:] if r[0][0] and not r[0][0].startswith("paper")] \
+        == ["A", "b"]
+    assert [r[0][0] for r in p.tables[("others", "beauty")][1:]] == ["A ablation"]
+    p = Tables()  # without --main: every row in Table 1, no second table
+    p.feed(build_site([runs], tmp_path / "site2").read_text())
+    assert len([r for r in p.tables[("table1", "beauty")][1:] if not r[0][0].startswith("paper")]) == 3
+    assert ("others", "beauty") not in p.tables
