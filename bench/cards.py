@@ -7,7 +7,8 @@ import re
 from pathlib import Path
 
 from bench import assets
-from bench.specs import DatasetCard, SpecError, format_validation_error, load_yaml
+from bench.overrides import load_yaml
+from bench.specs import DatasetCard, SpecError, format_validation_error
 
 REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout (site-packages when installed)
 CARDS_DIR = assets.CARDS_DIR  # datasets/ in a checkout, bench/_assets/datasets/ when installed

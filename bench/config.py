@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.specs import (EvalSettings, RunSpec, SpecError, SuiteSpec, load_yaml, merge_overrides, parse_sets,
-                         validated)
+from bench.overrides import load_yaml, merge_overrides, parse_sets
+from bench.specs import EvalSettings, RunSpec, SpecError, SuiteSpec, validated
 
 
 def method_config(spec: RunSpec):

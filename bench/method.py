@@ -106,6 +106,7 @@ class FitContext:
     log: Any = print                   # callable(str)
     selection_metric: str = "NDCG@10"  # RunSpec.selection.metric
     exclude_history: bool = False      # as the test evaluation (RunSpec.eval.exclude_history)
+    tracker: Any = None                # bench.tracking.Tracker (RunSpec.tracking) or None: log_epoch(phase, record)
 
     def validate(self, recommend, valid: Split, n_items: int, *, max_users: int | None = None,
                  batch_size: int = 256) -> dict:

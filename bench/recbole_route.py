@@ -12,8 +12,8 @@ the test metrics come from our evaluator.
 
 Resuming is exact: ``last.pth`` holds, besides the model and optimizer, every random state training
 draws on (python ``random``, numpy, torch CPU and CUDA, and the ``torch.Generator`` of RecBole's train
-dataloader, which shuffles each epoch), restored after the rebuild; a run interrupted after epoch e
-trains epoch e+1 exactly as an uninterrupted run does.
+dataloader, which shuffles each epoch; :mod:`bench.recbole_rng`), restored after the rebuild; a run
+interrupted after epoch e trains epoch e+1 exactly as an uninterrupted run does.
 
 Packed training (``packed: true``; ReaRec's default, an option for SASRec and GRU4Rec): instead of RecBole's
 one sample per training prefix (the whole history padded to ``max_history`` and encoded for one scored
@@ -31,25 +31,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field, model_validator
 
 from bench.atomic import atomic_torch_save, atomic_write_text
 from bench.epochs import EpochBook
 from bench.packed import packed_batch, training_windows, window_batches
-from bench.method import Method, MethodConfig, Recommendations, TrainingDiverged, validation_epoch
-
-
-class RecBoleConfig(MethodConfig):
-    epochs: int = Field(50, ge=1)
-    patience: int = Field(5, ge=1, description="epochs without validation improvement before stopping")
-    batch_size: int = Field(2048, ge=1)
-    eval_batch_size: int = Field(4096, ge=1, description="users per ranking batch (validation and test)")
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    max_minutes: float | None = Field(None, gt=0, description="stop training after this many minutes")
-    packed: bool = Field(False, description="train on user windows, every prefix's target scored in one causal pass "
-                                            "(the same samples and loss as RecBole's one sample per prefix, tested; "
-                                            "fewer encoder passes); false = RecBole's trainer and dataloader")
+from bench.method import Method, Recommendations, TrainingDiverged, validation_epoch
+from bench.recbole_rng import rng_state, set_rng_state
 
 
 @contextlib.contextmanager
@@ -60,33 +47,6 @@ def _in_dir(path: Path):
         yield
     finally:
         os.chdir(old)
-
-
-def _rng_state(train_data) -> dict:
-    """Every random state a RecBole training epoch draws on: dropout (torch CPU / CUDA), the train
-    dataloader's own generator (the epoch's shuffle), and python / numpy for good measure."""
-    import random
-
-    import torch
-
-    gen = getattr(train_data, "generator", None)
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "loader": gen.get_state() if gen is not None else None}
-
-
-def _set_rng_state(state: dict, train_data) -> None:
-    import random
-
-    import torch
-
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    if state["loader"] is not None:
-        train_data.generator.set_state(state["loader"])
 
 
 class RecBoleMethod(Method):
@@ -288,7 +248,7 @@ class RecBoleMethod(Method):
                 self._check_item_ids(workdir, last)
                 model.load_state_dict(state["model"])
                 trainer.optimizer.load_state_dict(state["optimizer"])
-                _set_rng_state(state["rng"], train_data)  # after the rebuild, which re-seeded everything
+                set_rng_state(state["rng"], train_data)  # after the rebuild, which re-seeded everything
                 book.restore(state)
                 ctx.log(f"resumed {self.info.name} at epoch {book.epoch + 1} (best {metric} {book.best:.4f})"
                         + ("" if not book.done else f"; training had ended ({book.stopped})"))
@@ -311,8 +271,10 @@ class RecBoleMethod(Method):
                           "valid_score": round(score, 5), "seconds": round(time.time() - te, 1)}
                 if book.end_epoch(epoch, score, record):
                     atomic_torch_save(model.state_dict(), best_path)
+                if ctx.tracker is not None:
+                    ctx.tracker.log_epoch("train", record)
                 atomic_torch_save({"model": model.state_dict(), "optimizer": trainer.optimizer.state_dict(),
-                                   "rng": _rng_state(train_data), **book.state(), "selection": selection}, last)
+                                   "rng": rng_state(train_data), **book.state(), "selection": selection}, last)
                 bar.set_postfix(loss=f"{loss:.3f}", valid=f"{score:.4f}", best=f"{book.best:.4f}")
                 ctx.log(f"epoch {epoch}: loss {loss:.4f}, valid {metric} {score:.4f} (best {book.best:.4f})")
                 if book.done:
@@ -361,25 +323,3 @@ class RecBoleMethod(Method):
         self._check_item_ids(path, path / "model.pth")
         model.load_state_dict(torch.load(path / "model.pth", map_location=self.device, weights_only=False))
         self.model = model.eval()
-
-
-class TransformerConfig(RecBoleConfig):
-    """The SASRec-style encoder's settings (RecBole's names in :meth:`RecBoleMethod.transformer_params`)."""
-    hidden_size: int = 64
-    n_layers: int = 2
-    n_heads: int = 2
-    inner_size: int = 256
-    dropout: float = Field(0.5, ge=0, lt=1)
-    attn_dropout: float = Field(0.5, ge=0, lt=1)
-
-    @model_validator(mode="after")
-    def _heads(self):
-        if self.hidden_size % self.n_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by n_heads {self.n_heads}")
-        return self
-
-
-def transformer_params(c: TransformerConfig) -> dict:
-    return {"hidden_size": c.hidden_size, "n_layers": c.n_layers, "n_heads": c.n_heads, "inner_size": c.inner_size,
-            "hidden_dropout_prob": c.dropout, "attn_dropout_prob": c.attn_dropout, "hidden_act": "gelu",
-            "layer_norm_eps": 1e-12, "initializer_range": 0.02}

@@ -194,8 +194,15 @@ def _fit_and_save(method: Method, spec: RunSpec, run_dir: Path, data: SIDData, *
                   log) -> tuple[dict, float]:
     """``fit`` (resuming from ``checkpoints/``), then ``save`` into ``model/``. Returns the training facts
     (with the attempts of this run and whether it was resumed) and the training seconds of all attempts."""
+    tracker = None
+    if main and spec.tracking.log_with:
+        from bench.tracking import Tracker
+
+        folder = Path(spec.tracking.dir) if spec.tracking.dir else run_dir / "tracking"
+        tracker = Tracker(spec.tracking.log_with, folder, spec.run_id(), spec.model_dump(mode="json"))
+        log(f"tracking with {spec.tracking.log_with}" + (f" in {folder}" if spec.tracking.log_with == "tensorboard" else ""))
     ctx = FitContext(workdir=run_dir / "checkpoints", seed=spec.seed, progress=progress, log=log,
-                     selection_metric=spec.selection.metric, exclude_history=spec.eval.exclude_history)
+                     selection_metric=spec.selection.metric, exclude_history=spec.eval.exclude_history, tracker=tracker)
     ctx.workdir.mkdir(exist_ok=True)
     valid = data.split("valid")
     clock = rundir.AttemptClock(run_dir) if main else contextlib.nullcontext()
@@ -203,7 +210,7 @@ def _fit_and_save(method: Method, spec: RunSpec, run_dir: Path, data: SIDData, *
 
     waited_seconds(reset=True)
     t0 = time.perf_counter()
-    with clock:
+    with clock, (tracker if tracker is not None else contextlib.nullcontext()):
         fit_facts = dict(method.fit(data, valid=valid, ctx=ctx) or {})
         waited = waited_seconds(reset=True)  # another run was training a stage this one then reused
         seconds = time.perf_counter() - t0 - waited

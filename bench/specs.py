@@ -1,14 +1,13 @@
 """Typed, strict specs: dataset cards, data settings, evaluation settings, run and suite specs.
 
 Every model forbids unknown keys, so a typo is an error that names the field. The one place
-where defaults < config file < command line are merged is :func:`merge_overrides`.
+where defaults < config file < command line are merged is :func:`bench.overrides.merge_overrides`.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import re
-from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -104,6 +103,15 @@ class EvalSettings(Strict):
         return tuple(sorted(set(v)))
 
 
+class TrackingSettings(Strict):
+    """An experiment tracker for the run's per-epoch curves (:mod:`bench.tracking`); not part of the run id."""
+
+    log_with: Literal["tensorboard", "wandb", "trackio", "mlflow", "aim", "comet_ml", "clearml", "dvclive",
+                      "swanlab"] | None = Field(None, description="accelerate tracker name; its package must be "
+                                                                   "installed (TensorBoard comes with the test extra)")
+    dir: str | None = Field(None, description="where file-based trackers write (default: <run folder>/tracking)")
+
+
 class SelectionSettings(Strict):
     """Model selection, one protocol for every method: each epoch (or checkpoint) is scored by the
     shared evaluator on the validation split (``FitContext.validate``) and the best is kept."""
@@ -187,6 +195,7 @@ class RunSpec(Strict):
     eval: EvalSettings = EvalSettings()
     selection: SelectionSettings = SelectionSettings()
     threads: int | None = Field(None, ge=1, description="torch intra-op threads (None: leave as is)")
+    tracking: TrackingSettings = TrackingSettings()
 
     #: what :func:`bench.config.resolve_spec` built, carried to the runner so nothing is loaded or validated
     #: twice: the dataset card, the data settings, the typed method config and the --dataset-path it checked
@@ -201,7 +210,7 @@ class RunSpec(Strict):
         return r if r is not None and r.get("dump") == self.model_dump_json() else None
 
     #: fields that change no number: left out of the run id
-    NOT_IN_ID: ClassVar[frozenset[str]] = frozenset({"threads", "label", "dataset_card"})
+    NOT_IN_ID: ClassVar[frozenset[str]] = frozenset({"threads", "label", "dataset_card", "tracking"})
 
     def _id_fields(self) -> str:
         return self.model_dump_json(exclude=set(self.NOT_IN_ID))
@@ -254,7 +263,7 @@ class SuiteSpec(Strict):
         return [m if isinstance(m, SuiteSpec.Entry) else SuiteSpec.Entry(method=m) for m in self.methods]
 
 
-# ---------------------------------------------------------------- merging and errors
+# ---------------------------------------------------------------- errors
 
 class SpecError(ValueError):
     """A user-facing configuration error; the message names the file, field or value."""
@@ -302,73 +311,3 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
             return []
         model = ann
     return sorted(model.model_fields)
-
-
-def parse_value(text: str) -> Any:
-    """`--set` values are YAML scalars: 3, 0.1, true, [5, 10], null, or plain strings."""
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def parse_sets(sets, tree: dict | None = None, *, allowed=None) -> dict:
-    """``--set key=value`` items into a nested dict (``tree``, or a new one). ``allowed(key)`` may
-    return an error message for a key that this command does not accept."""
-    tree = {} if tree is None else tree
-    for item in sets or ():
-        key, eq, value = item.partition("=")
-        key = key.strip()
-        if not eq or not key:
-            raise SpecError(f"--set expects key=value, got {item!r}")
-        problem = allowed(key) if allowed else None
-        if problem:
-            raise SpecError(problem)
-        set_dotted(tree, key, parse_value(value))
-    return tree
-
-
-def set_dotted(tree: dict, dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = tree
-    for p in parts[:-1]:
-        nxt = node.setdefault(p, {})
-        if not isinstance(nxt, dict):
-            raise SpecError(f"--set {dotted}: '{p}' is not a section")
-        node = nxt
-    node[parts[-1]] = value
-
-
-def deep_merge(base: dict, override: dict) -> dict:
-    out = dict(base)
-    for k, v in override.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
-def merge_overrides(*layers: dict) -> dict:
-    """defaults < config file < command line: later layers win, nested dicts merge."""
-    out: dict = {}
-    for layer in layers:
-        out = deep_merge(out, layer or {})
-    return out
-
-
-def load_yaml(path: str | Path) -> dict:
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"config file not found: {p}")
-    try:
-        obj = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise SpecError(f"{p}: not valid YAML: {e}") from None
-    if not isinstance(obj, dict):
-        raise SpecError(f"{p}: expected a mapping at the top level, got {type(obj).__name__}")
-    return obj

@@ -39,7 +39,8 @@ from pydantic import Field, model_validator
 
 from bench import locks
 from bench.atomic import atomic_write_text
-from bench.specs import SpecError, Strict, deep_merge, load_yaml, set_dotted, validated
+from bench.overrides import deep_merge, load_yaml, set_dotted
+from bench.specs import SpecError, Strict, validated
 
 TOP_LEVEL = ("method_config.", "data.", "eval.", "selection.")
 

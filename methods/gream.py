@@ -132,7 +132,7 @@ class GREAM(CoTMethod):
         facts = train(self.bb.model, loss,
                       examples, self._collate, self.config.cot_sft, workdir=ctx.workdir,
                       valid_fn=self._valid_fn(data, valid, ctx, "stage-2"), seed=ctx.seed, progress=ctx.progress,
-                      log=ctx.log, name="cot_sft", lengths=[len(e.prompt) + len(e.response) for e in examples])
+                      log=ctx.log, tracker=ctx.tracker, name="cot_sft", lengths=[len(e.prompt) + len(e.response) for e in examples])
         facts.update(seconds=round(time.time() - t0, 1), examples=len(examples), tokens_per_epoch=n_tok)
         return facts
 

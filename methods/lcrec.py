@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-from bench.generative.method import GenerativeConfig, GenerativeMethod, Phase
+from bench.generative.config import GenerativeConfig
+from bench.generative.method import GenerativeMethod, Phase
 from bench.generative.training import TrainConfig
 from bench.generative.prompts import ALPACA, HISTORY, SEQREC_INPUT, SEQREC_INSTRUCTION, Example, alignment_examples
 from bench.method import MethodInfo

@@ -8,7 +8,8 @@ import random
 from pydantic import Field
 
 from bench.generative.grpo import GRPOConfig
-from bench.generative.method import GenerativeConfig, GenerativeMethod
+from bench.generative.config import GenerativeConfig
+from bench.generative.method import GenerativeMethod
 from bench.generative.prompts import ALIGNMENT_TEMPLATES, COMPACT_ALIGNMENT_TEMPLATES, alignment_examples
 from bench.method import MethodInfo
 from bench.registry import register

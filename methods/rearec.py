@@ -47,7 +47,8 @@ from pydantic import Field
 from bench.method import MethodInfo
 from bench.registry import register
 from bench.packed import target_mask
-from bench.recbole_route import RecBoleMethod, TransformerConfig, transformer_params
+from bench.recbole_config import TransformerConfig, transformer_params
+from bench.recbole_route import RecBoleMethod
 
 
 def _model_class():

@@ -7,7 +7,8 @@ from pydantic import Field, model_validator
 
 from bench.method import MethodInfo
 from bench.packed import packed_model_class
-from bench.recbole_route import RecBoleConfig, RecBoleMethod, TransformerConfig, transformer_params
+from bench.recbole_config import RecBoleConfig, TransformerConfig, transformer_params
+from bench.recbole_route import RecBoleMethod
 from bench.registry import register
 
 
@@ -27,7 +28,7 @@ class _LossConfig(RecBoleConfig):
 
 class _Builtin(RecBoleMethod):
     """A RecBole built-in model; with ``packed: true`` its subclass that scores every window position
-    (:func:`bench.recbole_route.packed_model_class`), trained with full-softmax CE or sampled softmax."""
+    (:func:`bench.packed.packed_model_class`), trained with full-softmax CE or sampled softmax."""
     builtin = ""
     #: added after the Beauty rows were committed; at these values, as before them (left out of run ids)
     late_settings = {"packed": False, "loss": "ce", "n_negatives": 256}

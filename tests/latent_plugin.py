@@ -14,7 +14,8 @@ method (fit, recommend, _grpo, save, load): proof that a latent-reasoning method
 from __future__ import annotations
 
 from bench.generative.grpo import GRPOConfig
-from bench.generative.method import GenerativeConfig, GenerativeMethod
+from bench.generative.config import GenerativeConfig
+from bench.generative.method import GenerativeMethod
 from bench.generative.prompts import Example
 from bench.generative.training import causal_lm_loss
 from bench.method import MethodInfo

@@ -8,7 +8,8 @@ import torch
 from bench.generative.backbone import BackboneConfig, build_backbone
 from bench.generative.prompts import (START_TOKEN, Example, PromptEncoder, collate, packed_seqrec_examples,
                                       seqrec_examples, training_windows)
-from bench.generative.training import LengthBuckets, causal_lm_loss
+from bench.generative.batches import LengthBuckets
+from bench.generative.training import causal_lm_loss
 from bench.method import FitContext
 from bench.registry import REGISTRY
 from bench.sids import sid_token

@@ -204,3 +204,26 @@ def test_no_loading_weights_bar_when_a_named_backbone_loads(tmp_path, capfd):
                    codebook_size=2)
     out = capfd.readouterr()
     assert "Loading weights" not in out.out + out.err
+
+
+@pytest.mark.parametrize("method,phases", [("minionerec", {"sft", "grpo"}), ("sasrec", {"train"})])
+def test_tracking_with_tensorboard_writes_every_phases_curves(method, phases, toy_env, tmp_path, monkeypatch):
+    """`--set tracking.log_with=tensorboard`: an event file under <run>/tracking with each phase's per-epoch
+    train loss and validation score (accelerate's TensorBoard tracker); tracking is not part of the run id."""
+    monkeypatch.setenv("REASONREC_CACHE", str(tmp_path / "cache"))  # every phase trains here (no stage reused)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from bench.registry import REGISTRY
+
+    cfg = REGISTRY.get(method).smoke_config
+    spec = build_spec(method, "toy", method_config=cfg, tracking={"log_with": "tensorboard"})
+    assert spec.run_id() == build_spec(method, "toy", method_config=cfg).run_id()
+    res = run(spec, tmp_path, progress=False, echo=False)
+    events = list((tmp_path / res.run_id / "tracking").rglob("events.out.tfevents.*"))
+    assert events
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    for phase in phases:
+        assert any(t.startswith(f"{phase}/") and "loss" in t for t in tags), tags
+        assert f"{phase}/valid_score" in tags, tags

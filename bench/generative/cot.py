@@ -20,7 +20,8 @@ from typing import ClassVar
 
 from pydantic import AliasChoices, Field
 
-from bench.generative.method import GenerativeConfig, GenerativeMethod, Phase
+from bench.generative.config import GenerativeConfig
+from bench.generative.method import GenerativeMethod, Phase
 from bench.generative.prompts import Example, PromptEncoder
 from bench.generative.teacher import Teacher, TeacherConfig
 from bench.generative.training import TrainConfig

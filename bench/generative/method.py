@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import numpy as np
-from pydantic import Field
 
 from bench.atomic import atomic_dir
-from bench.generative.backbone import BackboneConfig, build_backbone, load_backbone
+from bench.generative.backbone import build_backbone, load_backbone
+from bench.generative.config import GenerativeConfig
 from bench.generative.pipeline import Phase, PhasePipeline  # noqa: F401  (Phase: re-exported for plugins)
 from bench.generative.prompts import (ALPACA, SEQREC_TEMPLATE, START_TOKEN, Example, PromptEncoder, collate,
                                       packed_seqrec_examples, seqrec_examples, training_windows)
-from bench.generative.training import TrainConfig, causal_lm_loss
-from bench.method import Method, MethodConfig, Recommendations
+from bench.generative.training import causal_lm_loss
+from bench.method import Method, Recommendations
 
 
 #: who asks a method for its decoding prefix (:meth:`GenerativeMethod.prefix`)
@@ -27,39 +27,6 @@ PHASES = ("sft-valid", "stage-2", "rollout", "test")
 HOOKS = frozenset({"sft_examples", "sft_loss", "extra_special_tokens", "attach_modules", "prefix",
                    "completion_logprobs", "rl_init", "rl_extra_terms", "rl_facts", "rl_prompts", "middle_phases",
                    "param_groups", "uses_item_text", "extra_corpus", "describe", "sft_is_seqrec"})
-
-
-class GenerativeConfig(MethodConfig):
-    """Defaults are sized for a 2-core CPU: a config-built backbone (``medium`` preset) reading the
-    compact prompt, packed seqrec SFT, trained until the validation NDCG@10 stops improving (or the
-    ``sft.max_minutes`` budget). With a pretrained LM (``backbone.name_or_path: Qwen/Qwen3-0.6B``)
-    the prompt style becomes the paper's."""
-
-    backbone: BackboneConfig = BackboneConfig(preset="medium", max_vocab=2048)
-    prompt_style: Literal["auto", "paper", "compact"] = Field(
-        "auto", description="auto = paper for a pretrained backbone (name_or_path), compact for a preset")
-    pack_seqrec: bool | None = Field(
-        None, description="one causal pass per user window (compact style only); None = on for compact")
-    # cosine over 18 epochs (~1.8 min each on Beauty, medium preset, 1 thread); early stopping on the
-    # validation NDCG@10 (patience 5: on 1,000 users it moved by +-0.004 between epochs while the
-    # validation loss still fell steadily, and patience 3 would have stopped at epoch 6) and a
-    # wall-clock budget guard
-    sft: TrainConfig = TrainConfig(epochs=18, lr=2e-3, batch_size=64, patience=5, warmup_ratio=0.02,
-                                   max_minutes=38)
-    max_train_samples: int | None = Field(None, ge=1, description="cap on seqrec training examples (windows when "
-                                                                  "packed, prefixes otherwise; random subset)")
-    max_alignment_per_task: int | None = Field(3000, ge=1, description="cap on each alignment task's examples")
-    max_text_tokens: int = Field(48, ge=4, description="item text longer than this is cut (alignment tasks)")
-    valid_metric: Literal["protocol", "loss"] = Field(
-        "protocol", description="SFT model selection: 'protocol' = the run's selection metric (RunSpec.selection, "
-                                "NDCG@10 by default) of the constrained decoder through FitContext.validate, as every "
-                                "method; 'loss' = the SFT loss on the same users (cheaper: no decoding)")
-    valid_max_users: int = Field(2000, ge=1, description="fixed validation subset (decoding is expensive)")
-    valid_beam_width: int = Field(20, ge=10, description="beam width of the validation decode")
-    max_prompt_tokens: int = Field(512, ge=16, description="the paper's max sequence length")
-    decode_batch_size: int = Field(64, ge=1, description="users per beam-search batch")
-    reuse_sft: bool = Field(True, description="reuse an identical SFT stage from the stage cache "
-                                              "(bench.generative.stages); false always trains")
 
 
 class GenerativeMethod(PhasePipeline, Method):
@@ -310,47 +277,6 @@ class GenerativeMethod(PhasePipeline, Method):
                 out_scores.append(res.scores[:, :k].cpu())
         return (torch.cat(out_items).numpy(), torch.cat(out_scores).numpy(),
                 {name: np.concatenate(v) for name, v in stats.items()})
-
-    def _valid_fn(self, data, valid, ctx, phase: str = "sft-valid"):
-        """Model selection: the run's selection metric through ``ctx.validate`` (the protocol every
-        method uses; decoding from :meth:`prefix` in ``phase``) on a fixed subset of ``valid_max_users``
-        users, or the SFT loss on the same users (``valid_metric: loss``); the loss is recorded every epoch
-        either way."""
-        import torch
-
-        from bench.metrics import fixed_subset
-
-        idx = fixed_subset(len(valid), self.config.valid_max_users)
-        hist, tgt = [valid.histories[i] for i in idx], valid.targets[idx]
-        examples = seqrec_examples(self.enc, data.sid, hist, tgt)
-
-        def loss(model) -> float:
-            total, n = 0.0, 0
-            with torch.no_grad():
-                for s in range(0, len(examples), 64):
-                    batch = {k: v.to(self.device) for k, v in self._collate(examples[s:s + 64]).items()}
-                    out = self.sft_loss(model, batch)
-                    total += float(out["loss"] if isinstance(out, dict) else out) * len(batch["input_ids"])
-                    n += len(batch["input_ids"])
-            return total / max(n, 1)
-
-        def score(model) -> dict:
-            was = model.training
-            model.eval()
-            out = {"valid_loss": round(loss(model), 5)}
-            if self.config.valid_metric == "protocol":
-                got = ctx.validate(lambda h, k: self._decode(model, h, k=k, width=self.config.valid_beam_width,
-                                                             phase=phase)[0],
-                                   valid, data.n_items, max_users=self.config.valid_max_users,
-                                   batch_size=self.config.decode_batch_size)
-                out.update({f"valid_{m}": round(v, 5) for m, v in got.items() if "@" in m})
-                out["score"] = got["score"]
-            else:
-                out["score"] = -out["valid_loss"]
-            model.train(was)
-            return out
-
-        return score
 
     def recommend(self, histories, *, k, beam_width: int = 50):
         items, scores, stats = self._decode(self.bb.model, histories, k=k, width=beam_width, phase="test")

@@ -16,8 +16,10 @@ import numpy as np
 
 from bench.generative.backbone import add_embedding_dropout, load_backbone
 from bench.generative.grpo import GRPOConfig, GRPOLoss, beam_rollout
+from bench.generative.prompts import seqrec_examples
 from bench.generative.stages import StageCache, run_stage
-from bench.generative.training import PeriodBatches, PhaseState, TrainConfig, train
+from bench.generative.batches import PeriodBatches
+from bench.generative.training import PhaseState, TrainConfig, train
 from bench.specs import hashed_names
 
 
@@ -46,6 +48,47 @@ class PhasePipeline:
             return {"metric": "SFT loss (method_config.valid_metric=loss)", "split": "valid",
                     "users": min(self.config.valid_max_users, len(valid))}
         return ctx.selection(self.config.valid_max_users, len(valid))
+
+    def _valid_fn(self, data, valid, ctx, phase: str = "sft-valid"):
+        """Model selection: the run's selection metric through ``ctx.validate`` (the protocol every
+        method uses; decoding from :meth:`prefix` in ``phase``) on a fixed subset of ``valid_max_users``
+        users, or the SFT loss on the same users (``valid_metric: loss``); the loss is recorded every epoch
+        either way."""
+        import torch
+
+        from bench.metrics import fixed_subset
+
+        idx = fixed_subset(len(valid), self.config.valid_max_users)
+        hist, tgt = [valid.histories[i] for i in idx], valid.targets[idx]
+        examples = seqrec_examples(self.enc, data.sid, hist, tgt)
+
+        def loss(model) -> float:
+            total, n = 0.0, 0
+            with torch.no_grad():
+                for s in range(0, len(examples), 64):
+                    batch = {k: v.to(self.device) for k, v in self._collate(examples[s:s + 64]).items()}
+                    out = self.sft_loss(model, batch)
+                    total += float(out["loss"] if isinstance(out, dict) else out) * len(batch["input_ids"])
+                    n += len(batch["input_ids"])
+            return total / max(n, 1)
+
+        def score(model) -> dict:
+            was = model.training
+            model.eval()
+            out = {"valid_loss": round(loss(model), 5)}
+            if self.config.valid_metric == "protocol":
+                got = ctx.validate(lambda h, k: self._decode(model, h, k=k, width=self.config.valid_beam_width,
+                                                             phase=phase)[0],
+                                   valid, data.n_items, max_users=self.config.valid_max_users,
+                                   batch_size=self.config.decode_batch_size)
+                out.update({f"valid_{m}": round(v, 5) for m, v in got.items() if "@" in m})
+                out["score"] = got["score"]
+            else:
+                out["score"] = -out["valid_loss"]
+            model.train(was)
+            return out
+
+        return score
 
     def run_phase(self, phase: Phase, data, ctx) -> dict:
         """The one driver for a phase: trained here (no stage), or trained once and reused through the stage
@@ -108,6 +151,7 @@ class PhasePipeline:
         facts = train(self.bb.model, lambda m, b: self.sft_loss(m, {k: v.to(self.device) for k, v in b.items()}),
                       examples, self._collate, self.config.sft, workdir=ctx.workdir,
                       valid_fn=self._valid_fn(data, valid, ctx), seed=ctx.seed, progress=ctx.progress, log=ctx.log,
+                      tracker=ctx.tracker,
                       name="sft", lengths=[len(e.prompt) + len(e.response) for e in examples], param_groups=groups)
         facts["seconds"] = round(time.time() - t0, 1)
         facts["examples"] = len(examples)
@@ -168,7 +212,7 @@ class PhasePipeline:
         groups = (lambda m: self.param_groups(m, "rl")) if self.param_groups(self.bb.model, "rl") else None
         best = rl.keep == "best"
         facts = train(self.bb.model, loss, batch, lambda b: b, cfg, workdir=ctx.workdir,
-                      valid_fn=valid_fn, seed=ctx.seed, progress=ctx.progress, log=ctx.log,
+                      valid_fn=valid_fn, seed=ctx.seed, progress=ctx.progress, log=ctx.log, tracker=ctx.tracker,
                       name="grpo", restore_best=best, initial_score=before["score"] if best else None,
                       param_groups=groups, updates_per_batch=rl.updates_per_rollout, batches=batches, state=state)
         if loss.stats:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bench.atomic import atomic_torch_save, atomic_write_json
 from bench.epochs import EpochBook
+from bench.generative.batches import LengthBuckets
 from bench.method import TrainingDiverged, validation_epoch
 
 
@@ -48,62 +49,6 @@ def _allow_mixed_precision(mixed_precision: str) -> None:
         AcceleratorState._reset_state(reset_partial_state=False)
 
 
-class LengthBuckets:
-    """Batches of similar length (less padding): each epoch shuffles, sorts chunks of ``chunk``
-    batches by length, then shuffles the batch order. Deterministic in (seed, epoch)."""
-
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, chunk: int = 64):
-        self.lengths, self.batch_size, self.seed, self.chunk, self.epoch = list(lengths), batch_size, seed, chunk, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.lengths) / self.batch_size)
-
-    def __iter__(self):
-        import numpy as np
-
-        rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(len(self.lengths))
-        span = self.batch_size * self.chunk
-        batches = []
-        for s in range(0, len(order), span):
-            part = order[s:s + span]
-            part = part[np.argsort([self.lengths[i] for i in part], kind="stable")]
-            batches += [part[b:b + self.batch_size].tolist() for b in range(0, len(part), self.batch_size)]
-        for b in rng.permutation(len(batches)):
-            yield batches[b]
-
-
-class PeriodBatches:
-    """Batches of ``batch_size`` over ``n`` examples where one "epoch" of the loop is a *period* of ``period``
-    batches: each pass over the data is shuffled (deterministic in seed and pass) and cut into periods, so the
-    loop validates (and may keep the best weights) every ``period`` batches while one pass sees every example
-    once. ``periods`` = periods per pass; epoch e is period ``e % periods`` of pass ``e // periods``."""
-
-    def __init__(self, n: int, batch_size: int, period: int, seed: int = 0):
-        self.n, self.batch_size, self.period, self.seed, self.epoch = n, batch_size, period, seed, 0
-        self.periods = max(1, math.ceil(math.ceil(n / batch_size) / period))
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _period(self) -> list[list[int]]:
-        import numpy as np
-
-        order = np.random.default_rng([self.seed, self.epoch // self.periods]).permutation(self.n).tolist()
-        batches = [order[b:b + self.batch_size] for b in range(0, self.n, self.batch_size)]
-        p = self.epoch % self.periods
-        return batches[p * self.period:(p + 1) * self.period]
-
-    def __len__(self) -> int:
-        return len(self._period())
-
-    def __iter__(self):
-        yield from self._period()
-
-
 @contextlib.contextmanager
 def _quiet_logger(name: str, level: int = logging.ERROR):
     logger = logging.getLogger(name)
@@ -120,7 +65,7 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
           log: Callable[[str], None] = print, name: str = "train", restore_best: bool = True,
           lengths: Sequence[int] | None = None, param_groups: Callable[[Any], list[dict]] | None = None,
           updates_per_batch: int = 1, batches=None, initial_score: float | None = None,
-          state: "PhaseState | None" = None) -> dict:
+          state: "PhaseState | None" = None, tracker=None) -> dict:
     """Train ``model`` in place; returns facts (epochs, best score, history, stop reason, tokens/s).
 
     ``loss_fn(model, batch)`` returns a scalar tensor, or a dict with the total under ``"loss"`` and
@@ -133,12 +78,14 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
     a head with its own learning rate); default: every trainable parameter at ``cfg.lr``.
     ``updates_per_batch``: optimizer steps per loaded batch, each calling ``loss_fn`` with the same
     batch object (GRPO's several updates per rollout: the loss keeps its rollout for that batch).
-    ``batches``: a batch sampler over example indices with ``set_epoch`` (as :class:`LengthBuckets`; e.g.
-    :class:`PeriodBatches`, whose "epochs" are validation periods).
+    ``batches``: a batch sampler over example indices with ``set_epoch`` (as
+    :class:`~bench.generative.batches.LengthBuckets`; e.g. :class:`~bench.generative.batches.PeriodBatches`,
+    whose "epochs" are validation periods).
     ``initial_score``: the validation score of the weights before training (RL: the SFT weights); they are
     the best so far (``best_epoch`` -1) and are restored when no epoch beats them.
     ``state``: the phase's own :class:`PhaseState` (its random streams, running statistics), saved with every
     epoch checkpoint and restored on resume, so a resumed phase goes on exactly as an uninterrupted one.
+    ``tracker``: the run's experiment tracker (:class:`bench.tracking.Tracker`): each epoch's record, as ``name``.
     After the call the model holds the best weights seen by ``valid_fn``, or the last weights when
     ``restore_best`` is False.
     """
@@ -256,6 +203,8 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
             rec["tokens_per_second"] = round(tokens * acc.num_processes / max(train_seconds, 1e-9), 1)
         if book.end_epoch(epoch, score, rec) and acc.is_main_process:
             atomic_torch_save(acc.unwrap_model(model).state_dict(), best_file)
+        if tracker is not None and acc.is_main_process:
+            tracker.log_epoch(name, rec)
         log(f"{name} epoch {epoch}: train loss {rec['train_loss']:.4f}, valid {score:.4f} (best {book.best:.4f})"
             + (f", {rec['tokens_per_second']:,.0f} tokens/s" if "tokens_per_second" in rec else "")
             + "".join(f", {k} {v}" for k, v in extra.items())

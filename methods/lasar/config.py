@@ -7,7 +7,7 @@ from pydantic import Field, model_validator
 
 from bench.generative.cot import CoTConfig
 from bench.generative.grpo import GRPOConfig
-from bench.generative.method import GenerativeConfig
+from bench.generative.config import GenerativeConfig
 from bench.generative.training import TrainConfig
 
 

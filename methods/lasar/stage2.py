@@ -139,7 +139,7 @@ class Stage2:
         # phase stage-2: the head's N in training and in Stage-2 validation, whatever forced_steps
         facts = train(self.bb.model, self.stage2_loss, list(range(len(st["stage2"]))), lambda b: list(b),
                       self.config.stage2, workdir=ctx.workdir, valid_fn=self._stage2_valid_fn(data, valid, ctx),
-                      seed=ctx.seed, progress=ctx.progress, log=ctx.log, name="stage2",
+                      seed=ctx.seed, progress=ctx.progress, log=ctx.log, tracker=ctx.tracker, name="stage2",
                       state=PhaseState(replay=self._replay_rng) if self.config.stage2_replay > 0 else None)
         facts["seconds"] = round(time.time() - t0, 1)
         return facts
