@@ -73,6 +73,11 @@ def relabel(run_dir: Path, done: RunResult, label: str, echo: bool) -> None:
         if path.is_file():
             obj = json.loads(path.read_text())
             (obj["spec"] if name == "result.json" else obj)["label"] = label
+            row = (obj.get("method_facts") or {}).get("row") if name == "result.json" else None
+            if row is not None:  # its reproduce command names the label
+                from bench.rowfacts import reproduce_command
+
+                row["command"] = reproduce_command(RunSpec(**obj["spec"]), obj["method_facts"].get("config") or {})
             atomic_write_json(path, obj)
     if echo:
         print(f"{done.run_id}: label {done.spec.label!r} -> {label!r} (finished run; nothing recomputed)", flush=True)

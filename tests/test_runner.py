@@ -409,4 +409,5 @@ def test_a_new_label_on_a_finished_run_is_taken(toy_env, tmp_path, capsys):
     res = RunResult.from_disk(tmp_path / first.run_id / "result.json")
     assert res.spec.label == "Popularity" and res.metrics == first.metrics and res.run_id == first.run_id
     assert json.loads((tmp_path / first.run_id / "spec.json").read_text())["label"] == "Popularity"
+    assert "label=" in res.method_facts["row"]["command"] and "Popularity" in res.method_facts["row"]["command"]
     assert "label None -> 'Popularity'" in capsys.readouterr().out
