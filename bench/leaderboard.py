@@ -13,6 +13,7 @@ The numbers come from :mod:`bench.summary` (result files -> typed rows); this mo
 from __future__ import annotations
 
 import json
+from collections import Counter
 import shutil
 from pathlib import Path
 
@@ -29,7 +30,8 @@ TEMPLATES = assets.TEMPLATES_DIR  # leaderboard/templates/ in a checkout, bench/
 
 def _steps_chart(title: str, rows: list[dict], metrics=("HR@10", "NDCG@10")) -> str:
     """For a table whose rows differ in their mean reasoning depth (e.g. forced N, Fig. 4a): each metric
-    against mean N (our rows, by N); empty when fewer than two depths."""
+    against mean N (our rows, by N), as points: the rows are different configurations, not a curve; empty when
+    fewer than two depths."""
     from bench.svg import line_svg
 
     by_n: dict[float, list[dict]] = {}
@@ -41,7 +43,8 @@ def _steps_chart(title: str, rows: list[dict], metrics=("HR@10", "NDCG@10")) -> 
     # rows at the same depth (e.g. seeds) are averaged
     return line_svg({m: [(n, sum(x[m] for x in ms) / len(ms)) for n, ms in sorted(by_n.items())
                          if all(m in x for x in ms)] for m in metrics},
-                    "mean N (latent steps)", "test metric", f"{title}: metric by depth")
+                    "mean N (latent steps per user)", "test metric (all test users)", f"{title}: metric by depth",
+                    lines=False)
 
 
 def pareto_chart(t1: list[Row], t4: list[Row], metric: str, dataset: str) -> str:
@@ -101,6 +104,28 @@ def registry_page() -> dict:
                         "module": f"{cls.__module__}:{cls.__qualname__}", "fields": fields,
                         "demo_rows": list(cls.demo_rows) or [name], "paper_tables": list(cls.paper_tables)})
     return {"interface": interface, "methods": methods}
+
+
+def header_facts(results: list[RunResult], datasets: list[dict]) -> dict:
+    """What the index page's opening sentences say, derived from the results they describe (never a fixed
+    claim): the CPU rows, their generative backbones' parameter range, how the traditional rows stopped, and
+    whether any dataset has published reference rows."""
+    def millions(n):
+        return f"{n / 1e6:.2f}M" if n < 1e6 else f"{n / 1e6:.1f}M"
+
+    cpu = [r for r in results if not r.environment.get("hardware", {}).get("cuda")]
+    params = sorted(p for r in cpu if r.method_info.get("family") not in ("traditional", "baseline")
+                    and isinstance(p := r.method_facts.get("parameters"), int))
+    trad = [r for r in results if r.method_info.get("family") == "traditional"]
+    stops = Counter(str((r.training.model_extra or {}).get("stopped_by", "unknown")).replace("_", " ") for r in trad)
+    epochs = sorted(e for r in trad if isinstance(e := (r.training.model_extra or {}).get("epochs_run"), int))
+    return {"cpu_rows": len(cpu), "gpu_rows": len(results) - len(cpu),
+            "params": (f"{millions(params[0])} to {millions(params[-1])}" if params and params[0] != params[-1]
+                       else millions(params[0]) if params else None),
+            "trad_rows": len(trad), "trad_stops": ", ".join(f"{k} ({v})" for k, v in stops.most_common()),
+            "trad_epochs": (f"{epochs[0]} to {epochs[-1]}" if epochs[0] != epochs[-1] else str(epochs[0])) if epochs
+            else None,
+            "paper_rows": any(ds.get("paper1") for ds in datasets)}
 
 
 def _env():
@@ -182,12 +207,12 @@ def build_site(runs_dirs: list[Path], out: Path, title: str = "ReasonRec Bench l
                          "stat_tables": stats_t, "studies": studies.get(ds, []), "only_trials": False,
                          "stats": next(iter(rows.values()))[0].data.get("stats", {})})
     env = _env()
+    header = header_facts(results, datasets)
     with atomic_dir(out) as tmp:  # the old site stays in place until the new one is complete
         (tmp / "runs").mkdir()
         shutil.copy(TEMPLATES / "style.css", tmp / "style.css")
         (tmp / "index.html").write_text(env.get_template("index.html").render(
-            title=title, datasets=datasets, n_runs=len(results), root="",
-            cpu_rows=sum(not r.environment.get("hardware", {}).get("cuda") for r in results)))
+            title=title, datasets=datasets, n_runs=len(results), root="", header=header))
         (tmp / "add-your-method.html").write_text(env.get_template("add-your-method.html").render(
             title=title, root="", **registry_page()))
         page = env.get_template("run.html")

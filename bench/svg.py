@@ -87,8 +87,39 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
+CHAR_W, LABEL_H = 6.0, 11.0  # a 10-px label's width per character and its height (measured: DejaVu Sans ~5.6)
+
+
+def label_boxes(points_px: list[tuple[float, float]], labels: list[str]) -> list[tuple | None]:
+    """Where each label goes: (x, y, anchor, box) with box = (x0, y0, x1, y1), the first of eight positions around
+    its point whose box lies inside the plot and overlaps no placed label and no point; None when none fits (the
+    label then goes to the legend below the chart). Points are placed highest first."""
+    placed: list[tuple[float, float, float, float]] = []
+    dots = [(x - 4, y - 4, x + 4, y + 4) for x, y in points_px]
+    out: list[tuple | None] = [None] * len(labels)
+
+    def free(b):
+        inside = PAD_L <= b[0] and b[2] <= W - PAD_R and PAD_T <= b[1] and b[3] <= H - PAD_B
+        return inside and not any(b[0] < o[2] and o[0] < b[2] and b[1] < o[3] and o[1] < b[3] for o in placed + dots)
+
+    for i in sorted(range(len(labels)), key=lambda i: points_px[i][1]):
+        x, y = points_px[i]
+        w = CHAR_W * len(labels[i])
+        for dx, dy, anchor in ((6, -6, "start"), (6, 12, "start"), (-6, -6, "end"), (-6, 12, "end"),
+                               (0, -9, "middle"), (0, 17, "middle"), (6, 3, "start"), (-6, 3, "end")):
+            x0 = x + dx if anchor == "start" else x + dx - w if anchor == "end" else x - w / 2
+            box = (x0, y + dy - LABEL_H + 2, x0 + w, y + dy + 2)
+            if free(box):
+                placed.append(box)
+                out[i] = (x + dx, y + dy, anchor, box)
+                break
+    return out
+
+
 def pareto_svg(points: list[tuple[str, float, float]], x_label: str, y_label: str, title: str) -> str:
-    """Scatter of (label, x = latency, y = accuracy) on a log x axis, the Pareto front joined."""
+    """Scatter of (label, x = latency, y = accuracy) on a log x axis, the Pareto front joined. Labels never
+    overlap each other or a point, nor leave the plot (:func:`label_boxes`); a label that fits nowhere is a
+    number at its point and a line of the legend below the chart."""
     pts = [(x, y) for _, x, y in points if x > 0]
     labels = [lab for lab, x, _ in points if x > 0]
     if not pts:
@@ -98,16 +129,30 @@ def pareto_svg(points: list[tuple[str, float, float]], x_label: str, y_label: st
     front = pareto_front(pts)
     path = " ".join(f"{ax.px(pts[i][0]):.1f},{ax.py(pts[i][1]):.1f}" for i in front)
     body.append(f'<polyline class="front" points="{path}" fill="none" stroke="#d62728" stroke-dasharray="4 3"/>')
+    where = label_boxes([(ax.px(x), ax.py(y)) for x, y in pts], labels)
+    legend = []
     for i, ((x, y), lab) in enumerate(zip(pts, labels)):
         on = i in front
         body.append(f'<circle class="point{" front" if on else ""}" cx="{ax.px(x):.1f}" cy="{ax.py(y):.1f}" r="4" '
-                    f'fill="{"#d62728" if on else "#1f77b4"}"><title>{escape(lab)}: {x:g}, {y:.4f}</title></circle>'
-                    f'<text x="{ax.px(x) + 6:.1f}" y="{ax.py(y) - 6:.1f}" font-size="10">{escape(lab)}</text>')
-    return _svg(body, title)
+                    f'fill="{"#d62728" if on else "#1f77b4"}"><title>{escape(lab)}: {x:g}, {y:.4f}</title></circle>')
+        if where[i] is not None:
+            lx, ly, anchor, _ = where[i]
+            body.append(f'<text class="label" x="{lx:.1f}" y="{ly:.1f}" text-anchor="{anchor}" font-size="10">'
+                        f'{escape(lab)}</text>')
+        else:
+            legend.append(lab)
+            body.append(f'<text class="label-ref" x="{ax.px(x) + 5:.1f}" y="{ax.py(y) - 5:.1f}" font-size="9">'
+                        f'{len(legend)}</text>')
+    svg = _svg(body, title)
+    if legend:  # below the chart, in the page (no clipping inside the SVG)
+        svg += '<ol class="chart-legend">' + "".join(f"<li>{escape(lab)}</li>" for lab in legend) + "</ol>"
+    return svg
 
 
-def line_svg(series: dict[str, list[tuple[float, float]]], x_label: str, y_label: str, title: str) -> str:
-    """One polyline per named series of (x, y) points, with a legend."""
+def line_svg(series: dict[str, list[tuple[float, float]]], x_label: str, y_label: str, title: str,
+             lines: bool = True) -> str:
+    """One polyline per named series of (x, y) points, with a legend; ``lines=False``: the points only (points
+    that are different configurations, not a curve)."""
     series = {k: v for k, v in series.items() if v}
     if not series:
         return ""
@@ -118,7 +163,9 @@ def line_svg(series: dict[str, list[tuple[float, float]]], x_label: str, y_label
     for n, (name, pts) in enumerate(series.items()):
         color = PALETTE[n % len(PALETTE)]
         path = " ".join(f"{ax.px(x):.1f},{ax.py(y):.1f}" for x, y in pts)
-        body.append(f'<polyline class="series" points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
-        body += [f'<circle cx="{ax.px(x):.1f}" cy="{ax.py(y):.1f}" r="2.5" fill="{color}"/>' for x, y in pts]
+        if lines:
+            body.append(f'<polyline class="series" points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
+        body += [f'<circle cx="{ax.px(x):.1f}" cy="{ax.py(y):.1f}" r="{2.5 if lines else 4}" fill="{color}"/>'
+                 for x, y in pts]
         body.append(f'<text x="{PAD_L + 8}" y="{PAD_T + 14 + 14 * n}" font-size="11" fill="{color}">{escape(name)}</text>')
     return _svg(body, title)

@@ -632,3 +632,49 @@ def test_table1_holds_the_main_rows_and_the_rest_follow(tmp_path):
     p.feed(build_site([runs], tmp_path / "site2").read_text())
     assert len([r for r in p.tables[("table1", "beauty")][1:] if not r[0][0].startswith("paper")]) == 3
     assert ("others", "beauty") not in p.tables
+
+
+def test_pareto_labels_never_overlap_or_leave_the_plot():
+    """Twelve rows at nearly the same latency and accuracy (the Beauty LASAR rows that blurred into a blob, long
+    names that were cut at the right edge): every label drawn has a box inside the plot that overlaps no other
+    label and no point; the ones that fit nowhere are numbered and listed below the chart."""
+    import re
+
+    from bench.svg import H, PAD_B, PAD_L, PAD_R, PAD_T, W, label_boxes, pareto_svg
+
+    pts = [(f"LASAR v1 ablation number {i}", 30 + i * 0.1, 0.024 + i * 0.0001) for i in range(12)]
+    pts += [("GREAM (reasoning) with a very long name at the right edge", 900.0, 0.007), ("pop", 0.01, 0.005)]
+    svg = pareto_svg(pts, "ms", "N@10", "t")
+    drawn = re.findall(r'<text class="label"[^>]*>([^<]*)</text>', svg)
+    legend = re.findall(r"<li>([^<]*)</li>", svg)
+    assert sorted(drawn + legend) == sorted(p[0] for p in pts) and legend  # every row named once
+    from bench.svg import _Axes
+
+    ax = _Axes([x for _, x, _ in pts], [y for _, _, y in pts], log_x=True)
+    px = [(ax.px(x), ax.py(y)) for _, x, y in pts]
+    boxes = [w[3] for w in label_boxes(px, [p[0] for p in pts]) if w is not None]
+    assert len(boxes) == len(drawn)
+    for i, a in enumerate(boxes):
+        assert PAD_L <= a[0] and a[2] <= W - PAD_R and PAD_T <= a[1] and a[3] <= H - PAD_B
+        for b in boxes[i + 1:]:
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)
+        for x, y in px:
+            assert not (a[0] < x + 4 and x - 4 < a[2] and a[1] < y + 4 and y - 4 < a[3])
+
+
+def test_the_index_header_says_what_the_results_say(tmp_path):
+    """The opening sentences are derived from the rows (issue 28: the demo's header claimed ~2M-parameter
+    backbones, "full-size and well trained" baselines after one epoch, and published rows ml-100k lacks)."""
+    from bench.results import Training
+
+    runs = tmp_path / "runs"
+    r = fake_result("sasrec", "ml-100k", 0, 0.05)
+    r.training = Training(seconds=5.0, epochs_run=1, stopped_by="epochs")
+    r.to_disk(runs / r.run_id)
+    g = fake_result("minionerec", "ml-100k", 0, 0.04)
+    g.method_info["family"] = "generative"
+    g.method_facts["parameters"] = 153_000
+    g.to_disk(runs / g.run_id)
+    text = build_site([runs], tmp_path / "site").read_text()
+    assert "0.15M parameters" in text and "ran 1 epochs; stopped by: epochs (1)" in text
+    assert "well trained" not in text and "published rows" not in text and "2M" not in text
