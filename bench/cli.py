@@ -131,7 +131,8 @@ def cmd_leaderboard(args) -> int:
     if missing:
         raise SpecError(f"suite file not found: {', '.join(missing)}")
     index = build_site([Path(r) for r in args.runs], Path(args.out), title=args.title,
-                       main=main_rows([Path(m) for m in args.main]) if args.main else None)
+                       main=main_rows([Path(m) for m in args.main]) if args.main else None,
+                       log=lambda msg: print(f"leaderboard: {msg}", flush=True))
     print(f"leaderboard: {index}")
     return 0
 

@@ -61,4 +61,5 @@ def demo_suite(methods: list[str] | None = None, dataset: str = DEFAULT_DATASET)
 def demo(out: Path, methods: list[str] | None = None, progress: bool = True, jobs: int = 2) -> Path:
     suite = demo_suite(methods)
     run_suite(suite, out / "runs", progress=progress, jobs=jobs)
-    return build_site([out / "runs"], out / "site", title="ReasonRec Bench demo (ml-100k, small budgets)")
+    return build_site([out / "runs"], out / "site", title="ReasonRec Bench demo (ml-100k, small budgets)",
+                      log=lambda msg: print(f"leaderboard: {msg}", flush=True))

@@ -152,7 +152,7 @@ def main_rows(suite_files: list[Path]) -> set[tuple[str, str, str | None]]:
 
 
 def build_site(runs_dirs: list[Path], out: Path, title: str = "ReasonRec Bench leaderboard",
-               main: set[tuple[str, str, str | None]] | None = None) -> Path:
+               main: set[tuple[str, str, str | None]] | None = None, log=lambda *_: None) -> Path:
     """``main``: the rows each dataset's Table 1 holds (:func:`main_rows`); the dataset's other rows (ablations,
     variants, other budgets) go to a table of their own below it. None, or no entry for a dataset: every row is
     in its Table 1."""
@@ -161,6 +161,7 @@ def build_site(runs_dirs: list[Path], out: Path, title: str = "ReasonRec Bench l
         if not Path(d).is_dir():
             raise FileNotFoundError(f"runs folder not found: {d}")
         results.extend(load_results(d))
+        log(f"read {len(results)} result files so far (from {d})")
     seen: dict[str, RunResult] = {}
     for r in results:  # the same run found twice (e.g. two folders): keep one
         seen.setdefault(r.run_id, r)
@@ -176,6 +177,7 @@ def build_site(runs_dirs: list[Path], out: Path, title: str = "ReasonRec Bench l
     ablations = ablation_tables(results)
     for t in ablations:
         t["chart"] = _steps_chart(t["title"], t["rows"])
+    log(f"summarising {len(grouped)} dataset(s): tables, paired tests against each best row, charts")
     for ds, rows in sorted(grouped.items()):
         runs = [r for rs in rows.values() for r in rs]
         if not runs:  # only tuning trials on this dataset
@@ -206,6 +208,7 @@ def build_site(runs_dirs: list[Path], out: Path, title: str = "ReasonRec Bench l
                          "ablations": [t for t in ablations if t["dataset"] == ds], "ab_columns": ab_cols,
                          "stat_tables": stats_t, "studies": studies.get(ds, []), "only_trials": False,
                          "stats": next(iter(rows.values()))[0].data.get("stats", {})})
+    log(f"rendering the index and {len(results) + len(trials)} run pages")
     env = _env()
     header = header_facts(results, datasets)
     with atomic_dir(out) as tmp:  # the old site stays in place until the new one is complete

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -81,7 +82,29 @@ def _suite_worker(spec_json: dict, out: str, dataset_path: str | None, parent: i
 
     spec = RunSpec(**spec_json)
     torch.set_num_threads(spec.threads or 1)
-    return run(spec, out, dataset_path=dataset_path, progress=False, echo=False).run_id
+    # the run's log lines (its start, each epoch, each phase) on the suite's output, each named after its run:
+    # two workers' lines interleave, and a long run is never silent for minutes
+    sys.stdout = _Prefixed(sys.stdout, f"  {spec.label or spec.method}: ")
+    return run(spec, out, dataset_path=dataset_path, progress=False, echo=True).run_id
+
+
+class _Prefixed:
+    """A text stream that starts every line with ``prefix`` (a parallel suite's worker output)."""
+
+    def __init__(self, stream, prefix: str):
+        self.stream, self.prefix, self.fresh = stream, prefix, True
+
+    def write(self, text: str) -> int:
+        for piece in text.splitlines(keepends=True):
+            self.stream.write((self.prefix if self.fresh else "") + piece)
+            self.fresh = piece.endswith("\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
 
 
 def _run_parallel(specs: list[RunSpec], out: Path, *, dataset_path: str | None, echo: bool,

@@ -87,7 +87,7 @@ def test_cli_evaluate_reuses_a_finished_run(toy_env, tmp_path, capsys):
     assert "evaluation settings only" in capsys.readouterr().err
 
 
-def test_parallel_suite_equals_the_sequential_one_and_names_failures(toy_env, tmp_path, capsys):
+def test_parallel_suite_equals_the_sequential_one_and_names_failures(toy_env, tmp_path, capfd):
     from bench.registry import REGISTRY
     from bench.suites import SuiteFailed, run_suite
     from bench.specs import SuiteSpec
@@ -97,7 +97,10 @@ def test_parallel_suite_equals_the_sequential_one_and_names_failures(toy_env, tm
     par = run_suite(suite, tmp_path / "par", progress=False, jobs=2)
     assert [r.run_id for r in par] == [r.run_id for r in seq]
     assert [r.metrics for r in par] == [r.metrics for r in seq]
-    assert "4 to run, 2 at a time" in capsys.readouterr().out
+    out = capfd.readouterr().out
+    assert "4 to run, 2 at a time" in out
+    # each worker's log lines reach the suite's output named after its run (a long run is never silent)
+    assert "  pop: " in out and "  random: " in out and "starting run pop-toy-s1-" in out
     # a run that fails (a diverging lr) is named after the others finished; the others are complete
     bad = {**REGISTRY.get("minionerec").smoke_config, "sft": {"epochs": 1, "batch_size": 16, "lr": 1e10},
            "reuse_sft": False}
