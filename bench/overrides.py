@@ -47,6 +47,19 @@ def set_dotted(tree: dict, dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def flatten(d: dict | None, prefix: str = "", sep: str = ".") -> dict:
+    """A nested dict as ``{"a.b.c": value}`` (``sep`` between the levels; an empty dict is a value): the one
+    flattener of configs, specs and records (run pages, tuning tables, reproduce commands, trackers)."""
+    out = {}
+    for k, v in (d or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + sep, sep))
+        else:
+            out[key] = v
+    return out
+
+
 def deep_merge(base: dict, override: dict) -> dict:
     out = dict(base)
     for k, v in override.items():

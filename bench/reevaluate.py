@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.overrides import flatten
 from bench.config import TRAINING_FIELDS, reevaluation_spec, resolve_spec
 from bench.registry import get_method
 from bench.results import RunResult
@@ -39,7 +40,8 @@ def reevaluate(source: str | Path, sets: list[str] = (), out: str | Path | None 
         raise SpecError(f"these are the evaluation settings of {src.run_id} itself; its result is {source / 'result.json'}")
     mine, theirs = spec.model_dump(mode="json"), resolve_spec(src.spec, check_files=False).model_dump(mode="json")
     if not any(s.split("=", 1)[0].strip() == "label" for s in sets):  # named after what it changed
-        changed = {k: v for k, v in _flat(mine["eval"], "eval").items() if _flat(theirs["eval"], "eval").get(k) != v}
+        before = flatten(theirs["eval"], "eval.")
+        changed = {k: v for k, v in flatten(mine["eval"], "eval.").items() if before.get(k) != v}
         spec = spec.model_copy(update={"label": f"{src.display_name} ("
                                                 + ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) + ")"})
     differ = [f for f in TRAINING_FIELDS if mine[f] != theirs[f]]
@@ -56,9 +58,3 @@ def reevaluate(source: str | Path, sets: list[str] = (), out: str | Path | None 
     finally:
         held.close()
 
-
-def _flat(d: dict, prefix: str) -> dict:
-    out = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}.{k}") if isinstance(v, dict) else {f"{prefix}.{k}": v})
-    return out

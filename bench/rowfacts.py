@@ -16,18 +16,8 @@ import shlex
 from pathlib import Path
 
 from bench.atomic import atomic_write_json
+from bench.overrides import flatten
 from bench.specs import RunSpec
-
-
-def flatten(d, prefix: str = "") -> dict:
-    out = {}
-    for k, v in (d or {}).items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def _contains(cfg, sub) -> bool:

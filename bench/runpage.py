@@ -3,7 +3,8 @@ curves and bootstrap intervals of its metrics (rendered by :mod:`bench.leaderboa
 from __future__ import annotations
 
 from bench.results import RunResult
-from bench.summary import _flatten, _gains
+from bench.overrides import flatten
+from bench.summary import _gains
 
 
 def run_ci(r: RunResult, metrics=("NDCG@10", "HR@10"), resamples: int = 1000, seed: int = 0) -> dict:
@@ -74,7 +75,7 @@ def run_page_facts(r: RunResult) -> dict:
                                                 f"{hw.get('torch_threads', '?')} torch thread(s)",
                   "python": hw.get("python"),
                   **{f"version: {k}": v for k, v in sorted((env.get("versions") or {}).items())}}
-    protocol = {k: v for k, v in _flatten({k: v for k, v in r.evaluation.items() if k != "by_stat"}).items()}
+    protocol = {k: v for k, v in flatten({k: v for k, v in r.evaluation.items() if k != "by_stat"}).items()}
     from bench.report import human_seconds, training_seconds
 
     total = training_seconds(r)
@@ -83,5 +84,5 @@ def run_page_facts(r: RunResult) -> dict:
                          "waited": r.training.model_dump().get("stage_wait_seconds")},
             "card": {"description": info.get("description", ""), "paper": info.get("paper", ""),
                      "family": info.get("family", ""), "needs": ", ".join(needs) or "interactions only"},
-            "command": reproduce_command(r), "config": _flatten(r.spec.method_config),
+            "command": reproduce_command(r), "config": flatten(r.spec.method_config),
             "protocol": protocol, "provenance": {k: v for k, v in provenance.items() if v not in (None, "")}}

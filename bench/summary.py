@@ -10,6 +10,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from bench.metrics import order_metrics, primary_metric
+from bench.overrides import flatten
 from bench.report import human_seconds, training_seconds
 from bench.results import RunResult
 
@@ -286,7 +287,7 @@ def tuning_tables(trials: list[RunResult]) -> dict[str, list[dict]]:
     for r in trials:
         study = r.display_name.split(" #")[0]
         row = r.method_facts.get("row") or {}
-        settings = dict(row["settings"]) if "settings" in row else _flatten(r.spec.method_config)
+        settings = dict(row["settings"]) if "settings" in row else flatten(r.spec.method_config)
         settings["max_history"] = r.evaluation.get("max_history")
         entry = out.setdefault(r.spec.dataset, {}).setdefault(study, {"study": study, "method": r.spec.method,
                                                                         "rows": []})
@@ -331,14 +332,3 @@ def table4(runs_by_name: dict[str, list[RunResult]]) -> list[Row]:
             r.cells["seconds_per_sample"]["rank"] = 0
             r.cells["seconds_per_sample"]["text"] += " (lookup)"
     return rows
-
-
-def _flatten(d, prefix="") -> dict:
-    out = {}
-    for k, v in (d or {}).items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out

@@ -8,15 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}/"))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+from bench.overrides import flatten
 
 
 class Tracker:
@@ -36,11 +28,11 @@ class Tracker:
         self.tracker.start()
         # trackers take flat scalars and strings as configuration (TensorBoard's hparams)
         self.tracker.store_init_configuration({k: v if isinstance(v, (bool, int, float, str)) else str(v)
-                                               for k, v in _flat(config).items()})
+                                               for k, v in flatten(config, sep="/").items()})
         self.name, self.folder = log_with, Path(folder)
 
     def log_epoch(self, phase: str, record: dict) -> None:
-        values = {f"{phase}/{k}": float(v) for k, v in _flat(record).items()
+        values = {f"{phase}/{k}": float(v) for k, v in flatten(record, sep="/").items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch"}
         if values:
             self.tracker.log(values, step=int(record.get("epoch", 0)))
