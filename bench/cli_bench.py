@@ -1,4 +1,4 @@
-"""``reasonrec bench``: the micro-benchmark subcommands (decode, latency, grpo, sft, packed), their handlers and
+"""``reasonrec bench``: the micro-benchmark subcommands (decode, latency, exact, grpo, sft, packed), their handlers and
 their parser, which :func:`bench.cli.build_parser` adds with :func:`add_bench_parser`. The benchmarks themselves
 are in :mod:`bench.benchmarks` and :mod:`bench.latency`, imported only when a subcommand runs."""
 from __future__ import annotations
@@ -46,6 +46,14 @@ def cmd_bench_latency(args) -> int:
     return 0
 
 
+def cmd_bench_exact(args) -> int:
+    from bench.exact import bench_exact
+
+    bench_exact(args.model, dataset=args.dataset, users=args.users, k=args.k, beam_width=args.beam_width,
+                out=args.out, threads=args.threads)
+    return 0
+
+
 def add_bench_parser(sub) -> None:
     """The ``bench`` subcommand and its own subcommands, on ``sub`` (the command line's subparsers)."""
     s = sub.add_parser("bench", help="micro-benchmarks (decode: beam search vs HF generate; grpo: shared-prompt log-probs; sft: packed vs per-prefix; latency: saved models side by side)")
@@ -72,6 +80,16 @@ def add_bench_parser(sub) -> None:
     b.add_argument("--repeats", type=int, default=3, help="median of N interleaved repeats")
     b.add_argument("--out", help="write the JSON report here")
     b.set_defaults(func=cmd_bench_latency)
+    b = bsub.add_parser("exact", help="beam ranking vs exact scoring of every catalogue item (saved generative "
+                                      "models, a fixed sample of test users): identical top-K share, metric gap")
+    b.add_argument("--model", action="append", required=True, metavar="METHOD=FOLDER",
+                   help="a run's model/ folder or a stage entry; repeat")
+    b.add_argument("--dataset", required=True)
+    b.add_argument("--users", type=int, default=100, help="test users (a fixed random subset; default 100)")
+    b.add_argument("-k", type=int, default=10, help="list length compared (default 10)")
+    b.add_argument("--beam-width", type=int, default=50)
+    b.add_argument("--out", help="write the JSON report here")
+    b.set_defaults(func=cmd_bench_exact)
     b = bsub.add_parser("grpo", help="GRPO log-prob pass: prompt encoded once per group vs once per completion")
     b.add_argument("--preset", default="small", choices=["tiny", "small", "medium", "base"])
     b.add_argument("--prompts", type=int, default=8)

@@ -52,10 +52,14 @@ class SIDData:
 
     def __init__(self, name: str, fingerprint: str, settings: DataSettings, sequences: list[np.ndarray],
                  user_ids: list[str], item_ids: list[str], item_text: list[str], codes: np.ndarray,
-                 codebook_size: int, stats: dict):
+                 codebook_size: int, stats: dict, sid_groups: np.ndarray | None = None):
         self.name, self.fingerprint, self.settings = name, fingerprint, settings
         self.sequences, self.user_ids, self.item_ids, self.item_text = sequences, user_ids, item_ids, item_text
         self.codes, self.codebook_size, self.stats = codes, codebook_size, stats
+        #: per item, its SID's id *before* collisions were resolved (items that shared a SID share it): the
+        #: SID-level metrics count them as one answer (:func:`bench.metrics.group_ranks`). None: a cache
+        #: written before it was recorded, whose SIDs could not be rebuilt identically
+        self.sid_groups = sid_groups
 
     n_users = property(lambda self: len(self.sequences))
     n_items = property(lambda self: len(self.item_ids))
@@ -105,7 +109,8 @@ class SIDData:
         folder.mkdir(parents=True, exist_ok=True)
         lengths = np.array([len(s) for s in self.sequences], dtype=np.int64)
         flat = np.concatenate(self.sequences) if self.sequences else np.zeros(0, dtype=np.int64)
-        np.savez(folder / "arrays.npz", lengths=lengths, flat=flat, codes=self.codes)
+        extra = {"sid_groups": self.sid_groups} if self.sid_groups is not None else {}
+        np.savez(folder / "arrays.npz", lengths=lengths, flat=flat, codes=self.codes, **extra)
         (folder / "items.json").write_text(json.dumps({"users": self.user_ids, "items": self.item_ids,
                                                         "text": self.item_text}))
         meta = {"format_version": FORMAT_VERSION, "name": self.name, "fingerprint": self.fingerprint,
@@ -123,7 +128,7 @@ class SIDData:
         seqs = np.split(arr["flat"], np.cumsum(arr["lengths"])[:-1]) if len(arr["lengths"]) else []
         return cls(meta["name"], meta["fingerprint"], DataSettings(**meta["settings"]), list(seqs),
                    items["users"], items["items"], items["text"], arr["codes"], meta["codebook_size"],
-                   meta["stats"])
+                   meta["stats"], arr["sid_groups"] if "sid_groups" in arr.files else None)
 
 
 # ---------------------------------------------------------------- preparation
@@ -191,6 +196,8 @@ def prepare(dataset: str | DatasetCard, data_overrides: dict | None = None, *, p
     folder = cache_root() / "data" / f"{card.name}-{fp}"
     if folder.is_dir() and (folder / "meta.json").is_file() and not force:
         data = SIDData.load(folder)
+        if data.sid_groups is None:  # a cache from before the SID groups were recorded
+            _add_sid_groups(data, folder, card, settings, raw, fp, index, log=log, progress=progress)
         data.stats["source_files"] = [str(p) for p in raw.source_files]  # where it was read this time
         return data
     t0 = time.time()
@@ -208,6 +215,26 @@ def prepare(dataset: str | DatasetCard, data_overrides: dict | None = None, *, p
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return data
+
+
+def _add_sid_groups(data: SIDData, folder: Path, card: DatasetCard, settings: DataSettings, raw, fp: str, index,
+                    *, log, progress: bool) -> None:
+    """Record the pre-resolution SID groups of a cache written before they were: from the index for
+    precomputed SIDs; else by building the data again, kept only when it gives the cached SIDs exactly (the
+    committed rows were made on those), so a cache is never silently changed."""
+    if settings.sids.source == "precomputed":
+        data.sid_groups = sidlib.sid_groups(np.array([index[i] for i in data.item_ids]))
+    else:
+        log(f"dataset '{card.name}': the cache predates SID groups; rebuilding the SIDs once to recover them")
+        fresh = build(card, settings, raw, fp, progress=progress, log=log, index=index)
+        if not np.array_equal(fresh.codes, data.codes):
+            log(f"warning: dataset '{card.name}': rebuilt SIDs differ from the cached ones; SID-level metrics are "
+                f"not reported for this cache (prepare it again with force to get them, and new run results)")
+            return
+        data.sid_groups = fresh.sid_groups
+    np.savez(folder / ".arrays.tmp.npz", lengths=np.array([len(s) for s in data.sequences], dtype=np.int64),
+             flat=np.concatenate(data.sequences), codes=data.codes, sid_groups=data.sid_groups)
+    os.replace(folder / ".arrays.tmp.npz", folder / "arrays.npz")
 
 
 def build(card: DatasetCard, settings: DataSettings, raw: loaders.RawData, fp: str, *,
@@ -272,6 +299,7 @@ def build(card: DatasetCard, settings: DataSettings, raw: loaders.RawData, fp: s
         log(f"residual k-means: {s.levels} levels x {k} codes on {x.shape}")
         rq = sidlib.rq_kmeans(x, s.levels, k, seed=s.seed, max_iter=s.kmeans_iters)
         codes, cents, resid = rq.codes, rq.centroids[-1], rq.residual_last
+    sid_groups = sidlib.sid_groups(codes)
     groups = sidlib.collision_groups(codes)
     stats["sid_collision_items"] = int(sum(len(g) for g in groups))
     stats["sid_collision_rate"] = round(stats["sid_collision_items"] / n_items, 6)
@@ -281,7 +309,7 @@ def build(card: DatasetCard, settings: DataSettings, raw: loaders.RawData, fp: s
     stats["codebook_usage"] = [int(len(np.unique(codes[:, l]))) for l in range(codes.shape[1])]
     stats["unique_sids"] = int(len(np.unique(codes, axis=0)))
     return SIDData(card.name, fp, settings, sequences, user_ids, item_ids, item_text, codes.astype(np.int64),
-                   int(k), stats)
+                   int(k), stats, sid_groups)
 
 
 def _resolve_collisions(card: DatasetCard, s: SIDSettings, codes: np.ndarray, k: int, cents, resid, stats: dict,

@@ -38,6 +38,21 @@ def _lenient_config(cls, values: dict, log=print):
                 values.pop(k)
 
 
+def load_saved(spec: str, data, log=print):
+    """A saved model, loaded: ``spec`` is ``METHOD=FOLDER`` (a run's ``model/`` or a stage entry)."""
+    from bench.registry import get_method
+
+    name, sep, folder = spec.partition("=")
+    if not sep:
+        raise ValueError(f"--model {spec!r}: expected METHOD=FOLDER")
+    cls, path = get_method(name), Path(folder)
+    if not path.is_dir():
+        raise FileNotFoundError(f"--model {spec!r}: folder not found: {path}")
+    m = cls(_lenient_config(cls, _saved_config(path), log))
+    m.load(path, data)
+    return m
+
+
 def bench_latency(models: list[str], *, dataset: str, users: int = 1000, batch_size: int = 256,
                   beam_width: int = 50, k: int = 20, repeats: int = 3, threads: int | None = None,
                   out: str | None = None, log=print) -> dict:
@@ -49,7 +64,6 @@ def bench_latency(models: list[str], *, dataset: str, users: int = 1000, batch_s
 
     from bench.data import prepare
     from bench.metrics import fixed_subset
-    from bench.registry import get_method
 
     if threads:
         torch.set_num_threads(threads)
@@ -60,12 +74,9 @@ def bench_latency(models: list[str], *, dataset: str, users: int = 1000, batch_s
     batches = [hist[s:s + batch_size] for s in range(0, len(hist), batch_size)]
     loaded = []
     for spec in models:
-        name, sep, folder = spec.partition("=")
-        if not sep:
-            raise ValueError(f"--model {spec!r}: expected METHOD=FOLDER")
-        cls, path = get_method(name), Path(folder)
-        m = cls(_lenient_config(cls, _saved_config(path), log))
-        m.load(path, data)
+        m = load_saved(spec, data, log)
+        name, _, folder = spec.partition("=")
+        cls, path = type(m), Path(folder)
         options = {"beam_width": beam_width} if "beam_width" in cls.inference_options else {}
         m.recommend(batches[0][:8], k=k, **options)  # warm-up
         loaded.append((f"{name}:{path}", m, options))

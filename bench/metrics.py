@@ -65,6 +65,9 @@ class Evaluation:
     ranks: np.ndarray          # [n] 1-based rank of the target, 0 when not in the list
     invalid: int               # ids outside the catalog (counted as misses)
     duplicates: int            # repeated ids in a ranked list (later copies dropped)
+    #: the same metrics at SID level (items that shared a SID before resolution count as one answer), when
+    #: the data has such items; else None (they equal ``metrics``)
+    sid_level: dict[str, float] | None = None
 
 
 def clean_rankings(items: np.ndarray, n_items: int, histories: list[list[int]] | None = None,
@@ -102,6 +105,27 @@ def target_ranks(ranked: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.where(hit.any(1), hit.argmax(1) + 1, 0)
 
 
+def group_ranks(ranked: np.ndarray, targets: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """SID-level ranks: each ranked item replaced by its group (``groups[item]``: items that share a SID
+    share a group), repeats of a group dropped, then the 1-based rank of the target's group (0 = absent).
+    A list that names two items of the target's SID counts once, at the first."""
+    groups = np.asarray(groups)
+    out = np.zeros(len(ranked), dtype=np.int64)
+    for r, (row, t) in enumerate(zip(np.asarray(ranked), np.asarray(targets))):
+        want, seen = groups[t], set()
+        for it in row:
+            if it < 0:
+                break
+            g = int(groups[it])
+            if g in seen:
+                continue
+            seen.add(g)
+            if g == want:
+                out[r] = len(seen)
+                break
+    return out
+
+
 def per_user_gains(ranks: np.ndarray, metric: str) -> np.ndarray:
     """Each user's HR@k (0/1) or NDCG@k (1 / log2(rank + 1) when 1 <= rank <= k, else 0) from the 1-based
     rank of the target (0 = not ranked). The one place per-user values are computed: the metrics are their
@@ -120,10 +144,15 @@ def metrics_from_ranks(ranks: np.ndarray, ks=(5, 10, 20)) -> dict[str, float]:
 
 
 def evaluate(items: np.ndarray, targets: np.ndarray, n_items: int, *, ks=(5, 10, 20),
-             histories: list[list[int]] | None = None) -> Evaluation:
+             histories: list[list[int]] | None = None, sid_groups: np.ndarray | None = None) -> Evaluation:
+    """Item-level metrics (the tables'); with ``sid_groups`` where some items share a group, SID-level ones too
+    (from the same cleaned lists, so the two differ only where a shared SID is ranked)."""
     ranked, invalid, dup = clean_rankings(items, n_items, histories, keep=max(ks))
     ranks = target_ranks(ranked, targets)
-    return Evaluation(metrics_from_ranks(ranks, ks), ranks, invalid, dup)
+    sid_level = None
+    if sid_groups is not None and len(np.unique(sid_groups)) < len(sid_groups):
+        sid_level = metrics_from_ranks(group_ranks(ranked, targets, sid_groups), ks)
+    return Evaluation(metrics_from_ranks(ranks, ks), ranks, invalid, dup, sid_level)
 
 
 # ---------------------------------------------------------------- the validation protocol

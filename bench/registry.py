@@ -28,6 +28,8 @@ BUILTIN: dict[str, str] = {
     "lasar": "methods.lasar",
     "rearec": "methods.rearec",
     "gream": "methods.gream",
+    "tgh": "methods.tgh",
+    "tiger": "methods.tiger",
 }
 
 

@@ -155,8 +155,11 @@ def _run_body(spec: RunSpec, run_dir: Path, *, main: bool, started: float, datas
     options = {name: getattr(spec.eval, name) for name in cls.inference_options}
     items, latency, stats = timed_recommend(method, test.histories, spec.eval, data.max_history, progress, **options)
     ev = evaluate(items, test.targets, data.n_items, ks=spec.eval.ks,
-                  histories=test.histories if spec.eval.exclude_history else None)
+                  histories=test.histories if spec.eval.exclude_history else None, sid_groups=data.sid_groups)
     log(f"{spec.eval.split} metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in ev.metrics.items()))
+    if ev.sid_level is not None:
+        log("SID-level (items that shared a SID count as one): " +
+            ", ".join(f"{k} {v:.4f}" for k, v in ev.sid_level.items()))
 
     by_stat = {}
     for name, v in stats.items():  # per-user integer statistics (e.g. latent steps): mean and per-value table
@@ -176,7 +179,8 @@ def _run_body(spec: RunSpec, run_dir: Path, *, main: bool, started: float, datas
                     "beam_width": spec.eval.beam_width, "inference": options,
                     "exclude_history": spec.eval.exclude_history,
                     "max_history": data.max_history, "invalid_items": ev.invalid, "duplicate_items": ev.duplicates,
-                    "per_user_file": "per_user.json", **({"by_stat": by_stat} if by_stat else {})},
+                    "per_user_file": "per_user.json", **({"by_stat": by_stat} if by_stat else {}),
+                    **_levels(ev, data)},
         method_facts={"config": config.model_dump(mode="json"), **method.describe(),
                       "row": row_facts(spec, config.model_dump(mode="json"))},
         data={"name": data.name, "fingerprint": data.fingerprint, "stats": data.stats,
@@ -188,6 +192,18 @@ def _run_body(spec: RunSpec, run_dir: Path, *, main: bool, started: float, datas
     (run_dir / "error.txt").unlink(missing_ok=True)
     log(f"wrote {run_dir / 'result.json'}")
     return result
+
+
+def _levels(ev, data: SIDData) -> dict:
+    """Which level the metrics are (item: the tables'), and the SID-level ones where they can differ."""
+    if data.sid_groups is None:
+        return {"level": "item", "sid_level": None, "sid_level_note": "not recorded for this data cache"}
+    if ev.sid_level is None:
+        return {"level": "item", "sid_level": "equal", "sid_level_note": "no two items shared a SID"}
+    shared = int(len(data.sid_groups) - len(np.unique(data.sid_groups)))
+    return {"level": "item", "sid_level": ev.sid_level,
+            "sid_level_note": f"items that shared a SID before collisions were resolved count as one answer "
+                              f"({shared} items beyond one per SID)"}
 
 
 def _fit_and_save(method: Method, spec: RunSpec, run_dir: Path, data: SIDData, *, main: bool, progress: bool,

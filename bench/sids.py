@@ -131,6 +131,13 @@ def collision_groups(codes: np.ndarray) -> list[np.ndarray]:
     return [np.flatnonzero(inv == g) for g in np.flatnonzero(counts > 1)]
 
 
+def sid_groups(codes: np.ndarray) -> np.ndarray:
+    """Per item, the id of its SID (``[n_items]`` int64): items whose SIDs are equal share an id. Taken
+    before collisions are resolved, it is what a SID-level metric counts as one answer."""
+    _, inv = np.unique(codes, axis=0, return_inverse=True)
+    return inv.reshape(-1).astype(np.int64)
+
+
 class CollisionError(ValueError):
     """``reassign`` found a prefix whose last-level codes are all taken."""
 

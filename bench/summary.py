@@ -8,6 +8,7 @@ import hashlib
 import json
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bench.metrics import order_metrics, primary_metric
 from bench.overrides import flatten
@@ -132,13 +133,22 @@ def protocol(runs: list[RunResult]) -> list[str]:
     return lines
 
 
+def other_references() -> dict[str, list[dict]]:
+    """Table-1 reference rows from outside the LASAR paper (``bench/published_other.json``: TIGER's paper and
+    reruns), per dataset: ``[{name, cells}]``, cells as printed (a range stays a range)."""
+    return json.loads(Path(__file__).with_name("published_other.json").read_text())["table1"]
+
+
 def paper_rows(dataset: str, columns: list[str]) -> tuple[list[dict], list[dict]]:
-    """The paper's published Table 1 and Table 4 rows for a dataset (empty where it has none)."""
+    """The paper's published Table 1 and Table 4 rows for a dataset (empty where it has none), then the
+    reference rows from other sources (:func:`other_references`)."""
     from bench.published import published
 
     p = published()
-    t1 = [{"name": name, "cells": {c: (f"{m[c]:.4f}" if c in m else "") for c in columns}}
+    t1 = [{"name": name, "kind": "paper", "cells": {c: (f"{m[c]:.4f}" if c in m else "") for c in columns}}
           for name, m in p.table1_main.get(dataset, {}).items()]
+    t1 += [{"name": row["name"], "kind": "reference", "cells": {c: row["cells"].get(c, "") for c in columns}}
+           for row in other_references().get(dataset, [])]
     t4 = [{"name": name, "ms": f"{row.seconds_per_sample * 1000:.0f}", "total": row.total}
           for name, row in p.table4_latency.get(dataset, {}).items()]
     return t1, t4

@@ -415,3 +415,40 @@ def test_stage2_extra_samples_train_the_answer_only(toy_env, toy_data, tmp_path)
     assert "ce" in extra_only and "align" not in extra_only and "policy" not in extra_only
     mixed = m.stage2_loss(model, [0, n_cot])
     assert {"ce", "align", "policy"} <= set(mixed)
+
+
+def test_bench_exact_compares_the_beam_with_scores_of_every_item(toy_env, tmp_path):
+    import torch
+
+    from bench.config import build_spec
+    from bench.data import prepare
+    from bench.exact import bench_exact
+    from bench.generative.decoding import exhaustive_scores
+    from bench.latency import load_saved
+    from bench.metrics import fixed_subset, per_user_gains
+    from bench.registry import get_method
+    from bench.runner import run
+
+    spec = build_spec("minionerec", "toy", method_config=get_method("minionerec").smoke_config,
+                      sets=["eval.max_users=4"])
+    model = f"minionerec={tmp_path / 'runs' / run(spec, tmp_path / 'runs', progress=False, echo=False).run_id / 'model'}"
+    res = bench_exact([model], dataset="toy", users=10, k=3, beam_width=3, out=str(tmp_path / "exact.json"),
+                      log=lambda *_: None)
+    got = res["models"][model]
+    # the exact side, computed independently: teacher-forced log-probs of every item's SID after the prompt
+    data = prepare("toy", progress=False, log=lambda *_: None)
+    m = load_saved(model, data, log=lambda *_: None)
+    test = data.split("test")
+    full = []
+    for i in fixed_subset(len(test), 10):
+        scores = exhaustive_scores(m.bb.model, torch.tensor(data.codes), m.bb.sid_token_ids, m.prompt(test.histories[i]))
+        full.append(torch.argsort(scores, descending=True).tolist().index(int(test.targets[i])) + 1)
+    assert got["per_user"]["exact_target_rank"] == full  # the target's rank among all items
+    assert got["metrics"]["NDCG@3"]["exact"] == pytest.approx(per_user_gains(np.array(full), "NDCG@3").mean())
+    assert got["users"] == 10 and 0 <= got["mean_overlap_top_k"] <= 1 and got["top1_logprob_gap"]["mean"] >= 0
+    assert got["identical_top_k"] <= got["same_set_top_k"]
+    # a beam as wide as the catalogue is exact
+    wide = bench_exact([model], dataset="toy", users=10, k=3, beam_width=data.n_items, log=lambda *_: None)
+    assert wide["models"][model]["identical_top_k"] == 1.0
+    assert wide["models"][model]["metrics"]["NDCG@3"]["difference"] == 0.0
+    assert json.loads((tmp_path / "exact.json").read_text())["setup"]["k"] == 3

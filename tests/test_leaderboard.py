@@ -74,8 +74,13 @@ def test_table1_and_table4(site):
     t1 = p.tables[("table1", "beauty")]
     header = [c for c, _ in t1[0]]
     assert header[:8] == ["Method", "Family", "N@5", "N@10", "N@20", "HR@5", "HR@10", "HR@20"]
-    body = {r[0][0]: r for r in t1[1:] if not r[0][0].startswith("paper: ")}
+    body = {r[0][0]: r for r in t1[1:] if not r[0][0].startswith(("paper: ", "reference: "))}
     assert list(body) == ["a", "b", "<c>"]  # sorted by NDCG@10, label escaped but shown
+    # reference rows from other sources (TIGER's paper and reruns) after the paper's, named as such
+    refs = [r for r in t1[1:] if r[0][0].startswith("reference: ")]
+    assert [r[0][0] for r in refs] == ["reference: TIGER (its paper, Rajput et al. 2023)",
+                                       "reference: TIGER (cornac's reruns)"]
+    assert refs[0][3] == ("0.0384", None) and t1.index(refs[0]) > t1.index(body["<c>"])
     # the paper's published Beauty rows follow ours, marked, and never take the bold / underline
     paper = [r for r in t1[1:] if r[0][0].startswith("paper: ")]
     assert [r[0][0] for r in paper][:2] == ["paper: LASAR", "paper: Explicit CoT (GREAM)"]
@@ -172,7 +177,7 @@ def test_site_in_headless_chromium(tmp_path):
     dom, _ = _browse(exe, site.resolve().as_uri(), tmp_path / "profile")
     p = Tables()
     p.feed(dom)
-    ours = [r for r in p.tables[("table1", "beauty")][1:] if not r[0][0].startswith("paper: ")]
+    ours = [r for r in p.tables[("table1", "beauty")][1:] if not r[0][0].startswith(("paper: ", "reference: "))]
     assert [r[0][0] for r in ours] == ["a", "b", hostile]
     assert ours[0][3] == ("0.0500", "b") and ours[1][3] == ("0.0300", "u")
     shots = Path(os.environ.get("REASONREC_SCREENSHOTS", tmp_path / "screenshots"))
@@ -466,7 +471,7 @@ def test_tuning_trials_are_not_rows_and_history_variants_show(tmp_path):
     p.feed(build_site([runs], tmp_path / "site").read_text())
     t1 = p.tables[("table1", "beauty")]
     head = [c for c, _ in t1[0]]
-    rows = {r[0][0]: r for r in t1[1:] if not r[0][0].startswith("paper: ")}
+    rows = {r[0][0]: r for r in t1[1:] if not r[0][0].startswith(("paper: ", "reference: "))}
     assert set(rows) == {"h20", "h50"}
     assert rows["h50"][head.index("History")][0] == "50"
 
@@ -625,12 +630,12 @@ def test_table1_holds_the_main_rows_and_the_rest_follow(tmp_path):
     assert main_rows([suite]) == {("beauty", "a", "A"), ("beauty", "b", None)}
     p = Tables()
     p.feed(build_site([runs], tmp_path / "site", main=main_rows([suite])).read_text())
-    assert [r[0][0] for r in p.tables[("table1", "beauty")][1:] if r[0][0] and not r[0][0].startswith("paper")] \
+    assert [r[0][0] for r in p.tables[("table1", "beauty")][1:] if r[0][0] and not r[0][0].startswith(("paper", "reference"))] \
         == ["A", "b"]
     assert [r[0][0] for r in p.tables[("others", "beauty")][1:]] == ["A ablation"]
     p = Tables()  # without --main: every row in Table 1, no second table
     p.feed(build_site([runs], tmp_path / "site2").read_text())
-    assert len([r for r in p.tables[("table1", "beauty")][1:] if not r[0][0].startswith("paper")]) == 3
+    assert len([r for r in p.tables[("table1", "beauty")][1:] if not r[0][0].startswith(("paper", "reference"))]) == 3
     assert ("others", "beauty") not in p.tables
 
 
@@ -678,3 +683,14 @@ def test_the_index_header_says_what_the_results_say(tmp_path):
     text = build_site([runs], tmp_path / "site").read_text()
     assert "0.15M parameters" in text and "ran 1 epochs; stopped by: epochs (1)" in text
     assert "well trained" not in text and "published rows" not in text and "2M" not in text
+
+
+def test_reference_rows_from_other_sources_sit_beside_the_papers():
+    from bench.summary import paper_rows
+
+    t1, _ = paper_rows("beauty", ["NDCG@10", "HR@10"])
+    refs = {r["name"]: r for r in t1 if r["kind"] == "reference"}
+    assert refs["TIGER (its paper, Rajput et al. 2023)"]["cells"] == {"NDCG@10": "0.0384", "HR@10": ""}
+    assert refs["TIGER (cornac's reruns)"]["cells"]["NDCG@10"] == "0.0338-0.0353"
+    assert any(r["kind"] == "paper" and r["name"] == "LASAR" for r in t1)
+    assert not [r for r in paper_rows("instruments", ["NDCG@10"])[0] if r["kind"] == "reference"]

@@ -240,3 +240,43 @@ def extend_vocabulary(bb: Backbone, *, corpus: Iterable[str] = (), special: list
     finally:
         hf_logging.set_verbosity(verbosity)
     return Backbone(bb.model, new, bb.sid_token_ids, bb.source)
+
+
+# ---------------------------------------------------------------- encoder-decoders (TIGER)
+
+#: T5 sizes for SID-to-SID encoder-decoders. ``tiger``: the TIGER paper's (4 + 4 layers, 6 heads of 64, MLP
+#: 1024, model dim 128, dropout 0.1); ``cpu``: a 2 + 2-layer model that trains on a 2-core CPU in an hour.
+SEQ2SEQ_PRESETS: dict[str, dict] = {
+    "tiny": dict(d_model=32, d_kv=16, num_heads=2, d_ff=64, num_layers=1, num_decoder_layers=1),
+    "cpu": dict(d_model=128, d_kv=32, num_heads=4, d_ff=512, num_layers=2, num_decoder_layers=2),
+    "tiger": dict(d_model=128, d_kv=64, num_heads=6, d_ff=1024, num_layers=4, num_decoder_layers=4),
+}
+
+
+def build_seq2seq(preset: str, *, levels: int, codebook_size: int, dropout: float = 0.1, seed: int = 0):
+    """A T5 encoder-decoder over the SID vocabulary (:mod:`bench.generative.seq2seq` ids), from a config
+    (random weights, ``seed``)."""
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from bench.generative.seq2seq import EOS, FIRST_SID, PAD
+
+    if preset not in SEQ2SEQ_PRESETS:
+        raise ValueError(f"unknown encoder-decoder preset {preset!r}; presets: {', '.join(SEQ2SEQ_PRESETS)}")
+    config = T5Config(vocab_size=FIRST_SID + levels * codebook_size, dropout_rate=dropout, pad_token_id=PAD,
+                      eos_token_id=EOS, decoder_start_token_id=PAD, feed_forward_proj="relu",
+                      tie_word_embeddings=True, **SEQ2SEQ_PRESETS[preset])
+    torch.manual_seed(seed)
+    return T5ForConditionalGeneration(config)
+
+
+def save_seq2seq(model, folder: Path) -> None:
+    with _hf_quiet(warnings=True):  # its "Writing model shards" bar: a line of noise per save
+        model.save_pretrained(folder)
+
+
+def load_seq2seq(folder: Path):
+    from transformers import T5ForConditionalGeneration
+
+    with _hf_quiet(warnings=False):
+        return T5ForConditionalGeneration.from_pretrained(folder)
