@@ -240,6 +240,8 @@ def ablation_tables(results: list[RunResult], published: dict | None = None) -> 
             if r.spec.dataset != t["dataset"]:
                 continue
             entry = tables.setdefault(t["table"], {**t, "ours": {}})
+            if len(t["paper_rows"]) > len(entry["paper_rows"]):  # a table's rows are only appended: the longest
+                entry.update({k: v for k, v in t.items() if k != "ours"})  # list (a newer result's) holds them all
             for i in t["matched"]:
                 entry["ours"].setdefault(i, []).append(r)
     out = []

@@ -90,11 +90,20 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 CHAR_W, LABEL_H = 6.0, 11.0  # a 10-px label's width per character and its height (measured: DejaVu Sans ~5.6)
 
 
-def label_boxes(points_px: list[tuple[float, float]], labels: list[str]) -> list[tuple | None]:
-    """Where each label goes: (x, y, anchor, box) with box = (x0, y0, x1, y1), the first of eight positions around
-    its point whose box lies inside the plot and overlaps no placed label and no point; None when none fits (the
-    label then goes to the legend below the chart). Points are placed highest first."""
-    placed: list[tuple[float, float, float, float]] = []
+#: where a label may go around its point, nearest first: (dx, dy, anchor) of the text's anchor point
+NEAR = ((6, -6, "start"), (6, 12, "start"), (-6, -6, "end"), (-6, 12, "end"), (0, -9, "middle"), (0, 17, "middle"),
+        (6, 3, "start"), (-6, 3, "end"))
+#: for the short numbers of labels that went to the legend: the same eight directions at growing distances
+RINGS = tuple((dx * r, dy + (dy > 0) * 6 * (r - 1) - (dy <= 0) * 6 * (r - 1), a) for r in (1, 2, 3, 4)
+              for dx, dy, a in NEAR)
+
+
+def label_boxes(points_px: list[tuple[float, float]], labels: list[str | None], *, placed: list | None = None,
+                candidates=NEAR) -> list[tuple | None]:
+    """Where each label goes: (x, y, anchor, box) with box = (x0, y0, x1, y1), the first of ``candidates`` around
+    its point whose box lies inside the plot and overlaps no placed label (``placed``: boxes already taken, extended
+    here) and no point; None when none fits, or for a None label. Points are placed highest first."""
+    placed = [] if placed is None else placed
     dots = [(x - 4, y - 4, x + 4, y + 4) for x, y in points_px]
     out: list[tuple | None] = [None] * len(labels)
 
@@ -102,11 +111,10 @@ def label_boxes(points_px: list[tuple[float, float]], labels: list[str]) -> list
         inside = PAD_L <= b[0] and b[2] <= W - PAD_R and PAD_T <= b[1] and b[3] <= H - PAD_B
         return inside and not any(b[0] < o[2] and o[0] < b[2] and b[1] < o[3] and o[1] < b[3] for o in placed + dots)
 
-    for i in sorted(range(len(labels)), key=lambda i: points_px[i][1]):
+    for i in sorted((i for i in range(len(labels)) if labels[i] is not None), key=lambda i: points_px[i][1]):
         x, y = points_px[i]
         w = CHAR_W * len(labels[i])
-        for dx, dy, anchor in ((6, -6, "start"), (6, 12, "start"), (-6, -6, "end"), (-6, 12, "end"),
-                               (0, -9, "middle"), (0, 17, "middle"), (6, 3, "start"), (-6, 3, "end")):
+        for dx, dy, anchor in candidates:
             x0 = x + dx if anchor == "start" else x + dx - w if anchor == "end" else x - w / 2
             box = (x0, y + dy - LABEL_H + 2, x0 + w, y + dy + 2)
             if free(box):
@@ -129,7 +137,14 @@ def pareto_svg(points: list[tuple[str, float, float]], x_label: str, y_label: st
     front = pareto_front(pts)
     path = " ".join(f"{ax.px(pts[i][0]):.1f},{ax.py(pts[i][1]):.1f}" for i in front)
     body.append(f'<polyline class="front" points="{path}" fill="none" stroke="#d62728" stroke-dasharray="4 3"/>')
-    where = label_boxes([(ax.px(x), ax.py(y)) for x, y in pts], labels)
+    px = [(ax.px(x), ax.py(y)) for x, y in pts]
+    taken: list = []
+    where = label_boxes(px, labels, placed=taken)
+    # a label that fits nowhere goes to the legend below the chart; its number is placed like a label, farther out
+    numbers: list[str | None] = [None] * len(labels)
+    for n, i in enumerate(i for i in range(len(labels)) if where[i] is None):
+        numbers[i] = str(n + 1)
+    number_at = label_boxes(px, numbers, placed=taken, candidates=RINGS)
     legend = []
     for i, ((x, y), lab) in enumerate(zip(pts, labels)):
         on = i in front
@@ -140,9 +155,11 @@ def pareto_svg(points: list[tuple[str, float, float]], x_label: str, y_label: st
             body.append(f'<text class="label" x="{lx:.1f}" y="{ly:.1f}" text-anchor="{anchor}" font-size="10">'
                         f'{escape(lab)}</text>')
         else:
-            legend.append(lab)
-            body.append(f'<text class="label-ref" x="{ax.px(x) + 5:.1f}" y="{ax.py(y) - 5:.1f}" font-size="9">'
-                        f'{len(legend)}</text>')
+            legend.append(lab if number_at[i] is not None else f"{lab} (its point: {x:g}, {y:.4f})")
+            if number_at[i] is not None:
+                lx, ly, anchor, _ = number_at[i]
+                body.append(f'<text class="label-ref" x="{lx:.1f}" y="{ly:.1f}" text-anchor="{anchor}" font-size="9">'
+                            f'{len(legend)}</text>')
     svg = _svg(body, title)
     if legend:  # below the chart, in the page (no clipping inside the SVG)
         svg += '<ol class="chart-legend">' + "".join(f"<li>{escape(lab)}</li>" for lab in legend) + "</ol>"

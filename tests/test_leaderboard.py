@@ -192,6 +192,102 @@ def test_site_in_headless_chromium(tmp_path):
     assert red > 30, "the Pareto front (red markers) was not painted"
 
 
+#: measures every Pareto chart's label boxes in the browser (SVG getBBox, the chart's own coordinates): pairs that
+#: overlap and boxes outside the chart, written into the page for --dump-dom to return
+_MEASURE = """<script>
+window.addEventListener('load', () => {
+  const out = [];
+  document.querySelectorAll('svg').forEach((svg, n) => {
+    if (!svg.querySelector('polyline.front')) return;
+    const vb = svg.viewBox.baseVal;
+    const boxes = [...svg.querySelectorAll('text.label, text.label-ref')].map(t => [t.textContent, t.getBBox()]);
+    boxes.forEach(([name, b]) => {
+      if (b.x < vb.x - 0.5 || b.y < vb.y - 0.5 || b.x + b.width > vb.x + vb.width + 0.5 || b.y + b.height > vb.y + vb.height + 0.5)
+        out.push({chart: n, clipped: name});
+    });
+    for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+      const [p, a] = boxes[i], [q, b] = boxes[j];
+      const w = Math.min(a.x + a.width, b.x + b.width) - Math.max(a.x, b.x);
+      const h = Math.min(a.y + a.height, b.y + b.height) - Math.max(a.y, b.y);
+      if (w > 0.5 && h > 0.5) out.push({chart: n, overlap: [p, q]});
+    }
+    out.push({chart: n, labels: boxes.length});
+  });
+  const pre = document.createElement('pre'); pre.id = 'label-check'; pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def _label_check(exe, page: Path, profile) -> list[dict]:
+    """What :data:`_MEASURE` finds on ``page`` (a copy with the script appended, beside it: links resolve)."""
+    import json
+    import re
+
+    probe = page.with_name(f".probe-{page.name}")
+    probe.write_text(page.read_text().replace("</body>", _MEASURE + "</body>"))
+    try:
+        dom, console = _browse(exe, probe.resolve().as_uri(), profile)
+    finally:
+        probe.unlink()
+    assert console == [], console
+    found = re.search(r'<pre id="label-check">(.*?)</pre>', dom, re.S)
+    assert found, "the measuring script did not run"
+    return json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">"))
+
+
+@pytest.mark.browser
+def test_committed_results_site_in_headless_chromium(tmp_path):
+    """The site of the committed results (Beauty, Sports, Instruments and the ml-100k demo rows), built as the
+    README says: every page loads with no console message and every link resolves; no two labels of a Pareto
+    chart overlap and none is cut at the chart's edge (their boxes measured in the browser). Screenshots of
+    the index go to ``REASONREC_SCREENSHOTS`` when set (the README's)."""
+    import os
+    import re
+
+    from bench.leaderboard import main_rows
+
+    exe = _chromium()
+    if exe is None:
+        pytest.fail("chromium not found: apt-get install chromium")
+    root = Path(__file__).resolve().parents[1]
+    site = build_site([root / "leaderboard" / "results"], tmp_path / "site",
+                      main=main_rows(sorted((root / "leaderboard" / "suites").glob("table1-*.yaml"))))
+    pages = sorted(site.parent.rglob("*.html"))
+    assert len(pages) > 50
+    for page in pages:
+        dom, console = _browse(exe, page.resolve().as_uri(), tmp_path / "profile")
+        assert console == [], (page.name, console)
+        for link in re.findall(r'(?:href|src)="([^"#]+)', dom):
+            assert "://" not in link and (page.parent / link).resolve().is_file(), (page.name, link)
+    found = _label_check(exe, site, tmp_path / "profile")
+    charts = [f for f in found if "labels" in f]
+    assert len(charts) >= 3 and all(f["labels"] > 0 for f in charts)  # a Pareto chart per dataset, labelled
+    assert [f for f in found if "labels" not in f] == []  # no overlap, no clipped label
+    shots = os.environ.get("REASONREC_SCREENSHOTS")
+    if shots:
+        Path(shots).mkdir(parents=True, exist_ok=True)
+        _browse(exe, site.resolve().as_uri(), tmp_path / "profile", f"--screenshot={Path(shots) / 'leaderboard-index.png'}",
+                "--window-size=1400,1500", "--hide-scrollbars", dom=False)
+
+
+@pytest.mark.browser
+def test_the_label_check_finds_an_overlap(tmp_path):
+    """The measurement above is real: two labels drawn on one spot are reported."""
+    exe = _chromium()
+    if exe is None:
+        pytest.fail("chromium not found: apt-get install chromium")
+    page = tmp_path / "p.html"
+    page.write_text('<html><body><svg viewBox="0 0 200 100" width="200" height="100"><polyline class="front" '
+                    'points="0,0 1,1"/><text class="label" x="10" y="20">alpha</text><text class="label" x="12" '
+                    'y="22">beta</text><text class="label" x="150" y="60">far</text><text class="label-ref" x="190" '
+                    'y="90">cut at the edge</text></svg></body></html>')
+    found = _label_check(exe, page, tmp_path / "profile")
+    assert {"chart": 0, "overlap": ["alpha", "beta"]} in found
+    assert {"chart": 0, "clipped": "cut at the edge"} in found
+    assert not [f for f in found if f.get("overlap") and "far" in f["overlap"]]
+
+
 def test_compare_with_published_table(tmp_path):
     import json
 
@@ -560,7 +656,8 @@ def test_the_site_is_built_from_result_files_alone(toy_env, tmp_path, monkeypatc
     row = res.method_facts["row"]
     assert row["command"].startswith("reasonrec run --method pop --dataset toy") and "label=" in row["command"]
     assert row["paper_tables"] == [] and isinstance(row["settings"], dict)
-    lasar_sft = {"alignment": "kl", "latent": True, "two_stage": True, "forced_steps": None, "rl": {"enabled": False}}
+    lasar_sft = {"alignment": "kl", "latent": True, "two_stage": True, "forced_steps": None, "stage1_cot_samples": 0,
+                 "rl": {"enabled": False}}
     from bench.rowfacts import paper_tables
 
     fills = paper_tables("lasar", "beauty", {**lasar_sft, "alignment": "cosine"})
@@ -568,6 +665,15 @@ def test_the_site_is_built_from_result_files_alone(toy_env, tmp_path, monkeypatc
     r = fake_result("lasar", "beauty", 0, 0.02)
     r.method_facts["row"] = {"settings": {"alignment": "cosine"}, "command": "reasonrec run ...",
                              "paper_tables": fills}
+    # a table's rows are only appended: a result written when it had fewer rows keeps its index, a newer
+    # result's row past the old end is shown (the longest list is the table's), whichever result comes first
+    old = fake_result("lasar", "beauty", 0, 0.01)
+    old.spec = old.spec.model_copy(update={"label": "old mixed"})
+    old.method_facts["row"] = {"settings": {}, "command": "", "paper_tables": [
+        {**fills[0], "paper_rows": fills[0]["paper_rows"][:7], "matched": [6]}]}
+    new = fake_result("lasar", "beauty", 0, 0.03)
+    new.spec = new.spec.model_copy(update={"label": "new text pass"})
+    new.method_facts["row"] = {"settings": {}, "command": "", "paper_tables": [{**fills[0], "matched": [7]}]}
     for mod in [m for m in sys.modules if m == "bench.registry" or m.startswith("methods")]:
         monkeypatch.delitem(sys.modules, mod)
     monkeypatch.setitem(sys.modules, "bench.registry", None)  # importing it now fails
@@ -582,6 +688,9 @@ def test_the_site_is_built_from_result_files_alone(toy_env, tmp_path, monkeypatc
     assert names.index("+ Cosine Alignment") + 1 == names.index(r.display_name)  # under its paper row
     assert run_page_facts(r)["command"] == "reasonrec run ..."
     assert tuning_tables([r])["beauty"][0]["rows"][0]["settings"].startswith("alignment=cosine")
+    for order in ([old, new], [new, old]):
+        (table,) = ablation_tables(order)
+        assert [x["name"] for x in table["rows"] if not x["paper"]][-2:] == ["old mixed", "new text pass"]
 
 
 def test_one_upgrade_reads_older_result_files(tmp_path):
@@ -651,8 +760,11 @@ def test_pareto_labels_never_overlap_or_leave_the_plot():
     pts += [("GREAM (reasoning) with a very long name at the right edge", 900.0, 0.007), ("pop", 0.01, 0.005)]
     svg = pareto_svg(pts, "ms", "N@10", "t")
     drawn = re.findall(r'<text class="label"[^>]*>([^<]*)</text>', svg)
-    legend = re.findall(r"<li>([^<]*)</li>", svg)
+    legend = [re.sub(r" \(its point: [^)]*\)$", "", li) for li in re.findall(r"<li>([^<]*)</li>", svg)]
     assert sorted(drawn + legend) == sorted(p[0] for p in pts) and legend  # every row named once
+    # the legend's numbers are drawn at their points, each once (placed like labels: the browser test measures them)
+    numbers = re.findall(r'<text class="label-ref"[^>]*>([^<]*)</text>', svg)
+    assert len(set(numbers)) == len(numbers) and set(numbers) <= {str(n + 1) for n in range(len(legend))}
     from bench.svg import _Axes
 
     ax = _Axes([x for _, x, _ in pts], [y for _, _, y in pts], log_x=True)

@@ -55,7 +55,8 @@ class LASAR(LatentLoop, Anchors, Stage2, LatentRL, CoTMethod):
     #: of those, the fields Stage 2 does not read
     non_stage2_fields = {"rl", "decode_batch_size", "reuse_sft"}
 
-    _sft = {"latent": True, "two_stage": True, "forced_steps": None, "rl": {"enabled": False}}
+    # Stage 1 without the CoT text pass (the paper's); the text-pass row is its own Table-2 row
+    _sft = {"latent": True, "two_stage": True, "forced_steps": None, "stage1_cot_samples": 0, "rl": {"enabled": False}}
     _rl = {"latent": True, "two_stage": True, "alignment": "kl", "forced_steps": None}
     paper_tables = {
         "table2_sft_ablation_beauty": ("Table 2: SFT ablations (Beauty)", "beauty", [
@@ -65,7 +66,10 @@ class LASAR(LatentLoop, Anchors, Stage2, LatentRL, CoTMethod):
             ("+ KL Alignment", "lasar", {**_sft, "alignment": "kl"}),
             ("+ Cosine Alignment", "lasar", {**_sft, "alignment": "cosine"}),
             ("+ MSE Alignment", "lasar", {**_sft, "alignment": "mse"}),
-            (None, "lasar", {**_sft, "two_stage": False})]),
+            (None, "lasar", {**_sft, "two_stage": False}),
+            # rows are only appended (committed results store their row's index): the Stage-1 text-pass ablation
+            (None, "lasar", {**{k: v for k, v in _sft.items() if k != "stage1_cot_samples"}, "alignment": "kl",
+                             "stage1_cot_samples": 1500})]),
         "table3_rl_ablation_beauty": ("Table 3: RL ablations (Beauty)", "beauty", [
             ("MiniOneRec", "minionerec", {"rl": {"enabled": True}, "backbone": {"embedding_dropout": 0.0}}),
             ("RL w/ latent reasoning", "lasar", {**_rl, "rl": {"enabled": True, "terminal_kl": 0.0, "reinforce": False}}),
