@@ -119,3 +119,16 @@ def upgrade_results(runs: Path, log=print) -> int:
         changed += 1
     log(f"{changed} result file(s) under {runs} given their row facts")
     return changed
+
+
+def supersede(result: Path, by: str, note: str) -> None:
+    """Keep a committed row as history: it leaves the paper tables (``row.paper_tables`` emptied) and names the
+    run that replaces it there (``row.superseded_by``, ``row.superseded_note``; its run page says so). No number
+    changes; ``reasonrec upgrade`` leaves it so (the row facts are present)."""
+    path = Path(result) / "result.json" if Path(result).is_dir() else Path(result)
+    obj = json.loads(path.read_text())
+    row = obj.setdefault("method_facts", {}).get("row")
+    if row is None:
+        raise ValueError(f"{path}: no row facts yet; run `reasonrec upgrade` on its folder first")
+    row.update({"paper_tables": [], "superseded_by": by, "superseded_note": note})
+    atomic_write_json(path, obj)

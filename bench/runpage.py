@@ -85,4 +85,6 @@ def run_page_facts(r: RunResult) -> dict:
             "card": {"description": info.get("description", ""), "paper": info.get("paper", ""),
                      "family": info.get("family", ""), "needs": ", ".join(needs) or "interactions only"},
             "command": reproduce_command(r), "config": flatten(r.spec.method_config),
+            "superseded": {k: row[k] for k in ("superseded_by", "superseded_note") if k in row}
+            if (row := r.method_facts.get("row") or {}).get("superseded_by") else None,
             "protocol": protocol, "provenance": {k: v for k, v in provenance.items() if v not in (None, "")}}

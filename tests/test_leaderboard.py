@@ -806,3 +806,35 @@ def test_reference_rows_from_other_sources_sit_beside_the_papers():
     assert refs["TIGER (cornac's reruns)"]["cells"]["NDCG@10"] == "0.0338-0.0353"
     assert any(r["kind"] == "paper" and r["name"] == "LASAR" for r in t1)
     assert not [r for r in paper_rows("instruments", ["NDCG@10"])[0] if r["kind"] == "reference"]
+
+
+def test_a_superseded_row_leaves_the_paper_tables_and_says_so(tmp_path):
+    from bench.results import RunResult
+    from bench.rowfacts import paper_tables, supersede
+    from bench.summary import ablation_tables
+
+    fills = paper_tables("lasar", "beauty", {"alignment": "none", "latent": True, "two_stage": True,
+                                             "forced_steps": None, "stage1_cot_samples": 0, "rl": {"enabled": False}})
+    runs = tmp_path / "runs"
+    made = []
+    for seed, label, v in ((7, "v1 w/o alignment", 0.02), (0, "w/o alignment", 0.03)):
+        r = fake_result("lasar", "beauty", seed, v, label=label)
+        r.method_facts["row"] = {"settings": {}, "command": "reasonrec run ...", "paper_tables": fills}
+        r.to_disk(runs / r.run_id)
+        made.append(r)
+    old, new = made
+    with pytest.raises(ValueError, match="no row facts"):
+        bare = fake_result("pop", "beauty", 0, 0.01)
+        bare.method_facts = {}
+        bare.to_disk(runs / bare.run_id)
+        supersede(runs / bare.run_id, new.run_id, "x")
+    (table,) = ablation_tables([RunResult.from_disk(runs / r.run_id / "result.json") for r in made])
+    assert [x["name"] for x in table["rows"] if not x["paper"]] == ["v1 w/o alignment", "w/o alignment"]
+    supersede(runs / old.run_id, new.run_id, "departed from the paper")
+    (table,) = ablation_tables([RunResult.from_disk(runs / r.run_id / "result.json") for r in made])
+    assert [x["name"] for x in table["rows"] if not x["paper"]] == ["w/o alignment"]
+    after = RunResult.from_disk(runs / old.run_id / "result.json")
+    assert after.metrics == old.metrics  # no number changes
+    build_site([runs], tmp_path / "site")
+    page = (tmp_path / "site" / "runs" / f"{old.run_id}.html").read_text()
+    assert f'href="./{new.run_id}.html"' in page and "departed from the paper" in page
