@@ -17,6 +17,7 @@ share of SID levels whose prefix they share, so the SID tokenizer's clustering s
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -104,32 +105,40 @@ class TGH(Method):
 
     def fit(self, data, *, valid, ctx):
         self.adjacency = transition_graph(data.train_sequences(), data.n_items, directed=self.config.directed)
-        self.features, self.feature_kind = self._features(data, ctx)
+        self.features, self.feature_kind, features_phase = self._features(data, ctx)
         degree = np.diff(self.adjacency.indptr)
         ctx.log(f"tgh: transition graph with {self.adjacency.nnz:,} edges ({'directed' if self.config.directed else 'undirected'}), "
                 f"median out-degree {int(np.median(degree))}, {int((degree == 0).sum()):,} items without edges; "
                 f"features: {self.feature_kind}")
-        return {"edges": int(self.adjacency.nnz), "features": self.feature_kind, "training": "none"}
+        return {"edges": int(self.adjacency.nnz), "features": self.feature_kind, "training": "none",
+                **({"item_features": features_phase} if features_phase else {})}
 
-    def _features(self, data, ctx) -> tuple[np.ndarray, str]:
+    def _features(self, data, ctx) -> tuple[np.ndarray, str, dict | None]:
+        """The item features, their kind, and the text-embedding phase's facts (its seconds; ``reused`` when read
+        from the cache, with the seconds it took to compute, so the row's training time counts it either way)."""
         kind = self.config.features
         if kind == "auto":
             with_text = sum(bool(t.strip()) for t in data.item_text)
             kind = "text" if with_text >= 0.5 * data.n_items else "sid"
         if kind == "sid":
-            return np.asarray(data.codes, dtype=np.int64), "SID prefixes"
+            return np.asarray(data.codes, dtype=np.int64), "SID prefixes", None
         from bench.data import cache_root
         from bench.sids import text_embeddings
 
+        name = f"text embeddings ({self.config.text_model})"
         path = cache_root() / "tgh" / f"{data.name}-{data.fingerprint[:12]}-{self.config.text_model}.npy"
-        if path.exists():
-            return np.load(path), f"text embeddings ({self.config.text_model})"
+        facts = path.with_suffix(".json")
+        if path.exists() and facts.exists():
+            return np.load(path), name, {**json.loads(facts.read_text()), "reused": True}
+        t0 = time.perf_counter()
         emb = text_embeddings(list(data.item_text), self.config.text_model, progress=ctx.progress)
+        seconds = round(time.perf_counter() - t0, 1)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npy")
         np.save(tmp, emb)
         tmp.replace(path)
-        return emb, f"text embeddings ({self.config.text_model})"
+        facts.write_text(json.dumps({"seconds": seconds, "items": len(emb)}))
+        return emb, name, {"seconds": seconds, "items": len(emb)}
 
     def scores(self, histories: list[list[int]]) -> np.ndarray:
         """Every item's score ``[n, n_items]``: ring rank (``RING_GAP`` apart) plus similarity to the ring's

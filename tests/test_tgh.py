@@ -92,3 +92,22 @@ def test_text_features_are_cosine_similarities(toy_env, features):
     assert m.feature_kind.startswith("text embeddings")
     sim = m.similarity(np.array([0]))[0]
     assert sim[0] == pytest.approx(1.0, abs=1e-5) and (sim <= 1 + 1e-5).all()
+
+
+def test_a_cached_embedding_counts_in_the_rows_training_time(toy_env, tmp_path):
+    import shutil
+
+    from bench.config import build_spec
+    from bench.data import cache_root
+    from bench.report import training_seconds
+    from bench.runner import run
+
+    shutil.rmtree(cache_root() / "tgh", ignore_errors=True)  # computed here first, then read back
+    first = run(build_spec("tgh", "toy", method_config={"features": "text"}), tmp_path / "a", progress=False,
+                echo=False)
+    again = run(build_spec("tgh", "toy", method_config={"features": "text"}), tmp_path / "b", progress=False,
+                echo=False)
+    made, read = first.training.model_extra["item_features"], again.training.model_extra["item_features"]
+    assert "reused" not in made and made["seconds"] > 0
+    assert read == {**made, "reused": True}
+    assert training_seconds(again) == pytest.approx(again.training.seconds + made["seconds"])
