@@ -230,3 +230,30 @@ def test_training_loop_on_cuda_gives_a_finite_loss(tmp_path, monkeypatch, fresh_
     model, loss = _train_toy(tmp_path)
     assert next(model.parameters()).device.type == "cuda" and loss.device.type == "cuda"
     assert math.isfinite(float(loss))
+
+
+def test_period_batches_with_lengths_cover_each_pass_once_in_batches_of_similar_length():
+    import numpy as np
+
+    from bench.generative.batches import PeriodBatches
+
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(1, 21, 1000).tolist()
+    plain = PeriodBatches(1000, 10, period=25, seed=3)
+    # without lengths: the pass's permutation cut into batches, as before lengths existed
+    order = np.random.default_rng([3, 0]).permutation(1000).tolist()
+    assert list(plain) == [order[b:b + 10] for b in range(0, 250, 10)]
+    bucketed = PeriodBatches(1000, 10, period=25, seed=3, lengths=lengths, chunk=8)
+    assert bucketed.periods == plain.periods == 4
+    seen = []
+    for epoch in range(4):  # one pass = 4 periods
+        bucketed.set_epoch(epoch)
+        seen += [i for b in bucketed for i in b]
+    assert sorted(seen) == list(range(1000))  # every example once per pass
+    spread = lambda sampler: np.mean([np.ptp([lengths[i] for i in b]) for b in sampler])  # noqa: E731
+    bucketed.set_epoch(0)
+    assert spread(bucketed) < 0.5 * spread(plain)  # similar lengths in a batch
+    again = PeriodBatches(1000, 10, period=25, seed=3, lengths=lengths, chunk=8)
+    assert list(again) == list(bucketed)  # deterministic in (seed, epoch)
+    with pytest.raises(ValueError, match="lengths for 1000 examples"):
+        PeriodBatches(1000, 10, period=25, lengths=lengths[:5])

@@ -42,9 +42,15 @@ class PeriodBatches:
     loop validates (and may keep the best weights) every ``period`` batches while one pass sees every example
     once. ``periods`` = periods per pass; epoch e is period ``e % periods`` of pass ``e // periods``."""
 
-    def __init__(self, n: int, batch_size: int, period: int, seed: int = 0):
+    def __init__(self, n: int, batch_size: int, period: int, seed: int = 0, lengths: Sequence[int] | None = None,
+                 chunk: int = 64):
         self.n, self.batch_size, self.period, self.seed, self.epoch = n, batch_size, period, seed, 0
         self.periods = max(1, math.ceil(math.ceil(n / batch_size) / period))
+        #: with ``lengths`` (one per example): each pass's batches are of similar length (chunks of ``chunk``
+        #: batches sorted by length, as :class:`LengthBuckets`), then the pass's batch order is shuffled
+        self.lengths, self.chunk = (list(lengths) if lengths is not None else None), chunk
+        if self.lengths is not None and len(self.lengths) != n:
+            raise ValueError(f"PeriodBatches: {len(self.lengths)} lengths for {n} examples")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -52,8 +58,18 @@ class PeriodBatches:
     def _period(self) -> list[list[int]]:
         import numpy as np
 
-        order = np.random.default_rng([self.seed, self.epoch // self.periods]).permutation(self.n).tolist()
-        batches = [order[b:b + self.batch_size] for b in range(0, self.n, self.batch_size)]
+        rng = np.random.default_rng([self.seed, self.epoch // self.periods])
+        order = rng.permutation(self.n)
+        if self.lengths is None:
+            order = order.tolist()
+            batches = [order[b:b + self.batch_size] for b in range(0, self.n, self.batch_size)]
+        else:
+            span, batches = self.batch_size * self.chunk, []
+            for s in range(0, self.n, span):
+                part = order[s:s + span]
+                part = part[np.argsort([self.lengths[i] for i in part], kind="stable")]
+                batches += [part[b:b + self.batch_size].tolist() for b in range(0, len(part), self.batch_size)]
+            batches = [batches[b] for b in rng.permutation(len(batches))]
         p = self.epoch % self.periods
         return batches[p * self.period:(p + 1) * self.period]
 
