@@ -330,7 +330,7 @@ def test_committed_rows_keep_their_run_ids():
 
     root = Path(__file__).parent.parent / "leaderboard" / "results"
     folders = [f for f in sorted(root.glob("*/*")) if (f / "spec.json").is_file()
-               and (f.parent.name == "ml-100k" or f.name.startswith(("lasar-", "gream-")))]
+               and (f.parent.name == "ml-100k" or f.name.startswith(("lasar-", "gream-", "tgh-", "tiger-")))]
     assert any(f.name.startswith("sasrec-ml-100k") for f in folders) and len(folders) >= 15
     for f in folders:
         spec = resolve_spec(json.loads((f / "spec.json").read_text()), check_files=False)

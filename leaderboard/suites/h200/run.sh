@@ -6,7 +6,8 @@
 #   commit the tree was copied from. SUITES names the suites of this folder to run (default: the Table-1 rows;
 #   issue 25's LASAR rows: SUITES="lasar-beauty lasar-sports lasar-instruments"; .devcache may then also carry
 #   the teacher CoT and segment embeddings, $REASONREC_CACHE/lasar). Runs them at once (one process per run), stops
-#   them at DEADLINE seconds, and packs every complete run's result files (no checkpoints) into $OUT.
+#   them at DEADLINE seconds, and packs every complete run's result files (no checkpoints) into $OUT; then, per
+#   dataset with the seed-0 models, Table 4's latency JSON and the exact-scoring check into $OUT/bench (BENCH=0: not).
 # Before the call, here: copy each dataset's files (Beauty: inter, item, index, item2attributes; Sports: inter,
 # item, item2attributes; Instruments: inter, index) from ../shared/data into .devdata/<dataset>/, run
 # `reasonrec prepare --dataset <d>` for each, `cp -r ~/.cache/reasonrec .devcache`, and download the pydantic
@@ -36,6 +37,32 @@ while [ $(( $(date +%s) - t0 )) -lt $DEADLINE ]; do
 done
 for p in "${pids[@]}"; do kill -- -$p 2>/dev/null; done
 sleep 2
+# Table 4 (latency of the saved models in one process) and the exact-scoring check (issue 29), for each dataset
+# whose finished seed-0 models are here: MiniOneRec (SFT+RL), LASAR (SFT+RL), GREAM (reasoning) where made.
+# BENCH=0 skips it; BENCH_SECONDS bounds each command.
+if [ "${BENCH:-1}" = 1 ]; then
+  mkdir -p $OUT/bench
+  for ds in beauty sports instruments; do
+    models=$(python3 - "$ds" <<'PY'
+import json, pathlib, sys
+want = {"MiniOneRec (SFT+RL)": "minionerec", "LASAR (SFT+RL)": "lasar", "GREAM (reasoning)": "gream"}
+got = {}
+for f in sorted(pathlib.Path("runs/table1").glob(f"*-{sys.argv[1]}-s0-*/result.json")):
+    label = json.loads(f.read_text())["spec"].get("label")
+    if label in want and (f.parent / "model").is_dir():
+        got[want[label]] = f"{want[label]}={f.parent / 'model'}"
+print(" ".join(got[m] for m in ("minionerec", "lasar", "gream") if m in got))
+PY
+)
+    set -- $models
+    [ $# -ge 2 ] || continue
+    margs=(); for m in "$@"; do margs+=(--model "$m"); done
+    timeout ${BENCH_SECONDS:-120} rr bench latency --dataset $ds "${margs[@]}" --users 1000 --repeats 3 \
+      --out $OUT/bench/table4-$ds-h200.json > $OUT/bench/latency-$ds.log 2>&1
+    timeout ${BENCH_SECONDS:-120} rr bench exact --dataset $ds --model "$1" --model "$2" --users 100 \
+      --out $OUT/bench/exact-$ds-h200.json > $OUT/bench/exact-$ds.log 2>&1
+  done
+fi
 nvidia-smi --query-gpu=name --format=csv,noheader > $OUT/device.txt
 for ds in beauty sports instruments; do
   done_runs=$(cd runs/table1 2>/dev/null && ls -d *-$ds-*/result.json 2>/dev/null | xargs -r -n1 dirname)
