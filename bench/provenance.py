@@ -43,13 +43,36 @@ def versions() -> dict[str, str | None]:
     return out
 
 
+#: Environment variables that change which CPU kernels torch, MKL and oneDNN run: with the same commit, lock and
+#: thread count, a different kernel set (another CPU, or one of these) gives different float rounding, and a
+#: training run then drifts (the results README, "Same run id, another machine").
+KERNEL_VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA",
+                    "DNNL_MAX_CPU_ISA")
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name (``/proc/cpuinfo``; None where it is not readable)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
 def hardware() -> dict:
     info = {"platform": platform.platform(), "python": platform.python_version(),
-            "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()}
+            "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "cpu_model": cpu_model()}
+    kernels = {k: os.environ[k] for k in KERNEL_VARIABLES if os.environ.get(k)}
+    if kernels:
+        info["kernel_variables"] = kernels
     try:
         import torch
 
         info["torch_threads"] = torch.get_num_threads()
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()  # the ATen kernel set: AVX2, AVX512, ...
         info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     except ImportError:
         pass

@@ -71,8 +71,10 @@ def run_page_facts(r: RunResult) -> dict:
     hw = env.get("hardware", {})
     provenance = {"git commit": env.get("git_commit"), "data": r.data.get("name"),
                   "data fingerprint": r.data.get("fingerprint"), "created": r.created,
-                  "hardware": hw.get("cuda") or f"CPU ({hw.get('processor', '?')}), {hw.get('cpu_count', '?')} cores, "
-                                                f"{hw.get('torch_threads', '?')} torch thread(s)",
+                  "hardware": hw.get("cuda") or f"CPU ({hw.get('cpu_model') or hw.get('processor', '?')}), "
+                                                f"{hw.get('cpu_count', '?')} cores, {hw.get('torch_threads', '?')} torch thread(s)",
+                  "CPU kernels": ", ".join(([hw["cpu_capability"]] if hw.get("cpu_capability") else [])
+                                           + [f"{k}={v}" for k, v in (hw.get("kernel_variables") or {}).items()]) or None,
                   "python": hw.get("python"),
                   **{f"version: {k}": v for k, v in sorted((env.get("versions") or {}).items())}}
     protocol = {k: v for k, v in flatten({k: v for k, v in r.evaluation.items() if k != "by_stat"}).items()}

@@ -41,3 +41,31 @@ def test_the_lock_holds_only_pinned_names():
     lines = [ln.strip() for ln in (provenance.ROOT / provenance.LOCK_FILE).read_text().splitlines()]
     bad = [ln for ln in lines if ln and not ln.startswith("#") and not re.fullmatch(r"[A-Za-z0-9_.\-]+==\S+", ln)]
     assert bad == []
+
+
+def test_hardware_records_the_cpu_kernels_that_change_a_runs_numbers(monkeypatch):
+    """Same commit, lock and thread count on another CPU (or with ``ATEN_CPU_CAPABILITY``) rounds differently and a
+    training run drifts: the result names the kernel set torch dispatches to and any variable that forces one."""
+    import torch
+
+    for k in provenance.KERNEL_VARIABLES:
+        monkeypatch.delenv(k, raising=False)
+    hw = provenance.hardware()
+    assert hw["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert "kernel_variables" not in hw
+    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
+    assert provenance.hardware()["kernel_variables"] == {"MKL_CBWR": "COMPATIBLE"}
+
+
+def test_a_run_page_names_the_cpu_kernels_and_the_variables_that_forced_them():
+    from bench.results import RunResult
+    from bench.runpage import run_page_facts
+
+    root = provenance.ROOT / "leaderboard" / "results" / "ml-100k"
+    r = RunResult.from_disk(next(root.glob("sasrec-*/result.json")))
+    assert "CPU kernels" not in run_page_facts(r)["provenance"]  # older results do not record them
+    r.environment["hardware"].update(cpu_capability="AVX512", cpu_model="AMD EPYC",
+                                     kernel_variables={"MKL_CBWR": "COMPATIBLE"})
+    facts = run_page_facts(r)["provenance"]
+    assert facts["CPU kernels"] == "AVX512, MKL_CBWR=COMPATIBLE"
+    assert facts["hardware"].startswith("CPU (AMD EPYC), ")
