@@ -82,9 +82,10 @@ def load_suite(path: str | Path) -> SuiteSpec:
     return validated(SuiteSpec, load_yaml(path), f"suite file {path}")
 
 
-def suite_specs(suite: SuiteSpec, *, dataset_path: str | None = None) -> list[RunSpec]:
+def suite_specs(suite: SuiteSpec, *, dataset_path: str | None = None, check_files: bool = True) -> list[RunSpec]:
     """Every run of a suite, each resolved: suite-level data/eval/selection/threads < the entry's
-    method config. All are validated before any runs, so a bad entry stops nothing midway."""
+    method config. All are validated before any runs, so a bad entry stops nothing midway (``check_files``
+    False: everything but the dataset's files, e.g. a real-data suite on a machine without the data)."""
     specs, seen = [], set()
     for entry in suite.entries():
         for ds in suite.datasets:
@@ -94,7 +95,7 @@ def suite_specs(suite: SuiteSpec, *, dataset_path: str | None = None) -> list[Ru
                     {"method": entry.method, "label": entry.label, "method_config": entry.method_config,
                      "dataset": ds, "seed": seed})
                 spec = resolve_spec(values, where=f"suite entry {entry.method}/{ds}/seed {seed}",
-                                    dataset_path=dataset_path)
+                                    dataset_path=dataset_path, check_files=check_files)
                 if spec.run_id() in seen:
                     raise SpecError(f"suite entry {entry.method}/{ds}/seed {seed} ({entry.label or 'no label'}) "
                                     f"resolves to the same run as an earlier entry ({spec.run_id()})")

@@ -4,7 +4,8 @@
 #   (the prepared SID data, so no embedding model is needed there); REASONREC_GIT_COMMIT=$(git rev-parse HEAD)
 #   (typed into the command from a clean checkout here) names the
 #   commit the tree was copied from. SUITES names the suites of this folder to run (default: the Table-1 rows;
-#   issue 25's LASAR rows: SUITES="lasar-beauty lasar-sports lasar-instruments"; .devcache may then also carry
+#   issue 25's LASAR rows: SUITES="lasar-beauty lasar-sports lasar-instruments"; TIGER at its paper's size on the
+#   three datasets: SUITES=tiger; .devcache may then also carry
 #   the teacher CoT and segment embeddings, $REASONREC_CACHE/lasar). Runs them at once (one process per run), stops
 #   them at DEADLINE seconds, and packs every complete run's result files (no checkpoints) into $OUT; then, per
 #   dataset with the seed-0 models, Table 4's latency JSON and the exact-scoring check into $OUT/bench (BENCH=0: not).
