@@ -84,24 +84,39 @@ def _suite_worker(spec_json: dict, out: str, dataset_path: str | None, parent: i
     torch.set_num_threads(spec.threads or 1)
     # the run's log lines (its start, each epoch, each phase) on the suite's output, each named after its run:
     # two workers' lines interleave, and a long run is never silent for minutes
-    sys.stdout = _Prefixed(sys.stdout, f"  {spec.label or spec.method}: ")
-    return run(spec, out, dataset_path=dataset_path, progress=False, echo=True).run_id
+    # (a worker process takes run after run: each run's prefix replaces the last one's, it does not nest)
+    base = sys.stdout
+    sys.stdout = prefixed = _Prefixed(base, f"  {spec.label or spec.method}: ")
+    try:
+        return run(spec, out, dataset_path=dataset_path, progress=False, echo=True).run_id
+    finally:
+        prefixed.close_line()
+        sys.stdout = base
 
 
 class _Prefixed:
-    """A text stream that starts every line with ``prefix`` (a parallel suite's worker output)."""
+    """A text stream that starts every line with ``prefix`` (a parallel suite's worker output). It passes on
+    whole lines only, each written and flushed at once: the workers and the suite share one output, and a line
+    flushed in pieces would interleave with another process's line."""
 
     def __init__(self, stream, prefix: str):
-        self.stream, self.prefix, self.fresh = stream, prefix, True
+        self.stream, self.prefix, self.partial = stream, prefix, ""
 
     def write(self, text: str) -> int:
-        for piece in text.splitlines(keepends=True):
-            self.stream.write((self.prefix if self.fresh else "") + piece)
-            self.fresh = piece.endswith("\n")
+        lines = (self.partial + text).splitlines(keepends=True)
+        self.partial = lines.pop() if lines and not lines[-1].endswith("\n") else ""
+        if lines:
+            self.stream.write("".join(self.prefix + line for line in lines))
+            self.stream.flush()
         return len(text)
 
     def flush(self) -> None:
         self.stream.flush()
+
+    def close_line(self) -> None:
+        """Pass on a last line that never got its newline."""
+        if self.partial:
+            self.write("\n")
 
     def __getattr__(self, name):
         return getattr(self.stream, name)

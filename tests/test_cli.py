@@ -101,6 +101,9 @@ def test_parallel_suite_equals_the_sequential_one_and_names_failures(toy_env, tm
     assert "4 to run, 2 at a time" in out
     # each worker's log lines reach the suite's output named after its run (a long run is never silent)
     assert "  pop: " in out and "  random: " in out and "starting run pop-toy-s1-" in out
+    # a worker runs several runs (4 runs, 2 workers): each line carries its own run's name once, not the names of
+    # the runs that worker ran before ("  pop:   random: ...")
+    assert all(line.count("pop: ") + line.count("random: ") <= 1 for line in out.splitlines()), out
     # a run that fails (a diverging lr) is named after the others finished; the others are complete
     bad = {**REGISTRY.get("minionerec").smoke_config, "sft": {"epochs": 1, "batch_size": 16, "lr": 1e10},
            "reuse_sft": False}
@@ -108,6 +111,34 @@ def test_parallel_suite_equals_the_sequential_one_and_names_failures(toy_env, tm
     with pytest.raises(SuiteFailed, match=r"1 run\(s\) failed: minionerec-toy-s0-\w+ \(TrainingDiverged"):
         run_suite(failing, tmp_path / "fail", progress=False, echo=False, jobs=2)
     assert len(list((tmp_path / "fail").glob("pop-*/result.json"))) == 1
+
+
+def test_a_workers_output_reaches_the_suite_as_whole_prefixed_lines():
+    """Workers and the suite share one output: a line written in pieces (``print(a, b)`` is several writes) must
+    not be passed on in pieces, or another process's line lands in the middle of it (seen in the demo)."""
+    from bench.suites import _Prefixed
+
+    class Recorder:
+        def __init__(self):
+            self.writes, self.flushes = [], 0
+
+        def write(self, text):
+            self.writes.append(text)
+
+        def flush(self):
+            self.flushes += 1
+
+    rec = Recorder()
+    out = _Prefixed(rec, "  a: ")
+    out.write("epoch 0:")
+    out.write(" loss 1.0")
+    assert rec.writes == []  # nothing until the line is complete
+    out.write("\nepoch 1\nepoch")
+    assert rec.writes == ["  a: epoch 0: loss 1.0\n  a: epoch 1\n"] and rec.flushes == 1
+    out.close_line()
+    assert rec.writes[-1] == "  a: epoch\n"
+    out.close_line()
+    assert len(rec.writes) == 2
 
 
 def test_run_demo_starts_from_the_demo_rows_budget(capsys):
