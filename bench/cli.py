@@ -144,6 +144,9 @@ def cmd_upgrade(args) -> int:
     if not Path(args.runs).is_dir():
         raise SpecError(f"runs folder not found: {args.runs}")
     upgrade_results(Path(args.runs))
+    from bench.latency import upgrade_latency_reports
+
+    upgrade_latency_reports(Path(args.runs))
     return 0
 
 
@@ -254,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("upgrade", help="add what the site reads from a result (the paper tables it fills, its "
                                        "non-default settings, the command that remakes it) to results written "
-                                       "before results carried it; no number changes")
+                                       "before results carried it, and to the latency reports in its bench/ "
+                                       "folder which run each timed model is and its paper Table-4 row; no "
+                                       "number changes")
     s.add_argument("runs", help="folder of runs or committed results")
     s.set_defaults(func=cmd_upgrade)
 

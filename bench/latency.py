@@ -53,6 +53,52 @@ def load_saved(spec: str, data, log=print):
     return m
 
 
+def model_name(folder: str | Path) -> str:
+    """The run id of a run's ``model/`` folder, or a stage entry's name."""
+    path = Path(folder)
+    return path.parent.name if path.name == "model" else path.name
+
+
+def is_latency_report(obj) -> bool:
+    """A ``reasonrec bench latency`` JSON report (other ``bench`` reports have other keys)."""
+    return (isinstance(obj, dict) and isinstance(obj.get("setup"), dict) and "models" in obj["setup"]
+            and "dataset" in obj["setup"] and "ratio_to_first" in obj)
+
+
+def report_row(spec: str, method) -> dict:
+    """What the site shows of one timed model beside its numbers: which run (or stage entry) it is and the
+    paper's Table-4 row it compares with (:meth:`bench.method.Method.paper_latency_row`)."""
+    name, _, folder = spec.partition("=")
+    return {"label": f"{name}:{Path(folder)}", "method": name, "model": model_name(folder),
+            "paper_row": method.paper_latency_row()}
+
+
+def upgrade_latency_reports(folder: str | Path, log=print) -> int:
+    """Give every latency report in ``folder/bench/`` written before reports carried ``rows`` its rows (the
+    timed runs' configs read from the result files under ``folder``; a stage entry: the method's defaults).
+    No number changes; returns how many files changed."""
+    from bench.atomic import atomic_write_json
+    from bench.registry import get_method
+
+    folder, changed = Path(folder), 0
+    for path in sorted(folder.glob("bench/*.json")):
+        obj = json.loads(path.read_text())
+        if not is_latency_report(obj) or "rows" in obj:
+            continue
+        rows = []
+        for spec in obj["setup"]["models"]:
+            name, _, where = spec.partition("=")
+            cls = get_method(name)
+            result = next(iter(sorted(folder.glob(f"*/{model_name(where)}/result.json"))), None)
+            saved = json.loads(result.read_text())["spec"].get("method_config") or {} if result else {}
+            rows.append(report_row(spec, cls(_lenient_config(cls, saved, log))))
+        obj["rows"] = rows
+        atomic_write_json(path, obj)
+        changed += 1
+    log(f"{changed} latency report(s) under {folder / 'bench'} given their rows")
+    return changed
+
+
 def bench_latency(models: list[str], *, dataset: str, users: int = 1000, batch_size: int = 256,
                   beam_width: int = 50, k: int = 20, repeats: int = 3, threads: int | None = None,
                   out: str | None = None, log=print) -> dict:
@@ -72,7 +118,7 @@ def bench_latency(models: list[str], *, dataset: str, users: int = 1000, batch_s
     idx = fixed_subset(len(test), users)
     hist = [test.histories[i] for i in idx]
     batches = [hist[s:s + batch_size] for s in range(0, len(hist), batch_size)]
-    loaded = []
+    loaded, rows = [], []
     for spec in models:
         m = load_saved(spec, data, log)
         name, _, folder = spec.partition("=")
@@ -80,6 +126,7 @@ def bench_latency(models: list[str], *, dataset: str, users: int = 1000, batch_s
         options = {"beam_width": beam_width} if "beam_width" in cls.inference_options else {}
         m.recommend(batches[0][:8], k=k, **options)  # warm-up
         loaded.append((f"{name}:{path}", m, options))
+        rows.append(report_row(spec, m))
     times: dict[str, list[float]] = {label: [] for label, _, _ in loaded}
     stats: dict[str, dict] = {}
     for _ in range(repeats):
@@ -102,7 +149,7 @@ def bench_latency(models: list[str], *, dataset: str, users: int = 1000, batch_s
            # best of the repeats: the least disturbed measurement on a shared machine (timeit's rule)
            "min_seconds_per_sample": {label: min(v) for label, v in times.items()},
            "ratio_to_first_min": {label: min(v) / min(next(iter(times.values()))) for label, v in times.items()},
-           "stats": stats}
+           "stats": stats, "rows": rows}
     log(json.dumps(res, indent=2))
     if out:
         from bench.atomic import atomic_write_json

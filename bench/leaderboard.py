@@ -22,8 +22,8 @@ from bench.atomic import atomic_dir
 from bench.metrics import primary_metric, short_name
 from bench.results import RunResult, load_results
 from bench.runpage import reproduce_command, run_ci, run_page_facts, training_curves  # noqa: F401
-from bench.summary import (NO_INFERENCE_FAMILIES, Row, _group, ablation_tables, metric_columns, paper_rows,
-                           protocol, significance_vs_best, stat_tables, table1, table4, tuning_tables)
+from bench.summary import (NO_INFERENCE_FAMILIES, Row, _group, ablation_tables, latency_reports, metric_columns,
+                           paper_rows, protocol, significance_vs_best, stat_tables, table1, table4, tuning_tables)
 
 TEMPLATES = assets.TEMPLATES_DIR  # leaderboard/templates/ in a checkout, bench/_assets/templates/ when installed
 
@@ -170,6 +170,7 @@ def build_site(runs_dirs: list[Path], out: Path, title: str = "ReasonRec Bench l
     results = sorted((r for r in seen.values() if r.evaluation["split"] == "test"),
                      key=lambda r: (r.spec.dataset, r.display_name, r.spec.seed))
     grouped = _group(results)
+    side_by_side = latency_reports([Path(d) for d in runs_dirs], seen, log)
     studies = tuning_tables(trials)
     for ds in studies:
         grouped.setdefault(ds, {})
@@ -199,6 +200,7 @@ def build_site(runs_dirs: list[Path], out: Path, title: str = "ReasonRec Bench l
         for t in stats_t:
             t["charts"] = stat_charts(t, runs)
         datasets.append({"name": ds, "table1": t1, "others": others, "table4": t4, "columns": columns,
+                         "latency_reports": side_by_side.get(ds, []),
                          "pareto": pareto_chart(t1, t4, sig_metric, ds) if sig_metric else "",
                          "short": {c: short_name(c) for c in columns}, "sig_metric": sig_metric,
                          "sig_metrics": [short_name(m) for m in dict.fromkeys(sig_metrics)],

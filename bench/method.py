@@ -164,6 +164,13 @@ class Method:
     #: of that method on that dataset whose resolved ``method_config`` contains the subset is listed under
     #: it (``python -m bench.compare --tables``)
     paper_tables: ClassVar[dict[str, tuple[str, str, list[tuple[str | None, str, dict[str, Any]]]]]] = {}
+    #: the paper's Table-4 row (a ``published.json`` ``table4_latency`` name) this method's latency compares
+    #: with; "" = none. :meth:`paper_latency_row` may choose by config (GREAM: its reasoning mode only)
+    table4_row: ClassVar[str] = ""
+
+    def paper_latency_row(self) -> str:
+        """The paper's Table-4 row this model's latency is set beside (``reasonrec bench latency``)."""
+        return self.table4_row
 
     def __init__(self, config: MethodConfig | None = None):
         self.config = config if config is not None else self.Config()

@@ -344,3 +344,45 @@ def table4(runs_by_name: dict[str, list[RunResult]]) -> list[Row]:
             r.cells["seconds_per_sample"]["rank"] = 0
             r.cells["seconds_per_sample"]["text"] += " (lookup)"
     return rows
+
+
+def latency_reports(runs_dirs: list[Path], by_id: dict[str, RunResult], log=lambda *_: None) -> dict[str, list[dict]]:
+    """Table 4 measured side by side: the ``reasonrec bench latency`` reports in each folder's ``bench/`` (every
+    model in one process, on the same users, interleaved repeats), per dataset. Each timed model: the row it
+    is (a result under the folders, else its run id or stage entry), median and best ms per sample, ratios to
+    the report's first model, and the paper's Table-4 row it compares with, the paper's ms and the paper's
+    ratio between those rows (:mod:`bench.published`)."""
+    from bench.latency import is_latency_report
+    from bench.published import published
+
+    paper_all, out = published().table4_latency, {}
+    for d in runs_dirs:
+        # the Table-4 reports (table4-<dataset>.json) first, then any other latency report
+        for path in sorted(Path(d).glob("bench/*.json"), key=lambda f: (not f.name.startswith("table4-"), f.name)):
+            obj = json.loads(path.read_text())
+            if not is_latency_report(obj):
+                continue
+            if not obj.get("rows"):
+                log(f"{path}: a latency report without rows, not shown (`reasonrec upgrade {d}` adds them)")
+                continue
+            setup, paper = obj["setup"], paper_all.get(obj["setup"]["dataset"], {})
+            base = paper.get(obj["rows"][0]["paper_row"])
+            rows = []
+            for row in obj["rows"]:
+                label, r, pp = row["label"], by_id.get(row["model"]), paper.get(row["paper_row"])
+                best = obj.get("min_seconds_per_sample", {}).get(label)
+                rows.append({"name": r.display_name if r else f"{row['method']} ({row['model']})",
+                             "run_id": r.run_id if r else None, "method": row["method"],
+                             "ms": obj["seconds_per_sample"][label] * 1000,
+                             "ms_best": best * 1000 if best is not None else None,
+                             "ratio": obj["ratio_to_first"][label],
+                             "ratio_best": obj.get("ratio_to_first_min", {}).get(label),
+                             "mean_steps": obj.get("stats", {}).get(label, {}).get("mean_latent_steps"),
+                             "paper_row": row["paper_row"] if pp else "",
+                             "paper_ms": pp.seconds_per_sample * 1000 if pp else None,
+                             "paper_ratio": pp.seconds_per_sample / base.seconds_per_sample if pp and base else None})
+            out.setdefault(setup["dataset"], []).append(
+                {"file": f"{Path(d).name}/bench/{path.name}", "users": setup["users"], "repeats": setup["repeats"],
+                 "batch_size": setup["batch_size"], "beam_width": setup["beam_width"],
+                 "threads": setup.get("torch_threads"), "rows": rows})
+    return out

@@ -66,6 +66,11 @@ class GREAM(CoTMethod):
                       description="explicit CoT: CoT-SFT on teacher reasoning + rewritten history + SID; "
                                   "direct or reasoning inference", uses_sids=True, needs_text=False)
     Config = GREAMConfig
+    table4_row = "Explicit CoT (GREAM), CoT generation"
+
+    def paper_latency_row(self) -> str:
+        """The paper times GREAM's CoT generation: the reasoning mode; the direct mode has no paper row."""
+        return self.table4_row if self.config.mode == "reasoning" else ""
     #: added after the GREAM rows were committed; at this value, as before it (left out of run ids)
     late_settings = {"answer_weight": 1.0}
     non_sft_fields = cot_non_sft_fields(GREAMConfig)

@@ -20,6 +20,7 @@ class MiniOneRec(GenerativeMethod):
     info = MethodInfo(name="minionerec", family="generative", paper="Kong et al., MiniOneRec, 2025",
                       description="SID LLM: SFT (seqrec + alignment) then GRPO with beam-search rollouts",
                       uses_sids=True)
+    table4_row = "MiniOneRec"
 
     class Config(GenerativeConfig):
         alignment_tasks: bool | None = Field(

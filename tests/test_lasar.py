@@ -381,6 +381,9 @@ def test_bench_latency_times_saved_models_side_by_side(toy_env, tmp_path):
     assert res["ratio_to_first_min"][labels[0]] == 1.0 and res["min_seconds_per_sample"][labels[1]] > 0
     assert all(len(v) == 2 for v in res["all_repeats"].values())
     assert list(res["stats"]) == [labels[1]]  # only LASAR reports latent steps
+    # each timed model named (its run id) with the paper's Table-4 row it compares with (the site shows both)
+    assert [(r["label"], r["model"], r["paper_row"]) for r in res["rows"]] == [
+        (labels[0], runs["minionerec"].parent.name, "MiniOneRec"), (labels[1], runs["lasar"].parent.name, "LASAR")]
     assert json.loads((tmp_path / "lat.json").read_text())["setup"]["users"] == 8
 
 

@@ -838,3 +838,96 @@ def test_a_superseded_row_leaves_the_paper_tables_and_says_so(tmp_path):
     build_site([runs], tmp_path / "site")
     page = (tmp_path / "site" / "runs" / f"{old.run_id}.html").read_text()
     assert f'href="./{new.run_id}.html"' in page and "departed from the paper" in page
+
+
+def _latency_report(models, ms, best, stats=None, rows=True):
+    """A ``reasonrec bench latency`` report as it writes one (seconds, labels ``method:folder``)."""
+    labels = [m.replace("=", ":", 1) for m, _ in models]
+    rep = {"setup": {"dataset": "beauty", "users": 1000, "batch_size": 256, "beam_width": 50, "k": 20, "repeats": 3,
+                     "torch_threads": 1, "models": [m for m, _ in models]},
+           "seconds_per_sample": {lab: v / 1000 for lab, v in zip(labels, ms)},
+           "ratio_to_first": {lab: v / ms[0] for lab, v in zip(labels, ms)},
+           "min_seconds_per_sample": {lab: v / 1000 for lab, v in zip(labels, best)},
+           "ratio_to_first_min": {lab: v / best[0] for lab, v in zip(labels, best)},
+           "all_repeats": {lab: [v / 1000] * 3 for lab, v in zip(labels, ms)}, "stats": stats or {}}
+    if rows:
+        rep["rows"] = [{"label": lab, "method": m.partition("=")[0], "model": m.rstrip("/").split("/")[-2]
+                        if m.endswith("/model") else m.split("/")[-1], "paper_row": row}
+                       for lab, (m, row) in zip(labels, models)]
+    return rep
+
+
+def test_table4_side_by_side_reports_sit_beside_the_papers_ratios(tmp_path):
+    """A latency report in a results folder's bench/ is shown under its dataset's Table 4: each timed model named
+    as its row (linked) or as its stage entry, ms per sample (median, best), ratio to the first, and the paper's
+    Table-4 row with its ms and ratio (published: MiniOneRec 0.27 s, LASAR 0.29, GREAM 7.0 on Beauty); a report
+    without rows is left out and named; other bench JSON is not a latency report."""
+    import json
+
+    runs = tmp_path / "results"
+    mini, lasar = fake_result("minionerec", "beauty", 0, 0.027), fake_result("lasar", "beauty", 0, 0.024)
+    lasar.spec = lasar.spec.model_copy(update={"label": "LASAR (SFT+RL)"})
+    lasar.run_id = lasar.spec.run_id()
+    for r in (mini, lasar):
+        r.to_disk(runs / "beauty" / r.run_id)
+    models = [(f"minionerec=/elsewhere/{mini.run_id}/model", "MiniOneRec"),
+              (f"lasar=/elsewhere/{lasar.run_id}/model", "LASAR"),
+              ("gream=/cache/stages/cot-sft-0123", "Explicit CoT (GREAM), CoT generation")]
+    (runs / "bench").mkdir()
+    (runs / "bench" / "table4-beauty.json").write_text(json.dumps(_latency_report(
+        models, [28.0, 30.8, 96.6], [27.0, 30.0, 90.0], {f"lasar:/elsewhere/{lasar.run_id}/model":
+                                                           {"mean_latent_steps": 2.46}})))
+    (runs / "bench" / "old-beauty.json").write_text(json.dumps(_latency_report(models, [1, 2, 3], [1, 2, 3], rows=False)))
+    (runs / "bench" / "exact-beauty.json").write_text(json.dumps({"setup": {"dataset": "beauty"}, "agree": 99}))
+    said = []
+    index = build_site([runs], tmp_path / "site", log=said.append)
+    p = Tables()
+    p.feed(index.read_text())
+    reports = [k for k in p.tables if k[0] == "latency-report"]
+    assert reports == [("latency-report", "beauty")]
+    head, *body = p.tables[reports[0]]
+    assert [c for c, _ in head] == ["Model", "ms / sample", "Ratio", "Mean latent steps", "Paper's row", "Paper ms",
+                                    "Paper ratio"]
+    assert [[c for c, _ in row] for row in body] == [
+        ["minionerec", "28.0 (27.0)", "1.00x (1.00x)", "", "MiniOneRec", "270", "1.00x"],
+        ["LASAR (SFT+RL)", "30.8 (30.0)", "1.10x (1.11x)", "2.46", "LASAR", "290", "1.07x"],
+        ["gream (cot-sft-0123)", "96.6 (90.0)", "3.45x (3.33x)", "", "Explicit CoT (GREAM), CoT generation", "7000",
+         "25.93x"]]
+    html = index.read_text()
+    assert f'href="runs/{lasar.run_id}.html"' in html and "results/bench/table4-beauty.json" in html
+    assert "old-beauty.json" not in html and any("old-beauty.json" in s and "upgrade" in s for s in said)
+
+
+def test_upgrade_gives_older_latency_reports_their_rows(tmp_path):
+    """`reasonrec upgrade` names each timed model of a latency report written before reports had rows: the run
+    id (its config read from the result under the folder: GREAM's reasoning mode has the paper's CoT row, the
+    direct mode none) or a stage entry (the method's defaults). No number changes; a second upgrade is a no-op."""
+    import json
+
+    from bench.latency import upgrade_latency_reports
+
+    runs = tmp_path / "results"
+    ids = {}
+    for mode in ("reasoning", "direct"):
+        r = fake_result("gream", "beauty", 0, 0.01, label=f"GREAM ({mode})")
+        r.spec = r.spec.model_copy(update={"method_config": {"mode": mode}})
+        r.run_id = ids[mode] = r.spec.run_id()
+        r.to_disk(runs / "beauty" / r.run_id)
+    models = [("minionerec=/root/.cache/reasonrec/stages/sft-1dc801c4ff85b845", ""),
+              (f"gream=/work/x/{ids['reasoning']}/model", ""), (f"gream=/work/x/{ids['direct']}/model", "")]
+    (runs / "bench").mkdir()
+    old = _latency_report(models, [28.0, 90.0, 30.0], [27.0, 88.0, 29.0], rows=False)
+    (runs / "bench" / "latency-gream-beauty.json").write_text(json.dumps(old))
+    assert upgrade_latency_reports(runs, log=lambda *_: None) == 1
+    new = json.loads((runs / "bench" / "latency-gream-beauty.json").read_text())
+    assert [(r["method"], r["model"], r["paper_row"]) for r in new["rows"]] == [
+        ("minionerec", "sft-1dc801c4ff85b845", "MiniOneRec"),
+        ("gream", ids["reasoning"], "Explicit CoT (GREAM), CoT generation"), ("gream", ids["direct"], "")]
+    assert [r["label"] for r in new["rows"]] == list(new["seconds_per_sample"])
+    assert {k: v for k, v in new.items() if k != "rows"} == old
+    assert upgrade_latency_reports(runs, log=lambda *_: None) == 0
+    # the paper's LASAR row times the latent loop: the Stage-1-only ablation has no paper row
+    from bench.registry import get_method
+
+    lasar = get_method("lasar")
+    assert lasar().paper_latency_row() == "LASAR" and lasar(lasar.Config(latent=False)).paper_latency_row() == ""

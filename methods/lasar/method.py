@@ -49,6 +49,11 @@ class LASAR(LatentLoop, Anchors, Stage2, LatentRL, CoTMethod):
                                   "bidirectional-KL alignment, adaptive depth policy head, GRPO + terminal KL + "
                                   "REINFORCE", uses_sids=True, needs_text=False)
     Config = LASARConfig
+    table4_row = "LASAR"
+
+    def paper_latency_row(self) -> str:
+        """The paper's LASAR row times the latent loop: a model without it (the Stage-1-only ablation) has none."""
+        return self.table4_row if self.config.latent else ""
     #: fields Stage 1 does not read: every LASAR field but the teacher and the Stage-1 text pass (ablations
     #: and Stage-2/RL settings share the Stage-1 entry, and GREAM shares it too)
     non_sft_fields = cot_non_sft_fields(LASARConfig)
