@@ -26,7 +26,7 @@ PHASES = ("sft-valid", "stage-2", "rollout", "test")
 #: every registered plugin)
 HOOKS = frozenset({"sft_examples", "sft_loss", "extra_special_tokens", "attach_modules", "prefix",
                    "completion_logprobs", "rl_init", "rl_extra_terms", "rl_facts", "rl_prompts", "middle_phases",
-                   "param_groups", "uses_item_text", "extra_corpus", "describe", "sft_is_seqrec"})
+                   "param_groups", "uses_item_text", "extra_corpus", "describe", "sft_is_seqrec", "paper_latency_row"})
 
 
 class GenerativeMethod(PhasePipeline, Method):
