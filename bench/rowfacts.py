@@ -104,20 +104,56 @@ def _full_config(spec: RunSpec, recorded: dict | None) -> dict:
         return recorded or spec.method_config
 
 
+def _renamed(config: dict | None, renamed: dict[str, str]) -> bool:
+    """Rename, in place and in its position, each field of ``config`` stored under an old name
+    (``Method.renamed_settings``: new -> old); whether any was."""
+    if not config or not any(old in config and new not in config for new, old in renamed.items()):
+        return False
+    back = {old: new for new, old in renamed.items() if old in config and new not in config}
+    items = [(back.get(k, k), v) for k, v in config.items()]
+    config.clear()
+    config.update(items)
+    return True
+
+
+def rename_settings(obj: dict, path: Path) -> bool:
+    """A result (a ``result.json`` object) written before a method renamed a setting stores it under the old
+    name, so it is not the same configuration as a newer seed of the same row on the site; give it the current
+    name (the run id hashes the old one: unchanged, checked). Whether anything changed."""
+    from bench.registry import REGISTRY, RegistryError
+
+    try:
+        renamed = dict(REGISTRY.get(obj["spec"]["method"]).renamed_settings or {})
+    except RegistryError:
+        return False
+    facts = obj.get("method_facts", {})
+    changed = _renamed(obj["spec"].get("method_config"), renamed) | _renamed(facts.get("config"), renamed)
+    if changed and RunSpec(**obj["spec"]).run_id() != obj["run_id"]:
+        raise ValueError(f"{path}: renaming {sorted(renamed)} would change its run id {obj['run_id']}")
+    return changed
+
+
 def upgrade_results(runs: Path, log=print) -> int:
     """Add ``method_facts.row`` to every ``result.json`` under ``runs`` written before results carried it (from
-    the registered methods' declarations and the stored config); returns how many files changed."""
+    the registered methods' declarations and the stored config), and give settings a method renamed since
+    their current names (the ``spec.json`` beside too); returns how many files changed."""
     changed = 0
     for path in sorted(Path(runs).rglob("result.json")):
         obj = json.loads(path.read_text())
         facts = obj.setdefault("method_facts", {})
-        if "row" in facts:
+        renamed = rename_settings(obj, path)
+        if renamed and (path.parent / "spec.json").is_file():
+            spec_file = json.loads((path.parent / "spec.json").read_text())
+            spec_file["method_config"] = obj["spec"]["method_config"]
+            atomic_write_json(path.parent / "spec.json", spec_file)
+        if "row" in facts and not renamed:
             continue
-        spec = RunSpec(**obj["spec"])
-        facts["row"] = row_facts(spec, _full_config(spec, facts.get("config")))
+        if "row" not in facts:
+            spec = RunSpec(**obj["spec"])
+            facts["row"] = row_facts(spec, _full_config(spec, facts.get("config")))
         atomic_write_json(path, obj)
         changed += 1
-    log(f"{changed} result file(s) under {runs} given their row facts")
+    log(f"{changed} result file(s) under {runs} given their row facts or current setting names")
     return changed
 
 

@@ -931,3 +931,32 @@ def test_upgrade_gives_older_latency_reports_their_rows(tmp_path):
 
     lasar = get_method("lasar")
     assert lasar().paper_latency_row() == "LASAR" and lasar(lasar.Config(latent=False)).paper_latency_row() == ""
+
+
+def test_a_renamed_setting_does_not_split_a_rows_seeds(tmp_path):
+    """A seed committed before LASAR renamed ``latent_samples`` to ``cot_samples`` stores the old name: the site
+    took it for another configuration (two Beauty "LASAR (SFT+RL) · <digest>" rows). `reasonrec upgrade` gives
+    it the current name in result.json and spec.json; its run id (which hashes the old name) is unchanged, and
+    the two seeds are one row."""
+    import json
+
+    from bench.rowfacts import upgrade_results
+    from bench.summary import _group
+    from bench.results import load_results
+
+    runs = tmp_path / "results"
+    for seed, name in ((0, "latent_samples"), (1, "cot_samples")):
+        r = fake_result("lasar", "beauty", seed, 0.02 + seed / 1000, label="LASAR (SFT+RL)")
+        r.spec = r.spec.model_copy(update={"method_config": {name: 8000}})
+        r.method_facts["config"] = {name: 8000}
+        r.run_id = r.spec.run_id()
+        r.to_disk(runs / r.run_id)
+        (runs / r.run_id / "spec.json").write_text(json.dumps(r.spec.model_dump(mode="json")))
+    ids = sorted(p.name for p in runs.iterdir())
+    assert len(_group(load_results(runs))["beauty"]) == 2  # the old name: two configurations
+    assert upgrade_results(runs, log=lambda *_: None) == 1
+    assert sorted(p.name for p in runs.iterdir()) == ids
+    (rows,) = _group(load_results(runs))["beauty"].values()
+    assert sorted(r.spec.seed for r in rows) == [0, 1] and all(r.spec.run_id() == r.run_id for r in rows)
+    assert all("latent_samples" not in (runs / i / f).read_text() for i in ids for f in ("result.json", "spec.json"))
+    assert upgrade_results(runs, log=lambda *_: None) == 0
