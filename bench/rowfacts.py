@@ -107,9 +107,9 @@ def _full_config(spec: RunSpec, recorded: dict | None) -> dict:
 def _renamed(config: dict | None, renamed: dict[str, str]) -> bool:
     """Rename, in place and in its position, each field of ``config`` stored under an old name
     (``Method.renamed_settings``: new -> old); whether any was."""
-    if not config or not any(old in config and new not in config for new, old in renamed.items()):
+    back = {old: new for new, old in renamed.items() if config and old in config and new not in config}
+    if not back:
         return False
-    back = {old: new for new, old in renamed.items() if old in config and new not in config}
     items = [(back.get(k, k), v) for k, v in config.items()]
     config.clear()
     config.update(items)
