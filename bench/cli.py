@@ -112,8 +112,21 @@ def cmd_suite(args) -> int:
 
     from bench.report import results_table
 
-    results = run_suite(load_suite(args.file), args.out, dataset_path=args.dataset_path, progress=_progress(args),
-                        jobs=args.jobs)
+    suite = load_suite(args.file)
+    if args.results and not Path(args.results).is_dir():  # a typo must not mean "nothing is committed"
+        from bench.specs import SpecError
+
+        raise SpecError(f"--results: folder not found: {args.results}")
+    if args.plan:
+        from bench.config import suite_specs
+        from bench.suites import plan_table, select_specs
+
+        specs = select_specs(suite_specs(suite, dataset_path=args.dataset_path, check_files=False),
+                             only=args.only, seeds=args.seed)
+        print(plan_table(specs, Path(args.out or suite.out), Path(args.results) if args.results else None))
+        return 0
+    results = run_suite(suite, args.out, dataset_path=args.dataset_path, progress=_progress(args),
+                        jobs=args.jobs, only=args.only, seeds=args.seed, results=args.results)
     print(f"{len(results)} runs complete\n\n" + results_table(results))
     return 0
 
@@ -243,6 +256,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file")
     s.add_argument("--out", help="runs folder (default: the suite's 'out')")
     s.add_argument("--jobs", type=int, default=1, help="runs at once, each its own process (default 1)")
+    s.add_argument("--only", action="append", metavar="ROW",
+                   help="only this row (its label, e.g. 'MiniOneRec (SFT+RL)', or a method name for all its rows; "
+                        "repeatable); run ids stay the suite's")
+    s.add_argument("--seed", action="append", type=int, metavar="N", help="only this seed (repeatable)")
+    s.add_argument("--results", metavar="DIR",
+                   help="folder of committed runs (e.g. leaderboard/results): a run found there "
+                        "(DIR/<dataset>/<run id>) is not run again")
+    s.add_argument("--plan", action="store_true",
+                   help="print each run's state (committed, done, resume, new) and its id; run nothing")
     _common_run_args(s)
     s.set_defaults(func=cmd_suite)
 

@@ -15,32 +15,98 @@ from bench.data import SIDData, prepare
 from bench.results import RunResult
 from bench.rundir import RunInProgress, is_complete
 from bench.runner import run
-from bench.specs import RunSpec, SuiteSpec
+from bench.specs import RunSpec, SpecError, SuiteSpec
 
 
 class SuiteFailed(RuntimeError):
     """Runs of a parallel suite failed (each named, with its error); the others completed."""
 
 
+def select_specs(specs: list[RunSpec], *, only: list[str] | None = None,
+                 seeds: list[int] | None = None) -> list[RunSpec]:
+    """The runs of a suite named by ``only`` (a row's label, or a method name for all its rows) and
+    ``seeds``, in the suite's order; their run ids are the suite's. A name or seed the suite lacks raises,
+    naming what it has (a typo must not run nothing, or everything, quietly)."""
+    import difflib
+
+    if only:
+        names = list(dict.fromkeys([s.label or s.method for s in specs] + [s.method for s in specs]))
+        for name in only:
+            if name not in names:
+                close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+                raise SpecError(f"--only {name!r}: no row or method of that name in the suite; its rows: "
+                                + ", ".join(map(repr, dict.fromkeys(s.label or s.method for s in specs)))
+                                + (f"; did you mean {close[0]!r}?" if close else ""))
+        specs = [s for s in specs if (s.label or s.method) in only or s.method in only]
+    if seeds is not None:
+        have = sorted({s.seed for s in specs})
+        for seed in seeds:
+            if seed not in have:
+                raise SpecError(f"--seed {seed}: the selected rows have seeds {', '.join(map(str, have))} only")
+        specs = [s for s in specs if s.seed in seeds]
+    return specs
+
+
+def committed_run(results: Path | None, spec: RunSpec) -> Path | None:
+    """``spec``'s complete run in a results folder of committed runs (``results/<dataset>/<run id>``, as
+    ``reasonrec export`` writes it, or ``results/<run id>``), or None."""
+    if results is None:
+        return None
+    for d in (results / spec.dataset / spec.run_id(), results / spec.run_id()):
+        if is_complete(d):
+            return d
+    return None
+
+
+def run_state(spec: RunSpec, out: Path, results: Path | None = None) -> str:
+    """``committed`` (in ``results``), ``done`` (complete in ``out``), ``resume`` (started) or ``new``."""
+    if committed_run(results, spec) is not None:
+        return "committed"
+    run_dir = out / spec.run_id()
+    return "done" if is_complete(run_dir) else ("resume" if run_dir.exists() else "new")
+
+
+def plan_table(specs: list[RunSpec], out: Path, results: Path | None = None) -> str:
+    """What ``reasonrec suite --plan`` prints: each run's state, row, dataset, seed and id, then the counts."""
+    states = [run_state(s, out, results) for s in specs]
+    head = ["state", "row", "dataset", "seed", "run"]
+    body = [[st, s.label or s.method, s.dataset, str(s.seed), s.run_id()] for s, st in zip(specs, states)]
+    widths = [max(len(x) for x in col) for col in zip(head, *body)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+             for cells in [head, ["-" * w for w in widths], *body]]
+    counts = {st: states.count(st) for st in ("committed", "done", "resume", "new")}
+    where = {"committed": f"committed in {results}", "done": f"done in {out}", "resume": "to resume",
+             "new": "to run"}
+    lines.append(f"{len(specs)} runs: " + ", ".join(f"{n} {where[st]}" for st, n in counts.items()
+                                                    if n or st == "new"))
+    return "\n".join(lines)
+
+
 def run_suite(suite: SuiteSpec, out: str | Path | None = None, *, dataset_path: str | None = None,
-              progress: bool = True, echo: bool = True, jobs: int = 1) -> list[RunResult]:
+              progress: bool = True, echo: bool = True, jobs: int = 1, only: list[str] | None = None,
+              seeds: list[int] | None = None, results: str | Path | None = None) -> list[RunResult]:
     """Every (method, dataset, seed) of ``suite``, skipping complete runs and resuming interrupted ones.
+    ``only`` / ``seeds``: just those rows (labels or method names) and seeds (:func:`select_specs`).
+    ``results``: a folder of committed runs (e.g. ``leaderboard/results``); a run found there is not run
+    again, and its committed result is returned.
     ``jobs`` > 1: that many runs at once, each in its own process (one torch thread each unless the suite
     sets ``threads``): on a machine with that many cores, about that many times faster. The workers are
     spawned, so a script calling this needs the ``if __name__ == "__main__":`` guard."""
     out = Path(out or suite.out)
-    specs = suite_specs(suite, dataset_path=dataset_path)  # validate everything before running anything
+    results = Path(results) if results is not None else None
+    # validate everything before running anything
+    specs = select_specs(suite_specs(suite, dataset_path=dataset_path), only=only, seeds=seeds)
     if jobs > 1 and distributed.world_size() == 1:
-        return _run_parallel(specs, out, dataset_path=dataset_path, echo=echo, jobs=jobs)
-    results = []
+        return _run_parallel(specs, out, dataset_path=dataset_path, echo=echo, jobs=jobs, results=results)
+    done = []
     cache: dict[tuple, SIDData] = {}
     for n, spec in enumerate(specs, 1):
         run_dir = out / spec.run_id()
-        state = "done" if is_complete(run_dir) else ("resume" if run_dir.exists() else "new")
+        state = run_state(spec, out, results)
         if echo and distributed.is_main():
             print(f"[{n}/{len(specs)}] {spec.run_id()} ({state})", flush=True)
-        if state == "done":
-            results.append(RunResult.from_disk(run_dir / "result.json"))
+        if state in ("done", "committed"):
+            done.append(RunResult.from_disk((committed_run(results, spec) or run_dir) / "result.json"))
             continue
         key = (spec.dataset_card or spec.dataset, json.dumps(spec.data, sort_keys=True))
         if key not in cache:
@@ -48,12 +114,12 @@ def run_suite(suite: SuiteSpec, out: str | Path | None = None, *, dataset_path: 
                 cache[key] = prepare(key[0], spec.data, path=dataset_path, progress=progress,
                                      log=print if echo and distributed.is_main() else (lambda *_: None))
         try:
-            results.append(run(spec, out, dataset_path=dataset_path, progress=progress, echo=echo, data=cache[key]))
+            done.append(run(spec, out, dataset_path=dataset_path, progress=progress, echo=echo, data=cache[key]))
         except RunInProgress as e:  # another process runs it: leave it alone, carry on
             if distributed.world_size() > 1:  # the helper processes would wait in training: stop them all
                 raise
             print(f"  skipped: {e}", flush=True)
-    return results
+    return done
 
 
 def _exit_with_parent(parent: int, every: float = 2.0) -> None:
@@ -123,7 +189,7 @@ class _Prefixed:
 
 
 def _run_parallel(specs: list[RunSpec], out: Path, *, dataset_path: str | None, echo: bool,
-                  jobs: int) -> list[RunResult]:
+                  jobs: int, results: Path | None = None) -> list[RunResult]:
     """``jobs`` worker processes take the pending runs in the suite's order. Each dataset is prepared
     first, here (the workers read its cache). A failed run is reported with its ``error.txt`` once the
     others have finished; then the suite fails naming every failed run."""
@@ -131,7 +197,7 @@ def _run_parallel(specs: list[RunSpec], out: Path, *, dataset_path: str | None, 
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     say = print if echo else (lambda *_a, **_k: None)
-    pending = [s for s in specs if not is_complete(out / s.run_id())]
+    pending = [s for s in specs if run_state(s, out, results) not in ("done", "committed")]
     for key in {(s.dataset_card or s.dataset, json.dumps(s.data, sort_keys=True)) for s in pending}:
         prepare(key[0], json.loads(key[1]), path=dataset_path, progress=False, log=say)
     say(f"{len(specs) - len(pending)} of {len(specs)} runs complete; {len(pending)} to run, {jobs} at a time "
@@ -155,5 +221,5 @@ def _run_parallel(specs: list[RunSpec], out: Path, *, dataset_path: str | None, 
                 say(f"[{n}/{len(pending)}] {s.run_id()} FAILED: {failed[s.run_id()]}", flush=True)
     if failed:
         raise SuiteFailed(f"{len(failed)} run(s) failed: " + "; ".join(f"{k} ({v})" for k, v in failed.items()))
-    return [RunResult.from_disk(out / s.run_id() / "result.json") for s in specs
-            if is_complete(out / s.run_id())]
+    finished = [committed_run(results, s) or out / s.run_id() for s in specs]
+    return [RunResult.from_disk(d / "result.json") for d in finished if is_complete(d)]

@@ -113,6 +113,63 @@ def test_parallel_suite_equals_the_sequential_one_and_names_failures(toy_env, tm
     assert len(list((tmp_path / "fail").glob("pop-*/result.json"))) == 1
 
 
+def test_suite_runs_only_the_rows_and_seeds_asked_for_and_skips_committed_runs(toy_env, tmp_path, capsys):
+    """``reasonrec suite FILE --only ROW --seed N --results DIR``: a subset of a suite under the suite's own run ids
+    (no hand-written subset file), runs already committed in DIR not run again; ``--plan`` says which is which."""
+    import shutil
+
+    from bench.config import suite_specs
+    from bench.specs import SpecError, SuiteSpec
+    from bench.suites import select_specs
+
+    suite = SuiteSpec(methods=[SuiteSpec.Entry(method="pop", label="pop"),
+                               SuiteSpec.Entry(method="random", label="coin", seeds=[0, 1, 2]),
+                               SuiteSpec.Entry(method="random", label="dice", method_config={}, seeds=[5])],
+                      datasets=["toy"], seeds=[0])
+    specs = suite_specs(suite)
+    ids = {(s.label, s.seed): s.run_id() for s in specs}
+    assert [(s.label, s.seed) for s in select_specs(specs, only=["coin"], seeds=[2, 0])] == [("coin", 0), ("coin", 2)]
+    assert [s.label for s in select_specs(specs, only=["random"])] == ["coin"] * 3 + ["dice"]  # a method: its rows
+    assert [s.run_id() for s in select_specs(specs, seeds=[1])] == [ids["coin", 1]]  # the suite's ids, unchanged
+    with pytest.raises(SpecError, match=r"--only 'cion'.*rows: 'pop', 'coin', 'dice'; did you mean 'coin'\?"):
+        select_specs(specs, only=["cion"])
+    with pytest.raises(SpecError, match=r"--seed 1: the selected rows have seeds 0 only"):
+        select_specs(specs, only=["pop"], seeds=[1])
+
+    path = tmp_path / "suite.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(suite.model_dump(mode="json")))
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    assert main(["suite", str(path), "--out", str(runs), "--only", "coin", "--seed", "1", "--no-progress"]) == 0
+    assert sorted(d.name for d in runs.iterdir()) == [ids["coin", 1]]  # nothing else ran
+    # commit it the way `reasonrec export` lays results out (<dataset>/<run id>), then start afresh
+    shutil.copytree(runs / ids["coin", 1], results / "toy" / ids["coin", 1])
+    shutil.rmtree(runs)
+    (runs / ids["coin", 2]).mkdir(parents=True)  # a run that started and stopped
+    capsys.readouterr()
+    assert main(["suite", str(path), "--out", str(runs), "--results", str(results), "--only", "coin", "--plan"]) == 0
+    plan = capsys.readouterr().out
+    states = {line.split()[-1]: line.split()[0] for line in plan.splitlines()[2:-1]}
+    assert states == {ids["coin", 0]: "new", ids["coin", 1]: "committed", ids["coin", 2]: "resume"}, plan
+    assert plan.splitlines()[-1] == f"3 runs: 1 committed in {results}, 1 to resume, 1 to run"
+    assert not (runs / ids["coin", 0]).exists()  # --plan runs nothing
+    assert main(["suite", str(path), "--out", str(runs), "--results", str(tmp_path / "resluts"), "--plan"]) == 2
+    assert "--results: folder not found" in capsys.readouterr().err
+    assert main(["suite", str(path), "--out", str(runs), "--results", str(results), "--only", "coin",
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"{ids['coin', 1]} (committed)" in out and "3 runs complete" in out
+    assert not (runs / ids["coin", 1]).exists()  # the committed run was not run again
+    assert all((runs / ids["coin", s] / "result.json").is_file() for s in (0, 2))
+    # the same with worker processes
+    shutil.rmtree(runs)
+    capsys.readouterr()
+    assert main(["suite", str(path), "--out", str(runs), "--results", str(results), "--only", "coin",
+                 "--jobs", "2"]) == 0
+    assert not (runs / ids["coin", 1]).exists() and "3 runs complete" in capsys.readouterr().out
+
+
 def test_a_workers_output_reaches_the_suite_as_whole_prefixed_lines():
     """Workers and the suite share one output: a line written in pieces (``print(a, b)`` is several writes) must
     not be passed on in pieces, or another process's line lands in the middle of it (seen in the demo)."""
