@@ -48,10 +48,15 @@ def results_table(results: list[RunResult], metrics: list[str] | None = None) ->
     body = [[r.display_name, r.spec.dataset, str(r.spec.seed),
              *[f"{r.metrics[m]:.4f}" if m in r.metrics else "-" for m in metrics],
              f"{r.latency.seconds_per_sample * 1000:.2f}", t, r.run_id] for r, t in zip(rows, trained)]
+    return text_table(head, body, right={h for h in head if h in metrics or h in ("seed", "ms/user", "training")})
+
+
+def text_table(head: list[str], body: list[list[str]], right: set[str] = frozenset()) -> str:
+    """Aligned columns under a header and a rule of dashes; the columns named in ``right`` right-aligned."""
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
-    right = {i for i, h in enumerate(head) if h in metrics or h in ("seed", "ms/user", "training")}
+    flush = [h in right for h in head]
 
     def line(cells):
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, flush)).rstrip()
 
-    return "\n".join(x.rstrip() for x in [line(head), line(["-" * w for w in widths]), *map(line, body)])
+    return "\n".join([line(head), line(["-" * w for w in widths]), *map(line, body)])

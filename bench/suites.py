@@ -12,6 +12,7 @@ from pathlib import Path
 from bench import distributed
 from bench.config import suite_specs
 from bench.data import SIDData, prepare
+from bench.report import text_table
 from bench.results import RunResult
 from bench.rundir import RunInProgress, is_complete
 from bench.runner import run
@@ -71,9 +72,7 @@ def plan_table(specs: list[RunSpec], out: Path, results: Path | None = None) -> 
     states = [run_state(s, out, results) for s in specs]
     head = ["state", "row", "dataset", "seed", "run"]
     body = [[st, s.label or s.method, s.dataset, str(s.seed), s.run_id()] for s, st in zip(specs, states)]
-    widths = [max(len(x) for x in col) for col in zip(head, *body)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
-             for cells in [head, ["-" * w for w in widths], *body]]
+    lines = [text_table(head, body)]
     counts = {st: states.count(st) for st in ("committed", "done", "resume", "new")}
     where = {"committed": f"committed in {results}", "done": f"done in {out}", "resume": "to resume",
              "new": "to run"}

@@ -113,6 +113,20 @@ def test_parallel_suite_equals_the_sequential_one_and_names_failures(toy_env, tm
     assert len(list((tmp_path / "fail").glob("pop-*/result.json"))) == 1
 
 
+def test_text_table_aligns_columns_under_a_rule():
+    """The terminal tables (``run``/``suite`` results, ``suite --plan``): each column as wide as its widest cell,
+    two spaces between columns, the named columns right-aligned, no trailing spaces (hand-written expectation)."""
+    from bench.report import text_table
+
+    table = text_table(["run", "seed", "NDCG@10"], [["pop-x", "0", "0.0053"], ["lasar-long-id", "12", "0.1"]],
+                       right={"seed", "NDCG@10"})
+    assert table.splitlines() == ["run            seed  NDCG@10",
+                                  "-------------  ----  -------",
+                                  "pop-x             0   0.0053",
+                                  "lasar-long-id    12      0.1"]
+    assert text_table(["a", "b"], [["x", ""]]).splitlines()[-1] == "x"  # a blank last cell leaves no padding
+
+
 def test_suite_runs_only_the_rows_and_seeds_asked_for_and_skips_committed_runs(toy_env, tmp_path, capsys):
     """``reasonrec suite FILE --only ROW --seed N --results DIR``: a subset of a suite under the suite's own run ids
     (no hand-written subset file), runs already committed in DIR not run again; ``--plan`` says which is which."""
