@@ -9,7 +9,7 @@ from bench.config import TRAINING_FIELDS, reevaluation_spec, resolve_spec
 from bench.registry import get_method
 from bench.results import RunResult
 from bench.rundir import is_complete, lock
-from bench.runner import _run_in_dir, can_reload
+from bench.runner import _run_in_dir, can_reload, checkpoint_weights
 from bench.specs import SpecError
 
 
@@ -44,6 +44,8 @@ def reevaluate(source: str | Path, sets: list[str] = (), out: str | Path | None 
         changed = {k: v for k, v in flatten(mine["eval"], "eval.").items() if before.get(k) != v}
         spec = spec.model_copy(update={"label": f"{src.display_name} ("
                                                 + ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) + ")"})
+    if spec.eval.weights is not None:  # checked before any folder exists
+        checkpoint_weights(source, spec.eval.weights)
     differ = [f for f in TRAINING_FIELDS if mine[f] != theirs[f]]
     if differ:  # cannot happen through reevaluation_spec; a guard for API callers
         raise SpecError(f"run {src.run_id} was trained with other {', '.join(differ)}; its model does not apply")

@@ -13,6 +13,7 @@ import contextlib
 import datetime as _dt
 import random
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,6 +48,9 @@ def run(spec: RunSpec | dict, out: str | Path = "runs", *, dataset_path: str | N
     """Run ``spec`` into ``out/<run_id>``: resolve and validate it (before any folder exists), prepare the
     data, ``fit``, ``save`` the model into ``<run>/model``, rank the test users, write ``result.json``."""
     spec = resolve_spec(spec, dataset_path=dataset_path)
+    if spec.eval.weights is not None:
+        raise SpecError(f"eval.weights={spec.eval.weights!r} ranks a checkpoint of a finished run: use `reasonrec "
+                        f"evaluate RUN --set eval.weights={spec.eval.weights}`, not a training run")
     run_dir = Path(out).resolve() / spec.run_id()  # absolute: some libraries chdir (RecBole)
     if rundir.is_complete(run_dir):
         done = RunResult.from_disk(run_dir / "result.json")
@@ -73,6 +77,46 @@ def run(spec: RunSpec | dict, out: str | Path = "runs", *, dataset_path: str | N
             lock.close()
         if orphan:
             shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def checkpoint_weights(src_dir: Path, name: str) -> Path:
+    """``<src_dir>/checkpoints/<name>/model.safetensors``, checked against ``<src_dir>/model/model.safetensors``
+    (the same tensor names and shapes); a SpecError naming what differs otherwise."""
+    from safetensors import safe_open
+
+    ckpt, own = src_dir / "checkpoints" / name / "model.safetensors", src_dir / "model" / "model.safetensors"
+    if not ckpt.is_file():
+        have = sorted(p.parent.name for p in (src_dir / "checkpoints").glob("*/model.safetensors"))
+        raise SpecError(f"eval.weights={name!r}: {ckpt} does not exist; the run's checkpoints with weights: "
+                        + (", ".join(have) or "none"))
+    if not own.is_file():
+        raise SpecError(f"eval.weights: {own} does not exist (this method does not save its model as safetensors)")
+
+    def shapes(path: Path) -> dict:
+        with safe_open(str(path), "pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+
+    a, b = shapes(own), shapes(ckpt)
+    if a != b:
+        diff = sorted(set(a) ^ set(b)) or sorted(k for k in a if a[k] != b[k])
+        raise SpecError(f"eval.weights={name!r}: {ckpt} does not hold the tensors of {own} (first difference: "
+                        f"{diff[0]})")
+    return ckpt
+
+
+@contextlib.contextmanager
+def checkpoint_model(src_dir: Path, weights: str | None):
+    """The model folder to load: ``<src_dir>/model``, or (``weights``) a temporary copy of it whose
+    ``model.safetensors`` is that checkpoint's (:func:`checkpoint_weights`)."""
+    if weights is None:
+        yield src_dir / "model"
+        return
+    ckpt = checkpoint_weights(src_dir, weights)
+    with tempfile.TemporaryDirectory(prefix="reasonrec-weights-") as tmp:
+        model_dir = Path(tmp) / "model"
+        shutil.copytree(src_dir / "model", model_dir)
+        shutil.copyfile(ckpt, model_dir / "model.safetensors")
+        yield model_dir
 
 
 def can_reload(cls: type[Method]) -> bool:
@@ -142,9 +186,12 @@ def _run_body(spec: RunSpec, run_dir: Path, *, main: bool, started: float, datas
             raise SpecError(f"run {src.run_id} was trained on data {src.data.get('fingerprint')}, the prepared data is "
                             f"{data.fingerprint} (dataset files or code changed): train again")
         t0 = time.perf_counter()
-        method.load(src_dir / "model", data)
+        with checkpoint_model(src_dir, spec.eval.weights) as model_dir:
+            method.load(model_dir, data)
         reload_seconds = time.perf_counter() - t0
-        log(f"loaded the model trained in {src.run_id} from {src_dir / 'model'} in {reload_seconds:.1f}s (no training)")
+        what = f"{src_dir / 'model'}" if spec.eval.weights is None else \
+            f"{src_dir / 'model'} with the weights of checkpoints/{spec.eval.weights}"
+        log(f"loaded the model trained in {src.run_id} from {what} in {reload_seconds:.1f}s (no training)")
         fit_facts = {**src.training.model_dump(), "trained_in": src.run_id, "reload_seconds": round(reload_seconds, 3)}
         train_seconds = fit_facts.pop("seconds")
 

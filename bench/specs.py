@@ -94,6 +94,11 @@ class EvalSettings(Strict):
     batch_size: int = Field(256, ge=1)
     max_users: int | None = Field(None, ge=1, description="evaluate a fixed random subset of test users")
     warmup_batches: int = Field(1, ge=0, description="untimed recommend() calls before timing")
+    weights: str | None = Field(
+        None, description="re-evaluation only (`reasonrec evaluate RUN --set eval.weights=sft_last`): rank the "
+                          "weights saved in one of the source run's checkpoint folders (<run>/checkpoints/<name>/"
+                          "model.safetensors, e.g. the last SFT epoch's) instead of its model/; every tensor must "
+                          "match model/'s in name and shape")
 
     @field_validator("ks")
     @classmethod
@@ -223,6 +228,8 @@ class RunSpec(Strict):
         payload = self.model_dump(mode="json", exclude=set(self.NOT_IN_ID))
         if payload["eval"].get("split") == "test":  # the default: ids made before the field existed stay valid
             payload["eval"].pop("split")
+        if payload["eval"].get("weights") is None:  # the same: the run's own model
+            payload["eval"].pop("weights", None)
         payload["method_config"] = without_late_settings(self.method, payload["method_config"])
         r = self._resolved  # a relabelled copy keeps its files: only the id's own fields are compared
         if r is not None and r.get("files_digest") and r.get("id_fields") == self._id_fields():

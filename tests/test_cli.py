@@ -315,3 +315,44 @@ def test_paired_pools_the_seeds_two_rows_share(tmp_path, capsys):
     assert "pooled over seeds [1, 2]" in out and "A-B -0.1667" in out and "B for 1\n" in out
     assert main(["paired", a0, f"{b1},{b2}"]) == 2  # no shared seed: a clear error
     assert "share no seed" in capsys.readouterr().err
+
+
+def test_evaluate_ranks_a_checkpoint_of_the_run_with_eval_weights(toy_env, tmp_path):
+    """``reasonrec evaluate RUN --set eval.weights=NAME`` ranks ``RUN/checkpoints/NAME/model.safetensors`` in place
+    of ``RUN/model``: the last SFT epoch's weights (= the kept ones, with one epoch) rank every user as the run does,
+    the untrained backbone's do not; a missing checkpoint is refused before any folder exists, naming the ones
+    there; a training run refuses the setting; a spec without it keeps the id it had before the field existed."""
+    import json
+
+    from bench.config import build_spec
+    from bench.reevaluate import reevaluate
+    from bench.registry import get_method
+    from bench.runner import run
+    from bench.specs import SpecError
+
+    cfg = {**get_method("minionerec").smoke_config, "sft": {"epochs": 1, "lr": 1e-3}, "rl": {"enabled": False}}
+    spec = build_spec("minionerec", "toy", method_config=cfg, sets=["eval.max_users=24"])
+    res = run(spec, tmp_path / "runs", progress=False, echo=False)
+    src = tmp_path / "runs" / res.run_id
+
+    def ranks(run_id):
+        p = json.loads((tmp_path / "runs" / run_id / "per_user.json").read_text())
+        return dict(zip(p["users"], p["ranks"]))
+
+    last = reevaluate(src, ["eval.weights=sft_last"], progress=False, echo=False)
+    assert last.run_id != res.run_id and ranks(last.run_id) == ranks(res.run_id)
+    init = reevaluate(src, ["eval.weights=backbone_init"], progress=False, echo=False)
+    assert ranks(init.run_id) != ranks(res.run_id)  # the checkpoint's weights are the ones ranked
+    before = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    with pytest.raises(SpecError, match="sft_last"):  # names the checkpoints the run has
+        reevaluate(src, ["eval.weights=epoch_3"], progress=False, echo=False)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == before
+    with pytest.raises(SpecError, match="reasonrec evaluate"):
+        run(build_spec("pop", "toy", sets=["eval.weights=sft_last"]), tmp_path / "runs", progress=False, echo=False)
+    from pathlib import Path
+
+    from bench.specs import RunSpec
+    results = Path(__file__).resolve().parent.parent / "leaderboard" / "results"
+    for row in ("sports/minionerec-sports-s0-b9bf633454", "instruments/lasar-instruments-s1-c170292fe2"):
+        committed = RunSpec.model_validate(json.loads((results / row / "spec.json").read_text()))
+        assert committed.eval.weights is None and committed.run_id() == row.split("/")[1]  # ids made before it
