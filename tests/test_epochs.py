@@ -1,4 +1,6 @@
 """The epoch bookkeeping both training loops share (bench.epochs.EpochBook)."""
+import time
+
 from bench.epochs import EpochBook
 
 
@@ -44,3 +46,23 @@ def test_resume_reads_its_own_state_and_both_loops_older_keys():
     old = EpochBook(epochs=10, patience=3)
     old.restore(recbole)
     assert (old.stopped, old.best_epoch, old.step, list(old.remaining())) == ("epochs", 3, 0, list(range(5, 10)))
+
+
+def test_the_time_budget_counts_every_attempt_up_to_its_last_finished_epoch():
+    # a one-minute budget; the first attempt finishes epoch 0 after 40 s, saves its state, and is killed
+    first = EpochBook(epochs=10, patience=5, max_minutes=1.0)
+    first.started = time.time() - 40
+    first.end_epoch(0, 0.1, {"epoch": 0, "valid_score": 0.1})
+    assert not first.done and 39 < first.state()["seconds_spent"] < 45
+    # the resumed attempt trains epoch 1 in 30 s: 70 s in all is past the minute, though this attempt took 30
+    again = EpochBook(epochs=10, patience=5, max_minutes=1.0)
+    again.restore(first.state())
+    again.started = time.time() - 30
+    assert _run(again, [0.1, 0.2] + [0.3] * 8) == [1] and again.stopped == "time_budget"
+    assert 69 < again.state()["seconds_spent"] < 80
+    # a state written before the budget counted attempts resumes with a fresh clock (per attempt, as then)
+    old = EpochBook(epochs=10, patience=5, max_minutes=1.0)
+    old.restore({k: v for k, v in first.state().items() if k != "seconds_spent"})
+    old.started = time.time() - 30
+    old.end_epoch(1, 0.2, {"epoch": 1, "valid_score": 0.2})
+    assert not old.done and old.spent < 35

@@ -115,6 +115,9 @@ def test_training_loop_learns_and_resumes(tmp_path):
     logs = []
     resumed = train(bb2.model, causal_lm_loss, data, col, cfg, workdir=tmp_path / "b", progress=False, log=logs.append)
     assert any("resumed after epoch 1" in m for m in logs)
+    # the clock (and so the time budget) goes on from the first attempt's epochs, it does not restart
+    seconds = [h["seconds"] for h in resumed["history"]]
+    assert seconds == sorted(seconds) and seconds[2] - seconds[1] < seconds[1], seconds
     assert [h["train_loss"] for h in resumed["history"]] == pytest.approx([h["train_loss"] for h in full["history"]], rel=1e-4)
     for p, q in zip(bb1.model.parameters(), bb2.model.parameters()):
         torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4)

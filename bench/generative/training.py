@@ -139,12 +139,13 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
     if state_file.is_file() and last_dir.is_dir():
         book.restore(json.loads(state_file.read_text()))
         acc.load_state(str(last_dir))
-        log(f"{name}: resumed after epoch {book.epoch} (step {book.step}, best {book.best:.4f})")
+        log(f"{name}: resumed after epoch {book.epoch} (step {book.step}, best {book.best:.4f}, "
+            f"{book.spent / 60:.1f} min trained{f' of {cfg.max_minutes:g}' if cfg.max_minutes else ''})")
     elif initial_score is not None:  # the starting weights compete (epoch -1)
         book.best, book.best_epoch = float(initial_score), -1
         if acc.is_main_process:
             atomic_torch_save(acc.unwrap_model(model).state_dict(), best_file)
-    t0 = book.started = time.time()
+    book.started = time.time()
     for epoch in book.remaining():
         loader.set_epoch(epoch) if hasattr(loader, "set_epoch") else None
         gen.manual_seed(seed + epoch)  # the same shuffles whether resumed or not
@@ -195,7 +196,7 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
         score = float(got["score"] if isinstance(got, dict) else got)
         rec = {"epoch": epoch, "step": book.step, "train_loss": round(running / max(n, 1), 5),
                "valid_score": round(score, 5), **extra,
-               "seconds": round(time.time() - t0, 1), "train_seconds": round(train_seconds, 1)}
+               "seconds": round(book.elapsed(), 1), "train_seconds": round(train_seconds, 1)}
         if components:
             rec["loss_components"] = {k: round(v / max(n, 1), 5) for k, v in components.items()}
         if tokens:
