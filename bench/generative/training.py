@@ -137,7 +137,10 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
     state_file, last_dir, best_file = workdir / f"{name}_progress.json", workdir / f"{name}_last", workdir / f"{name}_best.pt"
     book = EpochBook(cfg.epochs, cfg.patience, cfg.max_minutes, cfg.max_steps)
     if state_file.is_file() and last_dir.is_dir():
-        book.restore(json.loads(state_file.read_text()))
+        saved = json.loads(state_file.read_text())
+        book.restore(saved)
+        if "seconds_spent" not in saved and book.history:  # written before 2026-12-07: no clock of its own, but
+            book.spent_before = book.spent = float(book.history[-1].get("seconds", 0.0))  # the last epoch's time
         acc.load_state(str(last_dir))
         log(f"{name}: resumed after epoch {book.epoch} (step {book.step}, best {book.best:.4f}, "
             f"{book.spent / 60:.1f} min trained{f' of {cfg.max_minutes:g}' if cfg.max_minutes else ''})")
