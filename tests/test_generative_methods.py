@@ -3,6 +3,7 @@ test_prompt_styles.py; the registry-wide smoke test covers run() in both)."""
 import json
 import random
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -206,12 +207,18 @@ def test_a_run_killed_in_a_later_phase_resumes_exactly(method, phase, extra, toy
                 with pytest.raises(KeyboardInterrupt):
                     run(spec, tmp_path / name, progress=False, echo=False)
             assert fired
+            state = json.loads(Path(fired[0]).read_text())  # as if the killed attempt had trained 1000 s
+            Path(fired[0]).write_text(json.dumps({**state, "seconds_spent": state["seconds_spent"] + 1000}))
         res = run(spec, tmp_path / name, progress=False, echo=False)
         rows[name] = (res, json.loads((tmp_path / name / res.run_id / "per_user.json").read_text()),
                       (tmp_path / name / res.run_id / "run.log").read_text())
     (a, pa, _), (b, pb, log) = rows["straight"], rows["killed"]
     assert f"{phase}: resumed after epoch 0" in log
     assert pa["ranks"] == pb["ranks"] and a.metrics == b.metrics
+    # the phase's time counts the killed attempt's epoch too (the time budget's clock)
+    facts = b.training.model_extra["rl" if phase == "grpo" else phase]
+    assert 1000 < facts["earlier_attempts_seconds"] < facts["seconds"] < 1000 + 600
+    assert a.training.model_extra["rl" if phase == "grpo" else phase]["earlier_attempts_seconds"] == 0
     if method == "lasar" and phase == "grpo":
         assert a.training.model_extra["rl"]["steps_sampled"] == b.training.model_extra["rl"]["steps_sampled"]
 

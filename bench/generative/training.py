@@ -223,7 +223,8 @@ def train(model, loss_fn: Callable[[Any, dict], Any], dataset: Sequence, collate
     if restore_best and best_file.is_file():
         model.load_state_dict(torch.load(best_file, weights_only=True))
     acc.free_memory()
-    facts = {**book.facts(), "steps": book.step}
+    # the time earlier attempts trained, up to their last finished epoch: a phase's "seconds" adds it to its own
+    facts = {**book.facts(), "steps": book.step, "earlier_attempts_seconds": round(book.spent_before, 1)}
     tok = [(r["tokens"], r["train_seconds"]) for r in book.history if "tokens" in r]
     if tok:  # training throughput (validation excluded), over every epoch run
         facts["tokens_per_second"] = round(sum(t for t, _ in tok) / max(sum(s for _, s in tok), 1e-9), 1)
