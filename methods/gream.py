@@ -138,7 +138,7 @@ class GREAM(CoTMethod):
                       examples, self._collate, self.config.cot_sft, workdir=ctx.workdir,
                       valid_fn=self._valid_fn(data, valid, ctx, "stage-2"), seed=ctx.seed, progress=ctx.progress,
                       log=ctx.log, tracker=ctx.tracker, name="cot_sft", lengths=[len(e.prompt) + len(e.response) for e in examples])
-        facts.update(seconds=round(time.time() - t0 + facts["earlier_attempts_seconds"], 1), examples=len(examples),
+        facts.update(seconds=round(time.time() - t0 + facts.get("earlier_attempts_seconds", 0.0), 1), examples=len(examples),
                      tokens_per_epoch=n_tok)
         return facts
 

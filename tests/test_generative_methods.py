@@ -217,7 +217,7 @@ def test_a_run_killed_in_a_later_phase_resumes_exactly(method, phase, extra, toy
     assert pa["ranks"] == pb["ranks"] and a.metrics == b.metrics
     # the phase's time counts the killed attempt's epoch too (the time budget's clock)
     facts = b.training.model_extra["rl" if phase == "grpo" else phase]
-    assert 1000 < facts["earlier_attempts_seconds"] < facts["seconds"] < 1000 + 600
+    assert 1000 <= facts["earlier_attempts_seconds"] < facts["seconds"] < 1000 + 600  # 1000 + the killed epoch
     assert a.training.model_extra["rl" if phase == "grpo" else phase]["earlier_attempts_seconds"] == 0
     if method == "lasar" and phase == "grpo":
         assert a.training.model_extra["rl"]["steps_sampled"] == b.training.model_extra["rl"]["steps_sampled"]

@@ -153,7 +153,7 @@ class PhasePipeline:
                       valid_fn=self._valid_fn(data, valid, ctx), seed=ctx.seed, progress=ctx.progress, log=ctx.log,
                       tracker=ctx.tracker,
                       name="sft", lengths=[len(e.prompt) + len(e.response) for e in examples], param_groups=groups)
-        facts["seconds"] = round(time.time() - t0 + facts["earlier_attempts_seconds"], 1)
+        facts["seconds"] = round(time.time() - t0 + facts.get("earlier_attempts_seconds", 0.0), 1)
         facts["examples"] = len(examples)
         facts["tokens_per_epoch"] = n_tok
         from collections import Counter
@@ -237,7 +237,7 @@ class PhasePipeline:
         facts["prompts"] = len(batch)
         facts["updates_per_rollout"] = rl.updates_per_rollout
         facts.update(self.rl_facts(state))
-        facts["seconds"] = round(time.time() - t0 + facts["earlier_attempts_seconds"], 1)
+        facts["seconds"] = round(time.time() - t0 + facts.get("earlier_attempts_seconds", 0.0), 1)
         return facts
 
 

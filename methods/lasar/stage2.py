@@ -141,7 +141,7 @@ class Stage2:
                       self.config.stage2, workdir=ctx.workdir, valid_fn=self._stage2_valid_fn(data, valid, ctx),
                       seed=ctx.seed, progress=ctx.progress, log=ctx.log, tracker=ctx.tracker, name="stage2",
                       state=PhaseState(replay=self._replay_rng) if self.config.stage2_replay > 0 else None)
-        facts["seconds"] = round(time.time() - t0 + facts["earlier_attempts_seconds"], 1)
+        facts["seconds"] = round(time.time() - t0 + facts.get("earlier_attempts_seconds", 0.0), 1)
         return facts
 
     def _stage2_valid_fn(self, data, valid, ctx):
