@@ -4,6 +4,7 @@ Each test recreates a reproduction from the issue; it fails on the code before t
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -421,6 +422,64 @@ class CrashesInEval(Counting):
             CrashesInEval.crashed = True
             raise RuntimeError("simulated crash while evaluating")
         return super().recommend(histories, k=k)
+
+
+class StopsMidDecode(Counting):
+    """Ranks by the last history item (so each batch's rows differ) with a per-user stat; in its first
+    evaluation it crashes at its third timed batch (after the warm-up batch and two timed ones)."""
+
+    info = MethodInfo(name="stops_mid_decode", family="baseline")
+    calls: list = []
+    crash_at: int | None = None
+
+    def recommend(self, histories, *, k):
+        StopsMidDecode.calls.append(len(histories))
+        if StopsMidDecode.crash_at is not None and len(StopsMidDecode.calls) == StopsMidDecode.crash_at:
+            StopsMidDecode.crash_at = None
+            raise RuntimeError("simulated stop while ranking")
+        time.sleep(0.05)  # a timed batch takes >= 50 ms
+        rows = np.stack([np.roll(self.ranking, int(h[-1]))[:k] for h in histories])
+        return Recommendations(rows, stats={"steps": [len(h) % 5 for h in histories]})
+
+
+def test_a_run_stopped_mid_decode_reuses_the_batches_it_ranked(toy_env, tmp_path):
+    REGISTRY.register()(StopsMidDecode)
+    try:
+        spec = build_spec("stops_mid_decode", "toy", sets=["eval.max_users=20", "eval.batch_size=4"])  # 5 batches
+        StopsMidDecode.calls, StopsMidDecode.crash_at = [], None
+        whole = _quiet(spec, tmp_path / "whole")
+        assert len(StopsMidDecode.calls) == 1 + 5 and "resumed_batches" not in whole.evaluation
+        assert not (tmp_path / "whole" / spec.run_id() / "decode").exists(), "the ranked batches outlive the result"
+
+        StopsMidDecode.calls, StopsMidDecode.crash_at = [], 4  # warm-up, batches 0 and 1, then the stop
+        with pytest.raises(RuntimeError, match="simulated stop while ranking"):
+            _quiet(spec, tmp_path / "stopped")
+        run_dir = tmp_path / "stopped" / spec.run_id()
+        assert sorted(p.name for p in (run_dir / "decode").glob("batch-*.npz")) == ["batch-000000.npz",
+                                                                                    "batch-000001.npz"]
+        StopsMidDecode.calls = []
+        res = _quiet(spec, tmp_path / "stopped")
+        assert len(StopsMidDecode.calls) == 1 + 3, "the resumed decode ranked the saved batches again"
+        assert res.evaluation["resumed_batches"] == {"batches": 2, "of": 5}
+        assert res.latency.n_samples == 20 and res.metrics == whole.metrics
+        assert res.latency.total_seconds >= 5 * 0.05, "the latency counts only this attempt's batches"
+        a, b = (json.loads((tmp_path / d / spec.run_id() / "per_user.json").read_text()) for d in ("whole", "stopped"))
+        assert a["ranks"] == b["ranks"] and a["stats"] == b["stats"] and a["users"] == b["users"]
+        assert "ranking resumed: 2 of 5 batches" in (run_dir / "run.log").read_text()
+        assert not (run_dir / "decode").exists()
+
+        # batches ranked by another model (the run trained again) are not reused
+        StopsMidDecode.calls, StopsMidDecode.crash_at = [], 3
+        (run_dir / "result.json").unlink()
+        with pytest.raises(RuntimeError, match="simulated stop while ranking"):  # evaluation only: the model stays
+            _quiet(spec, tmp_path / "stopped")
+        assert len(list((run_dir / "decode").glob("batch-*.npz"))) == 1
+        (run_dir / "trained.json").unlink()  # the next attempt trains again: another trained.json, another key
+        StopsMidDecode.calls = []
+        res = _quiet(spec, tmp_path / "stopped")
+        assert len(StopsMidDecode.calls) == 1 + 5 and "resumed_batches" not in res.evaluation
+    finally:
+        REGISTRY.unregister("stops_mid_decode")
 
 
 def test_a_run_stopped_while_evaluating_resumes_from_its_saved_model(toy_env, tmp_path):

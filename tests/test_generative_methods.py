@@ -238,3 +238,39 @@ def test_a_renamed_setting_keeps_run_ids_and_reads_its_old_name():
         assert build_spec(method, "toy", method_config={"cot_samples": 49}).run_id() != new.run_id()
     # the id this spec had before the rename (computed then, with the field called latent_samples)
     assert build_spec("lasar", "toy", method_config={"cot_samples": 600}).run_id() == "lasar-toy-s0-ed51b610ab"
+
+
+@pytest.mark.parametrize("method,extra", [("minionerec", {}), ("lasar", {}), ("gream", {"mode": "reasoning"})])
+def test_a_decode_stopped_mid_way_resumes_to_the_same_ranks(method, extra, toy_env, tmp_path, monkeypatch,
+                                                            one_thread):
+    """Killed after its second ranked test batch, a run reloads its saved model, reuses the two batches and
+    ranks the rest: its per-user ranks and stats (LASAR's latent steps, GREAM's CoT tokens) equal a decode of
+    the same model that ranked every batch in one attempt (beam search and latent steps depend on the batch
+    only, not on what an earlier batch drew)."""
+    import bench.rundir as rundir
+
+    cls = REGISTRY.get(method)
+    spec = build_spec(method, "toy", method_config={**cls.smoke_config, **extra}, sets=["eval.batch_size=8"])
+    run_dir = tmp_path / spec.run_id()
+    real, saved = rundir.DecodeLog.save, []
+
+    def save(self, i, *a, **k):
+        real(self, i, *a, **k)
+        saved.append(i)
+        if len(saved) == 2:
+            raise KeyboardInterrupt("killed after the second ranked batch")
+
+    with monkeypatch.context() as m:
+        m.setattr(rundir.DecodeLog, "save", save)
+        with pytest.raises(KeyboardInterrupt):
+            run(spec, tmp_path, progress=False, echo=False)
+    assert saved == [0, 1] and (run_dir / "trained.json").is_file()
+    resumed = run(spec, tmp_path, progress=False, echo=False)
+    n_batches = -(-resumed.evaluation["n_users"] // 8)
+    assert n_batches > 2 and resumed.evaluation["resumed_batches"] == {"batches": 2, "of": n_batches}
+    per_user = json.loads((run_dir / "per_user.json").read_text())
+    for name in ("result.json", "per_user.json"):
+        (run_dir / name).unlink()
+    whole = run(spec, tmp_path, progress=False, echo=False)  # the same saved model, every batch ranked now
+    assert "resumed_batches" not in whole.evaluation
+    assert json.loads((run_dir / "per_user.json").read_text()) == per_user and whole.metrics == resumed.metrics
