@@ -482,6 +482,37 @@ def test_a_run_stopped_mid_decode_reuses_the_batches_it_ranked(toy_env, tmp_path
         REGISTRY.unregister("stops_mid_decode")
 
 
+def test_a_decode_with_every_batch_saved_ranks_nothing_again(tmp_path):
+    """A run stopped after its last ranked batch but before its result (metrics, per-user file) resumes
+    without a single ``recommend`` call: not even the untimed warm-up batch."""
+    from bench import rundir
+    from bench.runner import timed_recommend
+    from bench.specs import EvalSettings
+
+    class Ranker:
+        info = MethodInfo(name="ranker", family="baseline")
+        calls = 0
+
+        def recommend(self, histories, *, k):
+            Ranker.calls += 1
+            return Recommendations(np.array([[h[-1] + j for j in range(k)] for h in histories]),
+                                   stats={"steps": [len(h) for h in histories]})
+
+    histories = [[u, u + 1][: 1 + u % 2] for u in range(10)]
+    ev = EvalSettings(ks=(5,), batch_size=4, warmup_batches=1)  # 3 batches (4, 4, 2) and a warm-up
+    key = {"run": "r", "n_users": 10}
+    items, latency, stats, resumed = timed_recommend(Ranker(), histories, ev, 20, progress=False,
+                                                     decode_log=rundir.DecodeLog(tmp_path / "decode", key))
+    assert Ranker.calls == 1 + 3 and resumed is None
+    Ranker.calls = 0
+    again = timed_recommend(Ranker(), histories, ev, 20, progress=False,
+                            decode_log=rundir.DecodeLog(tmp_path / "decode", key))
+    assert Ranker.calls == 0, "a finished decode ran the warm-up (or a batch) again"
+    assert (again[0] == items).all() and (again[2]["steps"] == stats["steps"]).all()
+    assert again[3] == {"batches": 3, "of": 3} and again[1].total_seconds == latency.total_seconds
+    assert items[:, 0].tolist() == [h[-1] for h in histories]
+
+
 def test_a_run_stopped_while_evaluating_resumes_from_its_saved_model(toy_env, tmp_path):
     REGISTRY.register()(CrashesInEval)
     Counting.fits, CrashesInEval.crashed = 0, False
