@@ -486,7 +486,7 @@ def test_a_decode_with_every_batch_saved_ranks_nothing_again(tmp_path):
     """A run stopped after its last ranked batch but before its result (metrics, per-user file) resumes
     without a single ``recommend`` call: not even the untimed warm-up batch."""
     from bench import rundir
-    from bench.runner import timed_recommend
+    from bench.ranking import timed_recommend
     from bench.specs import EvalSettings
 
     class Ranker:
