@@ -1,10 +1,15 @@
 """``reasonrec bench latency``: ranking latency per sample of saved models (a run's ``model/`` or a stage
-entry) in one process, on the same users, interleaved repeats, ratios to the first (the paper's Table 4)."""
+entry) in one process, on the same users, interleaved repeats, ratios to the first (the paper's Table 4);
+the report's format, its upgrade, and how the site reads the reports (:func:`latency_reports`)."""
 from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 import numpy as np
+
+if TYPE_CHECKING:
+    from bench.results import RunResult
 
 
 def _saved_config(path: Path) -> dict:
@@ -65,17 +70,33 @@ def is_latency_report(obj) -> bool:
             and "dataset" in obj["setup"] and "ratio_to_first" in obj)
 
 
+def trained_as(folder: str | Path) -> str | None:
+    """What a run's ``model/`` folder was trained as (:meth:`bench.results.RunResult.trained_as`), read from
+    the ``result.json`` beside it; None for a stage entry, a run without a result or a folder not here."""
+    from bench.results import RunResult
+
+    result = Path(folder).parent / "result.json"
+    if Path(folder).name != "model" or not result.is_file():
+        return None
+    return RunResult.from_disk(result).trained_as()
+
+
 def report_row(spec: str, method) -> dict:
-    """What the site shows of one timed model beside its numbers: which run (or stage entry) it is and the
+    """What the site shows of one timed model beside its numbers: which run (or stage entry) it is, what it
+    was trained as (so a model re-made from a committed row's spec for timing is shown as that row) and the
     paper's Table-4 row it compares with (:meth:`bench.method.Method.paper_latency_row`)."""
     name, _, folder = spec.partition("=")
-    return {"label": f"{name}:{Path(folder)}", "method": name, "model": model_name(folder),
-            "paper_row": method.paper_latency_row()}
+    row = {"label": f"{name}:{Path(folder)}", "method": name, "model": model_name(folder),
+           "paper_row": method.paper_latency_row()}
+    if (made := trained_as(folder)) is not None:
+        row["trained_as"] = made
+    return row
 
 
 def upgrade_latency_reports(folder: str | Path, log=print) -> int:
     """Give every latency report in ``folder/bench/`` written before reports carried ``rows`` its rows (the
-    timed runs' configs read from the result files under ``folder``; a stage entry: the method's defaults).
+    timed runs' configs read from the result files under ``folder``; a stage entry: the method's defaults),
+    and each row without ``trained_as`` whose timed run folder is still on this machine its ``trained_as``.
     No number changes; returns how many files changed."""
     from bench.atomic import atomic_write_json
     from bench.registry import get_method
@@ -83,7 +104,20 @@ def upgrade_latency_reports(folder: str | Path, log=print) -> int:
     folder, changed = Path(folder), 0
     for path in sorted(folder.glob("bench/*.json")):
         obj = json.loads(path.read_text())
-        if not is_latency_report(obj) or "rows" in obj:
+        if not is_latency_report(obj):
+            continue
+        if "rows" in obj:  # rows written before they said what a model was trained as: from its run folder
+            found = {}
+            for row, spec in zip(obj["rows"], obj["setup"]["models"]):
+                where = spec.partition("=")[2]
+                if "trained_as" not in row and Path(where).is_dir() and (made := trained_as(where)):
+                    found[row["label"]] = made
+            if found:
+                for row in obj["rows"]:
+                    if row["label"] in found:
+                        row["trained_as"] = found[row["label"]]
+                atomic_write_json(path, obj)
+                changed += 1
             continue
         rows = []
         for spec in obj["setup"]["models"]:
@@ -95,7 +129,8 @@ def upgrade_latency_reports(folder: str | Path, log=print) -> int:
         obj["rows"] = rows
         atomic_write_json(path, obj)
         changed += 1
-    log(f"{changed} latency report(s) under {folder / 'bench'} given their rows")
+    log(f"{changed} latency report(s) under {folder / 'bench'} given their rows or what a timed model was "
+        "trained as")
     return changed
 
 
@@ -156,3 +191,57 @@ def bench_latency(models: list[str], *, dataset: str, users: int = 1000, batch_s
 
         atomic_write_json(Path(out), res)
     return res
+
+
+def latency_reports(runs_dirs: list[Path], by_id: dict[str, RunResult],
+                    log=lambda *_: None) -> dict[str, list[dict]]:
+    """Table 4 measured side by side: the ``reasonrec bench latency`` reports in each folder's ``bench/`` (every
+    model in one process, on the same users, interleaved repeats), per dataset. Each timed model: the row it
+    is (a result under the folders, else its run id or stage entry), median and best ms per sample, ratios to
+    the report's first model, and the paper's Table-4 row it compares with, the paper's ms and the paper's
+    ratio between those rows (:mod:`bench.published`). A timed run that is not under the folders but was
+    trained as one that is (``trained_as``: the row's spec re-made for timing) is shown as that row, with
+    the timed run's id beside its name."""
+    from bench.published import published
+    from bench.results import by_trained_as
+
+    paper_all, out = published().table4_latency, {}
+    made_as: dict[str, RunResult] = {}  # built when a report needs it
+    for d in runs_dirs:
+        # the Table-4 reports (table4-<dataset>.json) first, then any other latency report
+        for path in sorted(Path(d).glob("bench/*.json"), key=lambda f: (not f.name.startswith("table4-"), f.name)):
+            obj = json.loads(path.read_text())
+            if not is_latency_report(obj):
+                continue
+            if not obj.get("rows"):
+                log(f"{path}: a latency report without rows, not shown (`reasonrec upgrade {d}` adds them)")
+                continue
+            setup, paper = obj["setup"], paper_all.get(obj["setup"]["dataset"], {})
+            base = paper.get(obj["rows"][0]["paper_row"])
+            rows = []
+            for row in obj["rows"]:
+                label, r, pp = row["label"], by_id.get(row["model"]), paper.get(row["paper_row"])
+                remade = None
+                if r is None and row.get("trained_as"):  # a committed row's spec, re-made for timing
+                    made_as = made_as or by_trained_as(by_id.values())
+                    r = made_as.get(row["trained_as"])
+                    remade = row["model"] if r else None
+                best = obj.get("min_seconds_per_sample", {}).get(label)
+                name = r.display_name if r else f"{row['method']} ({row['model']})"
+                if remade:
+                    name = f"{name}, seed {r.spec.seed} (its spec re-made for timing: {remade})"
+                rows.append({"name": name, "remade": remade,
+                             "run_id": r.run_id if r else None, "method": row["method"],
+                             "ms": obj["seconds_per_sample"][label] * 1000,
+                             "ms_best": best * 1000 if best is not None else None,
+                             "ratio": obj["ratio_to_first"][label],
+                             "ratio_best": obj.get("ratio_to_first_min", {}).get(label),
+                             "mean_steps": obj.get("stats", {}).get(label, {}).get("mean_latent_steps"),
+                             "paper_row": row["paper_row"] if pp else "",
+                             "paper_ms": pp.seconds_per_sample * 1000 if pp else None,
+                             "paper_ratio": pp.seconds_per_sample / base.seconds_per_sample if pp and base else None})
+            out.setdefault(setup["dataset"], []).append(
+                {"file": f"{Path(d).name}/bench/{path.name}", "users": setup["users"], "repeats": setup["repeats"],
+                 "batch_size": setup["batch_size"], "beam_width": setup["beam_width"],
+                 "threads": setup.get("torch_threads"), "rows": rows})
+    return out

@@ -21,9 +21,10 @@ from bench import assets
 from bench.atomic import atomic_dir
 from bench.metrics import primary_metric, short_name
 from bench.results import RunResult, load_results
+from bench.latency import latency_reports
 from bench.runpage import reproduce_command, run_ci, run_page_facts, training_curves  # noqa: F401
-from bench.summary import (NO_INFERENCE_FAMILIES, Row, _group, ablation_tables, latency_reports, metric_columns,
-                           paper_rows, protocol, significance_vs_best, stat_tables, table1, table4, tuning_tables)
+from bench.summary import (NO_INFERENCE_FAMILIES, Row, _group, ablation_tables, metric_columns, paper_rows,
+                           protocol, significance_vs_best, stat_tables, table1, table4, tuning_tables)
 
 TEMPLATES = assets.TEMPLATES_DIR  # leaderboard/templates/ in a checkout, bench/_assets/templates/ when installed
 

@@ -71,6 +71,16 @@ class RunResult(BaseModel):
                 "selection": self.spec.selection.metric,
                 "method_config": self.method_facts["config"]}
 
+    def trained_as(self) -> str:
+        """A digest of what was trained: :meth:`configuration` without the eval settings and the label, and
+        with the seed. A model re-made from a row's spec only to be timed (``reasonrec run --config <its
+        spec.json> --set eval.max_users=64``) has that row's digest under another run id."""
+        import hashlib
+
+        what = {k: v for k, v in self.configuration().items() if k not in ("eval", "label")}
+        what["seed"] = self.spec.seed
+        return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
     def to_disk(self, folder: Path) -> Path:
         return atomic_write_json(folder / "result.json", self.model_dump(mode="json"))
 
@@ -162,3 +172,12 @@ def export_results(runs_dir: Path, dest: Path, allow_dirty: bool = False) -> lis
                 shutil.copy2(src / name, out / name)
         written.append(out)
     return written
+
+
+def by_trained_as(runs) -> dict[str, RunResult]:
+    """Runs by :meth:`RunResult.trained_as`. Where runs were trained alike and ranked differently (an
+    ``evaluate`` variant), the one ranked by the default protocol stands for them, then the first run id."""
+    out: dict[str, RunResult] = {}
+    for r in sorted(runs, key=lambda r: (r.spec.eval != type(r.spec.eval)(), r.run_id)):
+        out.setdefault(r.trained_as(), r)
+    return out

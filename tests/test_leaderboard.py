@@ -933,6 +933,73 @@ def test_upgrade_gives_older_latency_reports_their_rows(tmp_path):
     assert lasar().paper_latency_row() == "LASAR" and lasar(lasar.Config(latent=False)).paper_latency_row() == ""
 
 
+def test_a_model_re_made_from_a_committed_spec_for_timing_is_shown_as_that_row(tmp_path):
+    """A model re-made from a committed row's spec only to be timed (`reasonrec run --config <its spec.json> --set
+    eval.max_users=64`: another run id) is named on the site as that row, with its seed and the timed run's id,
+    and linked to the row's page: its report row records what it was trained as (`trained_as`, from the
+    result.json beside `model/`). The row ranked by the default protocol stands for an `evaluate` variant
+    trained alike. A model trained otherwise (another seed) keeps its run id. `reasonrec upgrade` adds
+    `trained_as` to an older report's rows while the timed run folders are there."""
+    import json
+
+    from bench.latency import report_row, trained_as, upgrade_latency_reports
+    from bench.registry import get_method
+    from bench.results import by_trained_as
+
+    runs, lanes = tmp_path / "results", tmp_path / "lanes"
+    row = fake_result("minionerec", "beauty", 1, 0.028, label="MiniOneRec (SFT+RL)")
+    row.to_disk(runs / "beauty" / row.run_id)
+    for b in range(1, 200):  # an `evaluate` variant of the row whose run id sorts first
+        variant = row.model_copy(deep=True)
+        variant.spec = row.spec.model_copy(update={"eval": row.spec.eval.model_copy(update={"batch_size": b})})
+        variant.run_id = variant.spec.run_id()
+        if variant.run_id < row.run_id:
+            break
+    variant.to_disk(runs / "beauty" / variant.run_id)
+    remade = row.model_copy(deep=True)
+    remade.spec = row.spec.model_copy(update={"eval": row.spec.eval.model_copy(update={"max_users": 64})})
+    remade.run_id = remade.spec.run_id()
+    other = fake_result("minionerec", "beauty", 2, 0.028, label="MiniOneRec (SFT+RL)")
+    for r in (remade, other):
+        r.to_disk(lanes / r.run_id)
+        (lanes / r.run_id / "model").mkdir()
+    assert len({row.run_id, variant.run_id, remade.run_id}) == 3
+    committed = RunResult.from_disk(runs / "beauty" / row.run_id / "result.json")
+    assert trained_as(lanes / remade.run_id / "model") == committed.trained_as()
+    assert trained_as(lanes / other.run_id / "model") != committed.trained_as()  # the seed is part of it
+    assert trained_as(tmp_path / "stages" / "sft-0123") is None  # a stage entry: no result beside it
+    saved = [RunResult.from_disk(runs / "beauty" / i / "result.json") for i in (row.run_id, variant.run_id)]
+    assert by_trained_as(saved)[committed.trained_as()].run_id == row.run_id
+
+    models = [(f"minionerec={lanes / remade.run_id / 'model'}", "MiniOneRec"),
+              (f"minionerec={lanes / other.run_id / 'model'}", "MiniOneRec")]
+    rep = _latency_report(models, [28.0, 29.0], [27.0, 28.0])
+    cls = get_method("minionerec")
+    rep["rows"] = [report_row(spec, cls(cls.Config())) for spec, _ in models]
+    (runs / "bench").mkdir()
+    (runs / "bench" / "table4-beauty.json").write_text(json.dumps(rep))
+    index = build_site([runs], tmp_path / "site")
+    p = Tables()
+    p.feed(index.read_text())
+    _, *body = p.tables[("latency-report", "beauty")]
+    assert [r[0][0] for r in body] == [
+        f"MiniOneRec (SFT+RL), seed 1 (its spec re-made for timing: {remade.run_id})", f"minionerec ({other.run_id})"]
+    assert f'href="runs/{row.run_id}.html"' in index.read_text().split("latency-report")[1]
+
+    old = _latency_report(models, [28.0, 29.0], [27.0, 28.0])  # rows without trained_as
+    (runs / "bench" / "table4-beauty.json").write_text(json.dumps(old))
+    assert upgrade_latency_reports(runs, log=lambda *_: None) == 1
+    new = json.loads((runs / "bench" / "table4-beauty.json").read_text())
+    assert [r.get("trained_as") for r in new["rows"]] == [committed.trained_as(),
+                                                         trained_as(lanes / other.run_id / "model")]
+    assert {k: v for k, v in new.items() if k != "rows"} == {k: v for k, v in old.items() if k != "rows"}
+    assert [{k: v for k, v in r.items() if k != "trained_as"} for r in new["rows"]] == old["rows"]
+    assert upgrade_latency_reports(runs, log=lambda *_: None) == 0
+    shutil.rmtree(lanes)  # the timed run folders gone: nothing to add, nothing breaks
+    (runs / "bench" / "table4-beauty.json").write_text(json.dumps(old))
+    assert upgrade_latency_reports(runs, log=lambda *_: None) == 0
+
+
 def test_a_renamed_setting_does_not_split_a_rows_seeds(tmp_path):
     """A seed committed before LASAR renamed ``latent_samples`` to ``cot_samples`` stores the old name: the site
     took it for another configuration (two Beauty "LASAR (SFT+RL) · <digest>" rows). `reasonrec upgrade` gives
