@@ -107,15 +107,11 @@ def upgrade_latency_reports(folder: str | Path, log=print) -> int:
         if not is_latency_report(obj):
             continue
         if "rows" in obj:  # rows written before they said what a model was trained as: from its run folder
-            found = {}
+            added = 0
             for row, spec in zip(obj["rows"], obj["setup"]["models"]):
-                where = spec.partition("=")[2]
-                if "trained_as" not in row and Path(where).is_dir() and (made := trained_as(where)):
-                    found[row["label"]] = made
-            if found:
-                for row in obj["rows"]:
-                    if row["label"] in found:
-                        row["trained_as"] = found[row["label"]]
+                if "trained_as" not in row and (made := trained_as(spec.partition("=")[2])):
+                    row["trained_as"], added = made, added + 1
+            if added:
                 atomic_write_json(path, obj)
                 changed += 1
             continue

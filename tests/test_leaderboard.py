@@ -1000,6 +1000,32 @@ def test_a_model_re_made_from_a_committed_spec_for_timing_is_shown_as_that_row(t
     assert upgrade_latency_reports(runs, log=lambda *_: None) == 0
 
 
+def test_every_model_a_committed_table4_times_is_a_committed_row():
+    """Each model a committed Table-4 report times is a committed row (its run id) or that row's spec re-made for
+    timing: its ``trained_as`` names a committed row, and its run id is that row's spec with ``eval.max_users``
+    64 (the results README's recipe), so the site names every Table-4 model by its row."""
+    import json
+
+    from bench.config import resolve_spec
+    from bench.results import by_trained_as, load_results
+
+    root = Path(__file__).parent.parent / "leaderboard" / "results"
+    runs = load_results(root)
+    by_id, made_as = {r.run_id: r for r in runs}, by_trained_as(runs)
+    remade = 0
+    for path in sorted(root.glob("bench/table4-*.json")):
+        for row in json.loads(path.read_text())["rows"]:
+            if row["model"] in by_id:
+                continue
+            assert row.get("trained_as") in made_as, (path.name, row["model"])
+            r = made_as[row["trained_as"]]
+            spec = json.loads((r.folder / "spec.json").read_text())
+            spec["eval"]["max_users"] = 64
+            assert resolve_spec(spec, check_files=False).run_id() == row["model"], (path.name, row["model"])
+            remade += 1
+    assert remade >= 4  # Beauty's and Instruments' MiniOneRec and LASAR
+
+
 def test_a_renamed_setting_does_not_split_a_rows_seeds(tmp_path):
     """A seed committed before LASAR renamed ``latent_samples`` to ``cot_samples`` stores the old name: the site
     took it for another configuration (two Beauty "LASAR (SFT+RL) · <digest>" rows). `reasonrec upgrade` gives
